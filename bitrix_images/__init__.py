@@ -1,0 +1,62 @@
+"""
+bitrix_images: an asyncio SDK for Bitrix24 product images.
+
+``BitrixClient`` talks to one portal (webhook or OAuth) through one pooled aiohttp session,
+keeps to the portal's limits, retries what is safe to retry, and returns frozen attrs
+values. ``bitrix_images.testing`` holds an embedded portal for tests.
+"""
+
+from ._paginate import AsyncPaginator, Page
+from ._retry import RetryPolicy
+from ._session import ClientStats
+from ._throttle import RateLimit
+from .client import BitrixClient
+from .exceptions import (
+    AccessDenied,
+    AuthError,
+    BatchError,
+    BitrixError,
+    InvalidRequest,
+    MalformedResponse,
+    NotFound,
+    OutcomeUnknown,
+    PortalMoved,
+    RateLimited,
+    ServerError,
+    TransportError,
+)
+from .models import FieldInfo, ImageType, OAuthTokens, ProductImage
+
+__all__ = [
+    "AccessDenied",
+    "AsyncPaginator",
+    "AuthError",
+    "BatchError",
+    "BitrixClient",
+    "BitrixError",
+    "ClientStats",
+    "FieldInfo",
+    "ImageType",
+    "InvalidRequest",
+    "MalformedResponse",
+    "NotFound",
+    "OAuthTokens",
+    "OutcomeUnknown",
+    "Page",
+    "PortalMoved",
+    "ProductImage",
+    "RateLimit",
+    "RateLimited",
+    "RetryPolicy",
+    "ServerError",
+    "TransportError",
+    "__version__",
+]
+
+
+def __getattr__(name: str) -> str:
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import version  # noqa: PLC0415 -- only when asked
+
+    return version("bitrix_images")

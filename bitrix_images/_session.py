@@ -1,0 +1,446 @@
+"""
+The only module that talks to the network: throttle, send, decode, retry or refresh.
+
+Everything it decides is delegated to pure code: ``_protocol`` decodes and classifies,
+``_retry`` computes delays, ``_throttle`` says how long to wait. This module sleeps,
+sends and counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Final
+
+import aiohttp
+import attrs
+from yarl import URL
+
+from . import _protocol
+from ._auth import OAuthAuth, WebhookAuth
+from ._protocol import BatchResult, Envelope, Retry
+from ._retry import RetryPolicy, backoff_delay
+from ._throttle import LeakyBucket, OperatingBudget, RateLimit
+from .exceptions import (
+    AuthError,
+    BitrixError,
+    OutcomeUnknown,
+    PortalMoved,
+    RateLimited,
+    TransportError,
+)
+
+__all__ = ["ClientStats", "Session"]
+
+log = logging.getLogger("bitrix_images")
+
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_CHUNK: Final = 64 * 1024
+# general-principles.md, "Request Headers": a named User-Agent; downloads fail without one.
+_USER_AGENT: Final = "bitrix_images/0.1 (+aiohttp)"
+
+
+@attrs.define
+class ClientStats:
+    """What a client has done so far: requests, retries and the time spent waiting."""
+
+    requests: int = 0
+    retries: int = 0
+    refreshes: int = 0
+    throttle_wait: float = 0.0  # seconds spent waiting on the client-side limits
+    retry_wait: float = 0.0  # seconds spent in backoff or waiting out OPERATION_TIME_LIMIT
+
+
+class _NotSent(TransportError):
+    """The connection failed before the request left: safe to retry any method."""
+
+
+class Session:
+    """
+    One pooled ``aiohttp.ClientSession`` (owned or borrowed) and the call loop around it.
+
+    Args:
+        auth: where calls go and what they carry.
+        rate_limit: the client-side limits.
+        retry: how refused or failed calls are retried.
+        session: a session to borrow (never closed here), or ``None`` to own one.
+        timeout: seconds one request may take (limits.md: the portal stops at 60).
+    """
+
+    def __init__(
+        self,
+        auth: WebhookAuth | OAuthAuth,
+        *,
+        rate_limit: RateLimit,
+        retry: RetryPolicy,
+        session: aiohttp.ClientSession | None,
+        timeout: float,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.auth = auth
+        self.rate_limit = rate_limit
+        self.retry = retry
+        self.stats = ClientStats()
+        self._borrowed = session
+        self._owned: aiohttp.ClientSession | None = None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._bucket = LeakyBucket(rate_limit.rate, rate_limit.burst)
+        self._budget = OperatingBudget(rate_limit.operating_limit, rate_limit.operating_headroom)
+        self._in_flight = asyncio.Semaphore(rate_limit.max_in_flight)
+        self._refresh_lock = asyncio.Lock()
+        self._sleep = sleep
+        self._closed = False
+
+    # --- lifetime ------------------------------------------------------------------------
+
+    @property
+    def http(self) -> aiohttp.ClientSession:
+        """The pooled session, created on first use when none was lent."""
+        if self._closed:
+            raise RuntimeError("this client is closed")
+        if self._borrowed is not None:
+            return self._borrowed
+        if self._owned is None:
+            self._owned = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.rate_limit.max_in_flight * 2),
+                headers={"User-Agent": _USER_AGENT},
+            )
+        return self._owned
+
+    async def close(self) -> None:
+        """Close the session if it is ours; a borrowed one stays open."""
+        self._closed = True
+        if self._owned is not None:
+            await self._owned.close()
+            self._owned = None
+
+    # --- calls ---------------------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        params: Mapping[str, object],
+        *,
+        idempotent: bool | None = None,
+        operating_methods: Iterable[str] | None = None,
+    ) -> Envelope:
+        """
+        Call *method* with throttling, retries and token refresh; return its envelope.
+
+        *operating_methods* are the methods whose operating time this call spends (a batch
+        spends its commands', not its own: limits.md).
+        """
+        if idempotent is None:
+            idempotent = _protocol.is_idempotent(method)
+        spends = tuple(operating_methods) if operating_methods is not None else (method,)
+        attempt = 0
+        waited = 0.0
+        refreshed = False
+        while True:
+            attempt += 1
+            await self._pace(spends)
+            token = self.auth.tokens.access_token if isinstance(self.auth, OAuthAuth) else None
+            try:
+                envelope = await self._exchange(method, params, idempotent=idempotent)
+            except BitrixError as error:
+                kind = _protocol.retry_kind(error)
+                if kind is Retry.REFRESH and isinstance(self.auth, OAuthAuth) and not refreshed:
+                    await self._refresh(self.auth, token)
+                    refreshed = True
+                    continue
+                delay = self._retry_delay(error, kind, attempt, idempotent, spends)
+                if (
+                    delay is None
+                    or attempt >= self.retry.max_attempts
+                    or waited + delay > self.retry.max_wait
+                ):
+                    raise self._final(error, kind, attempt, idempotent=idempotent) from None
+                log.debug("%s: %s, retry %d in %.3fs", method, _code_text(error), attempt, delay)
+                self.stats.retries += 1
+                self.stats.retry_wait += delay
+                waited += delay
+                await self._sleep(delay)
+                continue
+            for name in spends:
+                self._budget.record(name, envelope.time)
+            return envelope
+
+    async def batch(
+        self, commands: Mapping[str, tuple[str, Mapping[str, object]]], *, halt: bool = False
+    ) -> BatchResult:
+        """
+        Send one ``batch`` request; return its per-command parts.
+
+        The request is idempotent when every command is, so a lost answer is resent.
+        Per-command operating time (``result_time``) is booked under each command's method.
+        """
+        methods = {key: method for key, (method, _) in commands.items()}
+        envelope = await self.call(
+            "batch",
+            _protocol.encode_batch(commands, halt=halt),
+            idempotent=all(_protocol.is_idempotent(m) for m in methods.values()),
+            operating_methods=set(methods.values()),
+        )
+        result = _protocol.decode_batch(envelope.result, methods=methods)
+        for key, info in result.times.items():
+            if key in methods:
+                self._budget.record(methods[key], info)
+        return result
+
+    def command_delay(self, error: BitrixError, attempt: int, method: str) -> float | None:
+        """
+        The wait before resending a failed batch command of a read *method*, or ``None``.
+
+        The same rules as for whole calls: load refusals back off, OPERATION_TIME_LIMIT
+        waits for the reset, transient failures retry, anything else is final.
+        """
+        kind = _protocol.retry_kind(error)
+        if attempt >= self.retry.max_attempts:
+            return None
+        delay = self._retry_delay(error, kind, attempt, True, (method,))
+        if delay is not None:
+            self.stats.retries += 1
+            self.stats.retry_wait += delay
+        return delay
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep with the session's clock (tests may inject their own)."""
+        await self._sleep(seconds)
+
+    # --- the steps -----------------------------------------------------------------------
+
+    async def _pace(self, methods: Iterable[str]) -> None:
+        delay = max((self._budget.delay(m) for m in methods), default=0.0)
+        delay = max(delay, self._bucket.reserve())
+        if delay > 0:
+            self.stats.throttle_wait += delay
+            await self._sleep(delay)
+
+    async def _exchange(
+        self, method: str, params: Mapping[str, object], *, idempotent: bool
+    ) -> Envelope:
+        url = self.auth.endpoint(method)
+        body = _protocol.dumps(self.auth.sign(params))
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        status, data = await self._send("POST", url, method, idempotent, data=body, headers=headers)
+        log.debug("%s: HTTP %d", method, status)
+        return _protocol.decode(status, data, method=method)
+
+    async def _send(
+        self,
+        verb: str,
+        url: URL,
+        method: str,
+        idempotent: bool,
+        **kwargs: object,
+    ) -> tuple[int, bytes]:
+        """One HTTP exchange: never follows redirects, wraps every network failure."""
+        async with self._in_flight:
+            self.stats.requests += 1
+            try:
+                async with self.http.request(
+                    verb,
+                    url,
+                    allow_redirects=False,
+                    timeout=self._timeout,
+                    **kwargs,  # type: ignore[arg-type]  # data/headers, typed by the callers
+                ) as response:
+                    _check_redirect(response, method)
+                    return response.status, await response.read()
+            except aiohttp.ClientConnectorError as exc:
+                raise _NotSent(
+                    f"cannot connect to the portal: {exc.os_error}", method=method
+                ) from None
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise _lost(exc, method, idempotent) from None
+
+    async def _refresh(self, auth: OAuthAuth, used_token: str | None) -> None:
+        """Refresh the access token once for everyone who saw *used_token* expire."""
+        async with self._refresh_lock:
+            if auth.tokens.access_token != used_token:
+                return  # another call refreshed it while this one waited for the lock
+            if auth.failed_token == used_token:
+                raise AuthError(
+                    "the access token expired and its refresh failed", method="oauth.token"
+                )
+            log.debug("refreshing the OAuth access token")
+            try:
+                status, body = await self._send(
+                    "POST", auth.oauth_url, "oauth.token", True, data=auth.refresh_form()
+                )
+                tokens = auth.accept(status, body)
+            except BitrixError as error:
+                auth.failed_token = used_token
+                if isinstance(error, AuthError):
+                    raise
+                raise AuthError(
+                    f"the token refresh failed: {error.description}",
+                    code=error.code,
+                    status=error.status,
+                    method="oauth.token",
+                ) from None
+            self.stats.refreshes += 1
+            if auth.on_token_refresh is not None:
+                await auth.on_token_refresh(tokens)
+
+    def _retry_delay(
+        self,
+        error: BitrixError,
+        kind: Retry,
+        attempt: int,
+        idempotent: bool,
+        methods: Iterable[str],
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or ``None`` when it must not be made."""
+        if kind is Retry.BACKOFF:
+            # The portal refused before processing (limits.md): safe for every method.
+            self._bucket.penalize()
+            return backoff_delay(self.retry, attempt)
+        if kind is Retry.WAIT_RESET:
+            resets = [r for m in methods if (r := self._budget.reset_at(m)) is not None]
+            if not resets:
+                return self.retry.max_delay
+            return max(max(resets) - time.time(), 0.0) + 0.05
+        if kind is Retry.TRANSIENT and (idempotent or isinstance(error, _NotSent)):
+            return backoff_delay(self.retry, attempt)
+        return None
+
+    def _final(
+        self, error: BitrixError, kind: Retry, attempt: int, *, idempotent: bool
+    ) -> BitrixError:
+        """The exception to raise once no further attempt is allowed."""
+        error.attempts = attempt
+        if (
+            kind is Retry.TRANSIENT
+            and not idempotent
+            and isinstance(error, TransportError)
+            and not isinstance(error, (OutcomeUnknown, _NotSent))
+        ):
+            # An unreadable answer (an HTML 502 page, truncated JSON) to a write: the portal
+            # may have applied it.
+            return OutcomeUnknown(
+                f"{error.description}; the portal may have applied the call, so it was not "
+                "replayed",
+                status=error.status,
+                method=error.method,
+                attempts=attempt,
+            )
+        if isinstance(error, _NotSent):
+            return TransportError(
+                error.description, status=error.status, method=error.method, attempts=attempt
+            )
+        if kind in (Retry.BACKOFF, Retry.WAIT_RESET) and not isinstance(error, RateLimited):
+            return RateLimited(
+                error.description,
+                code=error.code,
+                status=error.status,
+                method=error.method,
+                attempts=attempt,
+            )
+        return error
+
+    # --- downloads -----------------------------------------------------------------------
+
+    async def download(self, url: URL, target: Path) -> int:
+        """
+        GET a signed download URL into *target* (overwritten on each attempt).
+
+        A download is a REST call (``download``, rest_util.php) so it is paced by the same
+        bucket, and it is a read, so lost answers are retried. Returns the bytes written.
+        """
+        attempt = 0
+        waited = 0.0
+        while True:
+            attempt += 1
+            await self._pace(("download",))
+            try:
+                return await self._fetch(url, target)
+            except BitrixError as error:
+                kind = _protocol.retry_kind(error)
+                delay = self._retry_delay(error, kind, attempt, True, ("download",))
+                if (
+                    delay is None
+                    or attempt >= self.retry.max_attempts
+                    or waited + delay > self.retry.max_wait
+                ):
+                    raise self._final(error, kind, attempt, idempotent=True) from None
+                log.debug("download: %s, retry %d in %.3fs", _code_text(error), attempt, delay)
+                self.stats.retries += 1
+                self.stats.retry_wait += delay
+                waited += delay
+                await self._sleep(delay)
+
+    async def _fetch(self, url: URL, target: Path) -> int:
+        async with self._in_flight:
+            self.stats.requests += 1
+            try:
+                async with self.http.get(
+                    url,
+                    allow_redirects=False,
+                    timeout=self._timeout,
+                    headers={"Accept": "*/*", "Referer": str(self.auth.origin) + "/"},
+                ) as response:
+                    _check_redirect(response, "download")
+                    if response.status != 200:
+                        body = await response.read()
+                        _protocol.decode(response.status, body, method="download")
+                        raise TransportError(
+                            "the portal did not send the file",
+                            status=response.status,
+                            method="download",
+                        )
+                    written = 0
+                    with target.open("wb") as out:
+                        async for chunk in response.content.iter_chunked(_CHUNK):
+                            out.write(chunk)
+                            written += len(chunk)
+                        out.flush()
+                        os.fsync(out.fileno())
+                    expected = response.content_length
+                    if expected is not None and written != expected:
+                        raise TransportError(  # pragma: no cover -- aiohttp raises first
+                            "the download was cut short", status=200, method="download"
+                        )
+                    return written
+            except aiohttp.ClientConnectorError as exc:
+                raise _NotSent(
+                    f"cannot connect to the portal: {exc.os_error}", method="download"
+                ) from None
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                raise _lost(exc, "download", True) from None
+
+
+def _check_redirect(response: aiohttp.ClientResponse, method: str) -> None:
+    # change-domen.md: a moved portal answers 302 with the new address. We never follow it
+    # with credentials; the error names the new host only (the path holds the webhook code).
+    if response.status in _REDIRECTS:
+        location = response.headers.get("Location", "")
+        host = URL(location).host if location else None
+        raise PortalMoved(
+            f"the portal moved to {host or 'an unknown address'}; update the portal URL",
+            new_host=host,
+            status=response.status,
+            method=method,
+        )
+
+
+def _lost(exc: BaseException, method: str, idempotent: bool) -> TransportError:
+    """The request may have reached the portal, but no usable answer came back."""
+    what = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
+    if idempotent:
+        return TransportError(f"the request failed: {what}", method=method)
+    return OutcomeUnknown(
+        f"the answer was lost ({what}) after the request was sent; the portal may have "
+        "applied it, so it was not replayed",
+        method=method,
+    )
+
+
+def _code_text(error: BitrixError) -> str:
+    if error.code is not None:
+        return f"error {error.code!r}"
+    return type(error).__name__ if error.status is None else f"HTTP {error.status}"

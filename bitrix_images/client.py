@@ -1,0 +1,200 @@
+"""``BitrixClient``: the session manager users hold, and the home of ``client.images``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from ._auth import OAuthAuth, TokenCallback, WebhookAuth, check_method, check_portal_url
+from ._converters import Converter
+from ._retry import RetryPolicy
+from ._session import ClientStats, Session
+from ._throttle import RateLimit
+from .images import Images
+from .models import OAuthTokens
+
+__all__ = ["BitrixClient"]
+
+DEFAULT_OAUTH_URL = "https://oauth.bitrix.info/oauth/token/"
+
+
+class BitrixClient:
+    """
+    A connection to one Bitrix24 portal: auth, limits, retries and one pooled session.
+
+    Build it with ``from_webhook`` or ``from_oauth``, use it as ``async with``, and reach
+    the product images through ``client.images``. A session passed in is borrowed and left
+    open; one the client created is closed with it.
+    """
+
+    def __init__(
+        self,
+        auth: WebhookAuth | OAuthAuth,
+        *,
+        rate_limit: RateLimit | None = None,
+        retry: RetryPolicy | None = None,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 75.0,
+    ) -> None:
+        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+            raise TypeError("rate_limit must be a RateLimit")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise TypeError("retry must be a RetryPolicy")
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise TypeError("session must be an aiohttp.ClientSession")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        self._session = Session(
+            auth,
+            rate_limit=rate_limit or RateLimit(),
+            retry=retry or RetryPolicy(),
+            session=session,
+            timeout=float(timeout),
+        )
+        self.images = Images(self._session, Converter(auth.origin))
+
+    @classmethod
+    def from_webhook(
+        cls,
+        url: str | URL,
+        *,
+        rate_limit: RateLimit | None = None,
+        retry: RetryPolicy | None = None,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 75.0,
+        allow_insecure: bool = False,
+    ) -> BitrixClient:
+        """
+        A client for an incoming webhook, ``https://<portal>/rest/<user_id>/<code>/``.
+
+        Plain http is accepted for loopback hosts only, unless *allow_insecure* is true.
+        """
+        base = check_portal_url(url, allow_insecure=allow_insecure, what="the webhook URL")
+        return cls(
+            WebhookAuth(base), rate_limit=rate_limit, retry=retry, session=session, timeout=timeout
+        )
+
+    @classmethod
+    def from_oauth(
+        cls,
+        client_endpoint: str | URL,
+        *,
+        access_token: str,
+        refresh_token: str,
+        client_id: str,
+        client_secret: str,
+        oauth_url: str | URL = DEFAULT_OAUTH_URL,
+        on_token_refresh: TokenCallback | None = None,
+        expires_at: datetime | None = None,
+        rate_limit: RateLimit | None = None,
+        retry: RetryPolicy | None = None,
+        session: aiohttp.ClientSession | None = None,
+        timeout: float = 75.0,
+        allow_insecure: bool = False,
+    ) -> BitrixClient:
+        """
+        A client for an OAuth application.
+
+        *client_endpoint* is the ``client_endpoint`` of the OAuth answer
+        (``https://<portal>/rest/``). On ``expired_token`` the client refreshes through
+        *oauth_url* once, replays the call, and awaits *on_token_refresh* with the new
+        ``OAuthTokens`` so that they can be stored.
+        """
+        endpoint = check_portal_url(
+            client_endpoint, allow_insecure=allow_insecure, what="the client endpoint"
+        )
+        token_url = check_portal_url(oauth_url, allow_insecure=allow_insecure, what="oauth_url")
+        for name, value in (
+            ("access_token", access_token),
+            ("refresh_token", refresh_token),
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+        ):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty str")
+        if on_token_refresh is not None and not callable(on_token_refresh):
+            raise TypeError("on_token_refresh must be an async callable or None")
+        tokens = OAuthTokens(
+            access_token=access_token,
+            refresh_token=refresh_token,
+            expires_at=expires_at or datetime.now(timezone.utc) + timedelta(hours=1),
+            client_endpoint=endpoint,
+        )
+        auth = OAuthAuth(
+            tokens,
+            client_id=client_id,
+            client_secret=client_secret,
+            oauth_url=token_url,
+            on_token_refresh=on_token_refresh,
+        )
+        return cls(auth, rate_limit=rate_limit, retry=retry, session=session, timeout=timeout)
+
+    # --- lifetime ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> BitrixClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the pooled session if the client created it."""
+        await self._session.close()
+
+    # --- calls ---------------------------------------------------------------------------
+
+    async def call(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """
+        Call any REST method; return the decoded ``result``.
+
+        Auth, throttling, retries and errors are the same as for ``client.images``. Whether
+        a lost answer may be replayed is judged from the method's name (``*.list``, ``*.get``
+        are reads); pass *idempotent* to say it yourself.
+        """
+        check_method(method)
+        if params is None:
+            params = {}
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params must be a mapping, got {type(params).__name__}")
+        envelope = await self._session.call(method, params, idempotent=idempotent)
+        return envelope.result
+
+    @property
+    def stats(self) -> ClientStats:
+        """Requests made, retries, refreshes and seconds spent waiting so far."""
+        return self._session.stats
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        """The client-side limits in force."""
+        return self._session.rate_limit
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy in force."""
+        return self._session.retry
+
+    @property
+    def origin(self) -> URL:
+        """The portal's origin (``https://example.bitrix24.com``)."""
+        return self._session.auth.origin
+
+    def __repr__(self) -> str:
+        kind = "webhook" if isinstance(self._session.auth, WebhookAuth) else "oauth"
+        return f"BitrixClient(<{self.origin.host}>, {kind})"

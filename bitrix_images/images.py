@@ -1,0 +1,421 @@
+"""
+The product images resource: ``client.images``.
+
+Wraps ``catalog.productImage.list / get / add / delete / getFields``
+(api-reference/catalog/product-image/) and the download of an image's signed URL.
+Every argument is checked before any request is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import builtins
+import os
+import tempfile
+from collections import deque
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Iterable,
+    Mapping,
+    Sequence,
+)
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from . import _protocol
+from ._converters import SELECTABLE, Converter, to_wire_name
+from ._paginate import AsyncPaginator, Page
+from ._session import Session
+from .exceptions import BatchError, BitrixError, MalformedResponse
+from .models import FieldInfo, ImageType, ProductImage
+
+__all__ = ["Images"]
+
+LIST: Final = "catalog.productImage.list"
+GET: Final = "catalog.productImage.get"
+ADD: Final = "catalog.productImage.add"
+DELETE: Final = "catalog.productImage.delete"
+FIELDS: Final = "catalog.productImage.getFields"
+
+# Magic numbers of the formats CFile::GetImageExtensions accepts (catalog-product-image-add.md:
+# "only image extensions are accepted").
+_MAGIC: Final = (
+    (b"\xff\xd8\xff", 0),  # JPEG
+    (b"\x89PNG\r\n\x1a\n", 0),  # PNG
+    (b"GIF87a", 0),
+    (b"GIF89a", 0),
+    (b"WEBP", 8),  # RIFF....WEBP
+    (b"BM", 0),  # BMP
+)
+
+
+def check_id(value: object, what: str) -> int:
+    """A positive ``int`` id (``bool`` and numeric strings are refused)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{what} must be a positive int, got {value}")
+    return value
+
+
+def check_select(select: object) -> tuple[str, ...] | None:
+    """Wire names for ``select``; snake_case field names are accepted too. ``id`` is always in."""
+    if select is None:
+        return None
+    if isinstance(select, (str, bytes)) or not isinstance(select, Iterable):
+        raise TypeError("select must be a sequence of field names")
+    names: list[str] = ["id"]
+    for field in select:
+        if not isinstance(field, str):
+            raise TypeError(f"select names must be str, got {type(field).__name__}")
+        wire = to_wire_name(field)
+        if wire not in SELECTABLE:
+            raise ValueError(
+                f"{field!r} is not a field of ProductImage; choose from {', '.join(SELECTABLE)}"
+            )
+        if wire not in names:
+            names.append(wire)
+    return tuple(names)
+
+
+def is_image(content: bytes) -> bool:
+    """Whether *content* starts like a JPEG, PNG, GIF, WEBP or BMP file."""
+    return any(content[offset : offset + len(magic)] == magic for magic, offset in _MAGIC)
+
+
+def _list_params(product_id: int, select: Sequence[str] | None, start: int) -> dict[str, Any]:
+    params: dict[str, Any] = {"productId": product_id}
+    if select is not None:
+        params["select"] = list(select)
+    params["start"] = start
+    return params
+
+
+async def _ids(source: Iterable[int] | AsyncIterable[int]) -> AsyncGenerator[int, None]:
+    if isinstance(source, AsyncIterable):
+        async for value in source:
+            yield check_id(value, "product id")
+    else:
+        for value in source:
+            yield check_id(value, "product id")
+
+
+@attrs.define
+class _Command:
+    product_id: int
+    start: int = 0
+    attempt: int = 0
+    images: list[ProductImage] = attrs.Factory(list)
+
+
+class Images:
+    """``client.images``: list, list_many, get, add, delete, fields and download."""
+
+    def __init__(self, session: Session, converter: Converter, *, batches_in_flight: int = 4):
+        self._session = session
+        self._converter = converter
+        self._batches_in_flight = batches_in_flight
+
+    # --- reading -------------------------------------------------------------------------
+
+    def list(
+        self, product_id: int, *, select: Sequence[str] | None = None, start: int = 0
+    ) -> AsyncPaginator[ProductImage]:
+        """
+        The images of one product, as an ``AsyncPaginator``.
+
+        ``async for image in client.images.list(1)`` walks every image; ``.pages()`` gives
+        the pages. A product answered whole costs one request.
+        """
+        product_id = check_id(product_id, "product_id")
+        names = check_select(select)
+        if isinstance(start, bool) or not isinstance(start, int):
+            raise TypeError(f"start must be an int, got {type(start).__name__}")
+        if start < 0:
+            raise ValueError(f"start must be >= 0, got {start}")
+
+        async def fetch(offset: int) -> Page[ProductImage]:
+            envelope = await self._session.call(LIST, _list_params(product_id, names, offset))
+            return Page(
+                items=tuple(self._images(envelope.result, LIST)),
+                total=envelope.total,
+                next=envelope.next,
+                start=offset,
+            )
+
+        return AsyncPaginator(fetch, start=start, method=LIST)
+
+    async def list_many(
+        self,
+        product_ids: Iterable[int] | AsyncIterable[int],
+        *,
+        select: Sequence[str] | None = None,
+    ) -> AsyncIterator[ProductImage]:
+        """
+        The images of many products, grouped by product in input order.
+
+        Up to 50 ``catalog.productImage.list`` commands go in one ``batch`` request (batch.md),
+        with a few batches in flight. *product_ids* is read lazily, never more than those
+        batches ahead of the consumer. A command that failed for load or a transient error
+        is sent again; one that cannot succeed raises ``BatchError`` after every image
+        before it was yielded. Nothing is dropped silently.
+        """
+        if isinstance(product_ids, (str, bytes)) or not isinstance(
+            product_ids, (Iterable, AsyncIterable)
+        ):
+            raise TypeError("product_ids must be an iterable or async iterable of ints")
+        names = check_select(select)
+        source = _ids(product_ids)
+        window: deque[asyncio.Task[builtins.list[_Command | BatchError]]] = deque()
+        exhausted = False
+
+        async def fill() -> None:
+            nonlocal exhausted
+            while not exhausted and len(window) < self._batches_in_flight:
+                chunk: builtins.list[int] = []
+                async for product_id in source:
+                    chunk.append(product_id)
+                    if len(chunk) == _protocol.BATCH_MAX_COMMANDS:
+                        break
+                else:
+                    exhausted = True
+                if chunk:
+                    window.append(asyncio.ensure_future(self._list_chunk(chunk, names)))
+
+        try:
+            await fill()
+            while window:
+                outcomes = await window[0]
+                window.popleft()
+                await fill()
+                for outcome in outcomes:
+                    if isinstance(outcome, BatchError):
+                        raise outcome
+                    for image in outcome.images:
+                        yield image
+        finally:
+            for task in window:
+                task.cancel()
+            await asyncio.gather(*window, return_exceptions=True)
+            await source.aclose()
+
+    async def _list_chunk(
+        self, product_ids: builtins.list[int], select: Sequence[str] | None
+    ) -> builtins.list[_Command | BatchError]:
+        """List up to 50 products through batch requests until each is complete or failed."""
+        commands = {f"p{i}": _Command(product_id) for i, product_id in enumerate(product_ids)}
+        pending = dict(commands)
+        failed: dict[str, BitrixError] = {}
+        while pending:
+            result = await self._session.batch(
+                {
+                    key: (LIST, _list_params(command.product_id, select, command.start))
+                    for key, command in pending.items()
+                }
+            )
+            again: dict[str, _Command] = {}
+            delay = 0.0
+            for key, command in pending.items():
+                if key in result.errors:
+                    error = result.errors[key]
+                    command.attempt += 1
+                    wait = self._session.command_delay(error, command.attempt, LIST)
+                    if wait is None:
+                        error.attempts = command.attempt
+                        failed[key] = error
+                    else:
+                        again[key] = command
+                        delay = max(delay, wait)
+                elif key in result.results:
+                    command.images.extend(self._images(result.results[key], LIST))
+                    following = result.nexts.get(key)
+                    if following is not None:
+                        if following <= command.start:
+                            failed[key] = MalformedResponse(
+                                f"the portal sent next={following} after start={command.start}",
+                                method=LIST,
+                            )
+                        else:
+                            command.start = following
+                            again[key] = command
+                else:
+                    # Neither a result nor an error: a halted or truncated batch (batch.md).
+                    failed[key] = MalformedResponse(
+                        "the batch answer has no result and no error for this command",
+                        method=LIST,
+                    )
+            if failed:
+                break
+            pending = again
+            if delay > 0:
+                await self._session.sleep(delay)
+        outcomes: builtins.list[_Command | BatchError] = []
+        for key, command in commands.items():
+            if key in failed:
+                error = failed[key]
+                outcomes.append(
+                    BatchError(
+                        f"{LIST} failed for product {command.product_id}: {error.description}",
+                        errors=dict(failed),
+                        attempts=error.attempts,
+                    )
+                )
+                break
+            outcomes.append(command)
+        return outcomes
+
+    async def get(self, product_id: int, image_id: int) -> ProductImage:
+        """One image of a product (catalog-product-image-get.md)."""
+        params = {
+            "productId": check_id(product_id, "product_id"),
+            "id": check_id(image_id, "image_id"),
+        }
+        envelope = await self._session.call(GET, params)
+        return self._one(envelope.result, GET)
+
+    async def fields(self) -> Mapping[str, FieldInfo]:
+        """The image fields, keyed by wire name (``"productId"``)."""
+        envelope = await self._session.call(FIELDS, {})
+        result = envelope.result
+        if not isinstance(result, Mapping) or "productImage" not in result:
+            raise MalformedResponse("the answer has no 'productImage' map", method=FIELDS)
+        return self._converter.fields(result["productImage"], method=FIELDS)
+
+    # --- writing -------------------------------------------------------------------------
+
+    async def add(
+        self,
+        product_id: int,
+        file: Path | str | bytes,
+        *,
+        name: str | None = None,
+        type: ImageType = ImageType.MORE_PHOTO,
+    ) -> ProductImage:
+        """
+        Attach an image to a product; return it as the portal stored it.
+
+        *file* is a path or the bytes themselves (then *name* is required). The content must
+        be a JPEG, PNG, GIF, WEBP or BMP image. The call is never replayed after its answer
+        was lost (``OutcomeUnknown``), so it cannot create the image twice.
+        """
+        product_id = check_id(product_id, "product_id")
+        if not isinstance(type, ImageType):
+            raise TypeError(f"type must be an ImageType, got {type!r}")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ValueError("name must be a non-empty str")
+        if isinstance(file, (bytes, bytearray, memoryview)):
+            if name is None:
+                raise ValueError("name is required when file is bytes")
+            content = bytes(file)
+        elif isinstance(file, (str, Path)):
+            path = Path(file)
+            content = await asyncio.to_thread(_read_file, path)
+            name = name if name is not None else path.name
+        else:
+            raise TypeError(f"file must be a Path, str or bytes, got {type_name(file)}")
+        assert name is not None  # noqa: S101 -- set on every branch above
+        if "/" in name or "\\" in name:
+            raise ValueError("name must be a file name, not a path")
+        if not is_image(content):
+            raise ValueError(f"{name!r} is not a JPEG, PNG, GIF, WEBP or BMP image")
+        params = {
+            "fields": {"productId": product_id, "type": type.value},
+            # catalog-product-image-add.md: [name, base64] at the top level, no data: prefix.
+            "fileContent": [name, base64.b64encode(content).decode("ascii")],
+        }
+        envelope = await self._session.call(ADD, params, idempotent=False)
+        return self._one(envelope.result, ADD)
+
+    async def delete(self, product_id: int, image_id: int) -> None:
+        """Remove an image from a product. Never replayed after a lost answer."""
+        params = {
+            "productId": check_id(product_id, "product_id"),
+            "id": check_id(image_id, "image_id"),
+        }
+        envelope = await self._session.call(DELETE, params, idempotent=False)
+        if envelope.result is not True:
+            raise MalformedResponse(
+                f"the portal answered {envelope.result!r} instead of true", method=DELETE
+            )
+
+    # --- files ---------------------------------------------------------------------------
+
+    async def download(self, image: ProductImage, dest: Path | str) -> Path:
+        """
+        Save an image's file; return the path written.
+
+        *dest* is a directory (the file keeps the image's name) or a file path. The bytes go
+        to a temporary file beside the target, which is renamed into place only when
+        complete: a failure leaves no partial file. Only the portal's own origin is fetched,
+        because the signed URL carries credentials.
+        """
+        if not isinstance(image, ProductImage):
+            raise TypeError(f"image must be a ProductImage, got {type_name(image)}")
+        if not isinstance(dest, (str, Path)):
+            raise TypeError(f"dest must be a Path or str, got {type_name(dest)}")
+        url = image.download_url
+        if url is None:
+            raise ValueError("the image has no download_url (was it left out of select?)")
+        if url.origin() != self._session.auth.origin:
+            raise ValueError(
+                f"refusing to send the portal's signed URL to another origin ({url.host})"
+            )
+        # The file-system steps below are metadata operations of microseconds: cheaper
+        # inline than a thread hop.
+        target, part = _reserve(Path(dest), image)
+        try:
+            await self._session.download(url, part)
+            os.replace(part, target)
+        except BaseException:
+            _discard(part)
+            raise
+        return target
+
+    # --- answers -------------------------------------------------------------------------
+
+    def _images(self, result: object, method: str) -> builtins.list[ProductImage]:
+        image = self._converter.image
+        return [
+            image(item, method=method)
+            for item in _protocol.items_of(result, "productImages", method=method)
+        ]
+
+    def _one(self, result: object, method: str) -> ProductImage:
+        if not isinstance(result, Mapping) or "productImage" not in result:
+            raise MalformedResponse("the answer has no 'productImage'", method=method)
+        return self._converter.image(result["productImage"], method=method)
+
+
+def _read_file(path: Path) -> bytes:
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    return path.read_bytes()
+
+
+def _reserve(dest: Path, image: ProductImage) -> tuple[Path, Path]:
+    """The final path for *image* under *dest*, and a fresh temporary file beside it."""
+    target = dest / safe_name(image) if dest.is_dir() else dest
+    if not target.parent.is_dir():
+        raise ValueError(f"no such directory: {target.parent}")
+    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    os.close(fd)
+    return target, Path(temporary)
+
+
+def _discard(part: Path) -> None:
+    part.unlink(missing_ok=True)
+
+
+def safe_name(image: ProductImage) -> str:
+    """The image's file name without any directory part; its id when it has none."""
+    name = Path(image.name or "").name
+    return name if name not in ("", ".", "..") else f"image-{image.id}"
+
+
+def type_name(value: object) -> str:
+    return type(value).__name__
