@@ -12,6 +12,8 @@ from yarl import URL
 
 from ._auth import OAuthAuth, TokenCallback, WebhookAuth, check_method, check_portal_url
 from ._converters import Converter
+from ._paginate import AsyncPaginator, Page
+from ._protocol import items_of
 from ._retry import RetryPolicy
 from ._session import ClientStats, Session
 from ._throttle import RateLimit
@@ -174,6 +176,41 @@ class BitrixClient:
             raise TypeError(f"params must be a mapping, got {type(params).__name__}")
         envelope = await self._session.call(method, params, idempotent=idempotent)
         return envelope.result
+
+    def paginate(
+        self,
+        method: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        key: str,
+        start: int = 0,
+    ) -> AsyncPaginator[Any]:
+        """
+        Walk any ``start``-paged list method; items are the raw dicts under *key*.
+
+        ``client.paginate("catalog.product.list", {"filter": {"iblockId": 14},
+        "select": ["id", "iblockId"]}, key="products")`` enumerates a catalog by the
+        portal's own ``next`` (list-methods-pecularities.md), one page in memory.
+        """
+        check_method(method)
+        if params is None:
+            params = {}
+        if not isinstance(params, Mapping):
+            raise TypeError(f"params must be a mapping, got {type(params).__name__}")
+        if "start" in params:
+            raise ValueError("pass start= to paginate(), not inside params")
+        if not isinstance(key, str) or not key:
+            raise ValueError("key must name the list in the result, like 'products'")
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError("start must be an int >= 0")
+        session = self._session
+
+        async def fetch(offset: int) -> Page[Any]:
+            envelope = await session.call(method, {**params, "start": offset})
+            items = items_of(envelope.result, key, method=method)
+            return Page(tuple(items), total=envelope.total, next=envelope.next, start=offset)
+
+        return AsyncPaginator(fetch, start=start, method=method)
 
     @property
     def stats(self) -> ClientStats:
