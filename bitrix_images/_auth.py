@@ -162,7 +162,9 @@ class OAuthAuth:
             data: Any = loads(body)
         except (ValueError, UnicodeDecodeError):
             raise AuthError(
-                "the OAuth server's answer is not JSON", status=status, method="oauth.token"
+                "the token refresh failed: the OAuth server's answer is not JSON",
+                status=status,
+                method="oauth.token",
             ) from None
         if not isinstance(data, dict) or "error" in data or status >= 300:
             code = data.get("error") if isinstance(data, dict) else None

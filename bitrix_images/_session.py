@@ -24,7 +24,7 @@ from . import _protocol
 from ._auth import OAuthAuth, WebhookAuth
 from ._protocol import BatchResult, Envelope, Retry
 from ._retry import RetryPolicy, backoff_delay
-from ._throttle import LeakyBucket, OperatingBudget, RateLimit
+from ._throttle import RESET_GRAIN, LeakyBucket, OperatingBudget, RateLimit
 from .exceptions import (
     AuthError,
     BitrixError,
@@ -207,6 +207,10 @@ class Session:
             self.stats.retry_wait += delay
         return delay
 
+    def operating_reset_at(self, method: str) -> float | None:
+        """When the portal's operating window for *method* moves on, if it said."""
+        return self._budget.reset_at(method)
+
     async def sleep(self, seconds: float) -> None:
         """Sleep with the session's clock (tests may inject their own)."""
         await self._sleep(seconds)
@@ -304,7 +308,7 @@ class Session:
             resets = [r for m in methods if (r := self._budget.reset_at(m)) is not None]
             if not resets:
                 return self.retry.max_delay
-            return max(max(resets) - time.time(), 0.0) + 0.05
+            return max(max(resets) + RESET_GRAIN - time.time(), RESET_GRAIN)
         if kind is Retry.TRANSIENT and (idempotent or isinstance(error, _NotSent)):
             return backoff_delay(self.retry, attempt)
         return None

@@ -81,6 +81,11 @@ class LeakyBucket:
         self._tat = max(self._tat, self._clock() + self._tolerance + self._interval)
 
 
+# operating_reset_at is a whole Unix second (limits.md), so the window may move on up to a
+# second after it: wait that second too rather than be refused.
+RESET_GRAIN = 1.0
+
+
 @attrs.define
 class _Usage:
     operating: float
@@ -119,4 +124,4 @@ class OperatingBudget:
         usage = self._usage.get(method.lower())
         if usage is None or usage.reset_at is None or usage.operating < self._threshold:
             return 0.0
-        return max(0.0, usage.reset_at - self._clock())
+        return max(0.0, usage.reset_at + RESET_GRAIN - self._clock())

@@ -61,7 +61,7 @@ def test_operating_budget() -> None:
     assert budget.delay("m") == 0.0
     assert budget.reset_at("m") == 1060.0
     budget.record("m", TimeInfo(operating=440.0, operating_reset_at=1060.0))
-    assert budget.delay("M") == pytest.approx(60.0)
+    assert budget.delay("M") == pytest.approx(61.0)  # one more second: reset_at is whole
     clock.now = 1070.0
     assert budget.delay("m") == 0.0
     budget.record("m", TimeInfo(operating=470.0))

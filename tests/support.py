@@ -1,0 +1,32 @@
+"""Helpers shared by the test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import math
+
+import bitrix_images as bx
+from bitrix_images.testing import FakePortal
+
+# Production delays are seconds; tests keep the same logic with milliseconds.
+FAST_RETRY = bx.RetryPolicy(max_attempts=6, initial_delay=0.001, max_delay=0.01, max_wait=10.0)
+UNLIMITED = bx.RateLimit(rate=math.inf)
+
+
+def secrets_of(portal: FakePortal) -> set[str]:
+    """A portal's credentials: none may appear in logs, messages or reprs."""
+    return {portal.webhook_code, portal.access_token, portal.refresh_token, portal.client_secret}
+
+
+def oauth_client(portal: FakePortal, **kwargs: object) -> bx.BitrixClient:
+    """An OAuth client for *portal* with fast retries."""
+    options: dict[str, object] = {"retry": FAST_RETRY, "rate_limit": UNLIMITED}
+    options.update(kwargs)
+    return bx.BitrixClient.from_oauth(
+        portal.client_endpoint,
+        access_token=portal.access_token,
+        refresh_token=portal.refresh_token,
+        client_id=portal.client_id,
+        client_secret=portal.client_secret,
+        oauth_url=portal.oauth_url,
+        **options,  # type: ignore[arg-type]
+    )
