@@ -88,6 +88,11 @@ def is_image(content: bytes) -> bool:
     return any(content[offset : offset + len(magic)] == magic for magic, offset in _MAGIC)
 
 
+def _list_query(select: Sequence[str] | None) -> str:
+    """The part of a list command's query that is the same for every product."""
+    return "" if select is None else "&" + _protocol.http_build_query({"select": list(select)})
+
+
 def _list_params(product_id: int, select: Sequence[str] | None, start: int) -> dict[str, Any]:
     params: dict[str, Any] = {"productId": product_id}
     if select is not None:
@@ -103,6 +108,10 @@ async def _ids(source: Iterable[int] | AsyncIterable[int]) -> AsyncGenerator[int
     else:
         for value in source:
             yield check_id(value, "product id")
+
+
+# _advance's answer for "failed, ask the session whether to resend".
+_RETRY: Final = BitrixError("retry")
 
 
 @attrs.define
@@ -207,67 +216,96 @@ class Images:
     async def _list_chunk(
         self, product_ids: builtins.list[int], select: Sequence[str] | None
     ) -> builtins.list[_Command | BatchError]:
-        """List up to 50 products through batch requests until each is complete or failed."""
+        """
+        List up to 50 products through batch requests until each is complete or failed.
+
+        Commands are resent (load refusals, transient errors) or continued (``next``) until
+        every command before the first failed one is complete, so the images yielded before
+        a ``BatchError`` are whole products, and a product is never yielded half-listed.
+        """
         commands = {f"p{i}": _Command(product_id) for i, product_id in enumerate(product_ids)}
+        order = {key: index for index, key in enumerate(commands)}
+        common = _list_query(select)
         pending = dict(commands)
         failed: dict[str, BitrixError] = {}
+        cutoff = len(commands)  # commands from the first failed one on are not yielded
         while pending:
+            # The query strings are built here directly: ids and offsets are plain ints, and
+            # a generic PHP encoder per command was the costliest step per product.
             result = await self._session.batch(
                 {
-                    key: (LIST, _list_params(command.product_id, select, command.start))
+                    key: (LIST, f"productId={command.product_id}{common}&start={command.start}")
                     for key, command in pending.items()
                 }
             )
             again: dict[str, _Command] = {}
             delay = 0.0
             for key, command in pending.items():
-                if key in result.errors:
-                    error = result.errors[key]
-                    command.attempt += 1
-                    wait = self._session.command_delay(error, command.attempt, LIST)
-                    if wait is None:
-                        error.attempts = command.attempt
-                        failed[key] = error
-                    else:
-                        again[key] = command
-                        delay = max(delay, wait)
-                elif key in result.results:
-                    command.images.extend(self._images(result.results[key], LIST))
-                    following = result.nexts.get(key)
-                    if following is not None:
-                        if following <= command.start:
-                            failed[key] = MalformedResponse(
-                                f"the portal sent next={following} after start={command.start}",
-                                method=LIST,
-                            )
-                        else:
-                            command.start = following
-                            again[key] = command
+                error = self._advance(key, command, result, again)
+                if error is None:
+                    continue
+                if error is not _RETRY:
+                    failed[key] = error
+                    cutoff = min(cutoff, order[key])
+                    continue
+                command.attempt += 1
+                wait = self._session.command_delay(result.errors[key], command.attempt, LIST)
+                if wait is None:
+                    result.errors[key].attempts = command.attempt
+                    failed[key] = result.errors[key]
+                    cutoff = min(cutoff, order[key])
                 else:
-                    # Neither a result nor an error: a halted or truncated batch (batch.md).
-                    failed[key] = MalformedResponse(
-                        "the batch answer has no result and no error for this command",
-                        method=LIST,
-                    )
-            if failed:
-                break
-            pending = again
-            if delay > 0:
+                    again[key] = command
+                    delay = max(delay, wait)
+            pending = {key: c for key, c in again.items() if order[key] < cutoff}
+            if pending and delay > 0:
                 await self._session.sleep(delay)
         outcomes: builtins.list[_Command | BatchError] = []
         for key, command in commands.items():
-            if key in failed:
+            if order[key] == cutoff:
                 error = failed[key]
                 outcomes.append(
                     BatchError(
                         f"{LIST} failed for product {command.product_id}: {error.description}",
-                        errors=dict(failed),
+                        errors=failed,
                         attempts=error.attempts,
                     )
                 )
                 break
             outcomes.append(command)
         return outcomes
+
+    def _advance(
+        self,
+        key: str,
+        command: _Command,
+        result: _protocol.BatchResult,
+        again: dict[str, _Command],
+    ) -> BitrixError | None:
+        """
+        Take one command's answer: keep its images and queue its next page.
+
+        Returns ``None`` when it is done or queued, ``_RETRY`` when it failed in a way that
+        may be retried, or the error that ends it.
+        """
+        if key in result.errors:
+            return _RETRY
+        if key not in result.results:
+            # Neither a result nor an error: a halted or truncated batch (batch.md).
+            return MalformedResponse(
+                "the batch answer has no result and no error for this command", method=LIST
+            )
+        command.images.extend(self._images(result.results[key], LIST))
+        following = result.nexts.get(key)
+        if following is None:
+            return None
+        if following <= command.start:
+            return MalformedResponse(
+                f"the portal sent next={following} after start={command.start}", method=LIST
+            )
+        command.start = following
+        again[key] = command
+        return None
 
     async def get(self, product_id: int, image_id: int) -> ProductImage:
         """One image of a product (catalog-product-image-get.md)."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import sys
+from collections.abc import AsyncIterator
 
 import bitrix_images as bx
 from bitrix_images.testing import FakePortal
@@ -30,3 +34,26 @@ def oauth_client(portal: FakePortal, **kwargs: object) -> bx.BitrixClient:
         oauth_url=portal.oauth_url,
         **options,  # type: ignore[arg-type]
     )
+
+
+@contextlib.asynccontextmanager
+async def portal_process(*args: str) -> AsyncIterator[str]:
+    """Run ``python -m bitrix_images.testing`` in its own process; yield its webhook URL."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bitrix_images.testing",
+        "--port",
+        "0",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=30)
+        yield line.decode().strip()
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await process.wait()
