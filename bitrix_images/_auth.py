@@ -160,7 +160,7 @@ class OAuthAuth:
         """Read the token endpoint's answer; raise ``AuthError`` unless it holds new tokens."""
         try:
             data: Any = loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except ValueError:
             raise AuthError(
                 "the token refresh failed: the OAuth server's answer is not JSON",
                 status=status,

@@ -13,12 +13,12 @@ References (the official docs, github.com/bitrix24/b24restdocs):
 from __future__ import annotations
 
 import enum
-import json
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 from urllib.parse import quote_plus
 
 import attrs
+import orjson
 
 from .exceptions import (
     AccessDenied,
@@ -37,11 +37,12 @@ BATCH_MAX_COMMANDS: Final = 50
 
 
 def dumps(obj: object) -> bytes:
-    """Encode a request body. Compact, UTF-8, non-ASCII kept as is."""
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode()
+    """Encode a request body: compact UTF-8 JSON."""
+    return orjson.dumps(obj)
 
 
-loads = json.loads
+# orjson decodes a batch answer about three times faster than json (benchmarks/RESULTS.md).
+loads = orjson.loads
 
 
 # --- envelopes ---------------------------------------------------------------------------
@@ -74,6 +75,9 @@ class Envelope:
 
 
 def _number(value: object) -> float | None:
+    kind = type(value)
+    if kind is float or kind is int:
+        return float(value)  # type: ignore[arg-type]  # checked just above
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -114,7 +118,7 @@ def decode(status: int, body: bytes, *, method: str) -> Envelope:
     """
     try:
         data = loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except orjson.JSONDecodeError:
         raise TransportError(
             "the portal's answer is not JSON" if body else "the portal sent an empty answer",
             status=status,
@@ -301,16 +305,20 @@ def http_build_query(params: Mapping[str, object]) -> str:
     return "&".join(f"{quote_plus(k)}={quote_plus(v)}" for k, v in pairs)
 
 
-def encode_batch(
-    commands: Mapping[str, tuple[str, Mapping[str, object]]], *, halt: bool = False
-) -> dict[str, object]:
-    """The parameters of a ``batch`` call for ``{key: (method, params)}``."""
+Command = tuple[str, "Mapping[str, object] | str"]
+
+
+def encode_command(method: str, params: Mapping[str, object] | str) -> str:
+    """One ``cmd`` value: ``method?query``; *params* may be a query string built already."""
+    query = params if isinstance(params, str) else http_build_query(params)
+    return f"{method}?{query}" if query else method
+
+
+def encode_batch(commands: Mapping[str, Command], *, halt: bool = False) -> dict[str, object]:
+    """The parameters of a ``batch`` call for ``{key: (method, params or query)}``."""
     if len(commands) > BATCH_MAX_COMMANDS:
         raise ValueError(f"a batch holds at most {BATCH_MAX_COMMANDS} commands")
-    cmd = {
-        key: f"{method}?{http_build_query(params)}" if params else method
-        for key, (method, params) in commands.items()
-    }
+    cmd = {key: encode_command(method, params) for key, (method, params) in commands.items()}
     return {"halt": 1 if halt else 0, "cmd": cmd}
 
 

@@ -170,7 +170,7 @@ class Session:
             return envelope
 
     async def batch(
-        self, commands: Mapping[str, tuple[str, Mapping[str, object]]], *, halt: bool = False
+        self, commands: Mapping[str, _protocol.Command], *, halt: bool = False
     ) -> BatchResult:
         """
         Send one ``batch`` request; return its per-command parts.

@@ -48,11 +48,23 @@ class TestDecode:
             product_id=1,
             type=ImageType.MORE_PHOTO,
             create_time=datetime(2024, 10, 17, 10, 48, 5, tzinfo=timezone(timedelta(hours=2))),
-            download_url=URL(items[0]["downloadUrl"]),
+            download_url=URL(items[0]["downloadUrl"], encoded=True),
             detail_url=URL(
                 "http://dev.bx/upload/iblock/6f1/bkm7jmwso31wisk423gtp28iagy2e8v0/test.jpeg"
             ),
         )
+
+    def test_signed_url_is_kept_byte_for_byte(self) -> None:
+        envelope = p.decode(200, sample("list_200.json"), method="m")
+        raw = p.items_of(envelope.result, "productImages", method="m")[0]["downloadUrl"]
+        image = Converter(URL("http://dev.bx")).image({"id": 1, "downloadUrl": raw}, method="m")
+        # docs: never change the signed link; %2F must not become / in the token.
+        assert str(image.download_url) == raw
+        assert "%2F" in str(image.download_url)
+        odd = Converter(URL("http://dev.bx")).image(
+            {"id": 1, "downloadUrl": "http://dev.bx/a b/ф"}, method="m"
+        )
+        assert odd.download_url == URL("http://dev.bx/a b/ф")
 
     def test_integer_error_code_is_kept_as_int(self) -> None:
         with pytest.raises(AccessDenied) as info:
