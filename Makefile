@@ -21,6 +21,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict bitrix_images
+	$(BIN)/mypy --strict tests/typing
 
 test: lint
 	$(BIN)/pytest -W error -m "not slow" --cov=bitrix_images --cov-branch --cov-report=term --cov-fail-under=95

@@ -1,0 +1,72 @@
+"""
+Type-checked, never executed: the public API as a user's strictly typed code sees it.
+
+``make lint`` runs ``mypy --strict`` over this file; a change that breaks users' typing
+breaks the build.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+
+from yarl import URL
+
+import bitrix_images as bx
+
+
+async def save(tokens: bx.OAuthTokens) -> None:
+    access: str = tokens.access_token
+    endpoint: URL = tokens.client_endpoint
+    del access, endpoint
+
+
+async def ids() -> AsyncIterator[int]:
+    yield 1
+
+
+async def use() -> None:
+    async with bx.BitrixClient.from_webhook(
+        "https://example.bitrix24.com/rest/1/abc/",
+        rate_limit=bx.RateLimit(rate=2.0, burst=50),
+        retry=bx.RetryPolicy(max_attempts=6, initial_delay=0.5, max_delay=30.0),
+    ) as client:
+        paginator: bx.AsyncPaginator[bx.ProductImage] = client.images.list(1, select=["name"])
+        async for image in paginator:
+            url: URL | None = image.download_url
+            kind: bx.ImageType | None = image.type
+            del url, kind
+        async for page in paginator.pages():
+            items: tuple[bx.ProductImage, ...] = page.items
+            following: int | None = page.next
+            del items, following
+        async for image in client.images.list_many([1, 2, 3]):
+            path: Path = await client.images.download(image, Path("out"))
+            del path
+        async for image in client.images.list_many(ids()):
+            del image
+        one: bx.ProductImage = await client.images.get(1, 2)
+        added: bx.ProductImage = await client.images.add(1, b"...", name="a.png")
+        await client.images.delete(1, added.id)
+        fields: Mapping[str, bx.FieldInfo] = await client.images.fields()
+        raw: object = await client.call("user.current")
+        stats: bx.ClientStats = client.stats
+        del one, fields, raw, stats
+    oauth = bx.BitrixClient.from_oauth(
+        "https://example.bitrix24.com/rest/",
+        access_token="a",
+        refresh_token="r",
+        client_id="c",
+        client_secret="s",
+        on_token_refresh=save,
+    )
+    await oauth.close()
+    try:
+        await oauth.images.fields()
+    except bx.RateLimited as error:
+        code: str | int | None = error.code
+        attempts: int = error.attempts
+        del code, attempts
+    except bx.BatchError as error:
+        errors: Mapping[str, bx.BitrixError] = error.errors
+        del errors
