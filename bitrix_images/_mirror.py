@@ -1,0 +1,333 @@
+"""
+The ``mirror`` job of the command line: every image of many products into local folders.
+
+One stream, constant memory: product ids are read lazily (a list, a file, or the catalog
+itself through ``catalog.product.list``) into ``client.images.list_many``; each image is
+put on a bounded queue that a few worker tasks drain with ``client.images.download``.
+``DEST/<product_id>/<file name>`` is the layout; downloads are atomic (temporary file, then
+rename), so a file already in place is complete and a second run skips it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Final, NoReturn
+
+import attrs
+from tqdm import tqdm
+
+from .exceptions import AuthError, BitrixError, MalformedResponse, RateLimited
+from .images import safe_name
+from .models import ProductImage
+
+if TYPE_CHECKING:
+    from .client import BitrixClient
+    from .testing import FakePortal
+
+__all__ = [
+    "DEMO_BURST",
+    "DEMO_RATE",
+    "MirrorStats",
+    "catalog_ids",
+    "demo_portal",
+    "file_ids",
+    "mirror",
+]
+
+# The demo portal keeps a leaky bucket like a real one, only faster, so that the demo shows
+# the throttle at work and still ends in seconds.
+DEMO_RATE: Final = 200.0
+DEMO_BURST: Final = 100
+# Errors after which every further download would fail too: stop at once.
+_FATAL: Final = (AuthError, RateLimited)
+
+
+@attrs.define
+class MirrorStats:
+    """What one mirror run did."""
+
+    products: int = 0
+    images: int = 0
+    downloaded: int = 0
+    skipped: int = 0
+    failed: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+    retries: int = 0
+    waited: float = 0.0
+
+    def summary(self) -> str:
+        """The closing line of a run."""
+        line = (
+            f"{self.products} products, {self.images} images "
+            f"({self.downloaded} downloaded, {self.skipped} skipped"
+        )
+        if self.failed:
+            line += f", {self.failed} failed"
+        return (
+            f"{line}), {self.bytes} bytes in {self.seconds:.1f} s; "
+            f"{self.retries} retries, {self.waited:.1f} s waiting on rate limits "
+            "(summed over concurrent requests)"
+        )
+
+
+def file_ids(lines: Iterable[str], source: str) -> Iterator[int]:
+    """
+    Product ids from the lines of a file, one per line, read lazily.
+
+    Blank lines and ``#`` comments are skipped; anything else that is not a positive
+    integer is a ``ValueError`` naming the line.
+    """
+    for number, raw in enumerate(lines, start=1):
+        text = raw.split("#", 1)[0].strip()
+        if not text:
+            continue
+        if not text.isdigit() or int(text) <= 0:
+            raise ValueError(f"{source}, line {number}: not a product id: {text[:40]!r}")
+        yield int(text)
+
+
+async def catalog_ids(client: BitrixClient, iblock_id: int) -> AsyncIterator[int]:
+    """Every product id of a catalog, ascending, one page of ``catalog.product.list`` at a time."""
+    params = {
+        "filter": {"iblockId": iblock_id},
+        "select": ["id", "iblockId"],
+        "order": {"id": "ASC"},
+    }
+    async for product in client.paginate("catalog.product.list", params, key="products"):
+        value = product.get("id") if isinstance(product, dict) else None
+        # catalog.product.list sends ids as numbers or numeric strings.
+        if isinstance(value, int) and not isinstance(value, bool):
+            yield value
+        elif isinstance(value, str) and value.isdigit():
+            yield int(value)
+        else:
+            raise ValueError(f"catalog.product.list sent a product without a valid id: {value!r}")
+
+
+class _Names:
+    """Unique file names within the product being listed (case-insensitive file systems)."""
+
+    def __init__(self) -> None:
+        self.product_id: int | None = None
+        self._taken: set[str] = set()
+
+    def start(self, product_id: int) -> bool:
+        """Switch to *product_id*; ``True`` when it is a new product."""
+        if product_id == self.product_id:
+            return False
+        self.product_id = product_id
+        self._taken.clear()
+        return True
+
+    def claim(self, image: ProductImage) -> str:
+        name = safe_name(image)
+        candidate = name
+        while candidate.casefold() in self._taken:
+            # A later image with a name already taken keeps its id in front of it.
+            candidate = f"{image.id}-{candidate}"
+        self._taken.add(candidate.casefold())
+        return candidate
+
+
+class _Progress:
+    """A tqdm bar on a terminal, or nothing."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        self._bar: tqdm[NoReturn] | None = None
+        if stream is not None:
+            self._bar = tqdm(file=stream, unit="img", dynamic_ncols=True, desc="mirror")
+
+    def update(self, products: int, stats: MirrorStats) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix_str(
+                f"products={products} bytes={_human(stats.bytes)}", refresh=False
+            )
+            self._bar.update(1)
+
+    def write(self, text: str, stream: IO[str]) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=stream)
+        else:
+            print(text, file=stream)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} TB"
+
+
+async def mirror(
+    client: BitrixClient,
+    product_ids: Iterable[int] | AsyncIterator[int],
+    dest: Path,
+    *,
+    concurrency: int = 4,
+    progress: IO[str] | None = None,
+    warnings: IO[str],
+) -> MirrorStats:
+    """
+    Download every image of *product_ids* into ``dest/<product_id>/``.
+
+    *progress* is where the bar goes (``None``: no bar); *warnings* receives one line per
+    image that failed to download. An image that fails for good is counted and the run goes
+    on, unless the failure would repeat for every image (``AuthError``, ``RateLimited``),
+    which stops the run. Argument, listing and disk errors propagate.
+    """
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError("concurrency must be an int >= 1")
+    job = _Job(client, dest, concurrency, _Progress(progress), warnings)
+    return await job.run(product_ids)
+
+
+class _Job:
+    """One mirror run: a producer fed by list_many, and *concurrency* download workers."""
+
+    def __init__(
+        self,
+        client: BitrixClient,
+        dest: Path,
+        concurrency: int,
+        bar: _Progress,
+        warnings: IO[str],
+    ) -> None:
+        self.client = client
+        self.dest = dest
+        self.concurrency = concurrency
+        self.bar = bar
+        self.warnings = warnings
+        self.stats = MirrorStats()
+        self.listed = 0  # products whose images came in (stats.products runs ahead of it)
+        self.failure: Exception | None = None  # what stopped the listing, if anything
+        # Bounded: the listing runs at most a few images ahead of the downloads.
+        self.queue: asyncio.Queue[tuple[ProductImage, Path] | None] = asyncio.Queue(concurrency * 4)
+
+    async def run(self, product_ids: Iterable[int] | AsyncIterator[int]) -> MirrorStats:
+        client, stats = self.client, self.stats
+        started = time.monotonic()
+        retries = client.stats.retries
+        waited = client.stats.throttle_wait + client.stats.retry_wait
+        _make_dir(self.dest, parents=True)
+        tasks = [asyncio.ensure_future(self.produce(product_ids))]
+        tasks += [asyncio.ensure_future(self.work()) for _ in range(self.concurrency)]
+        try:
+            pending: set[asyncio.Future[None]] = set(tasks)
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()  # re-raise the first failure; the rest are cancelled below
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self.bar.close()
+            stats.seconds = time.monotonic() - started
+            stats.retries = client.stats.retries - retries
+            stats.waited = client.stats.throttle_wait + client.stats.retry_wait - waited
+        if self.failure is not None:
+            raise self.failure
+        return stats
+
+    async def counted(self, product_ids: Iterable[int] | AsyncIterator[int]) -> AsyncIterator[int]:
+        if isinstance(product_ids, AsyncIterator):
+            async for product_id in product_ids:
+                self.stats.products += 1
+                yield product_id
+        else:
+            for product_id in product_ids:
+                self.stats.products += 1
+                yield product_id
+
+    async def produce(self, product_ids: Iterable[int] | AsyncIterator[int]) -> None:
+        try:
+            await self.list(product_ids)
+        except Exception as error:
+            # run() raises it once the queue is drained: the images listed before the failure
+            # are still downloaded, and a rerun skips them.
+            self.failure = error
+        for _ in range(self.concurrency):
+            await self.queue.put(None)
+
+    async def list(self, product_ids: Iterable[int] | AsyncIterator[int]) -> None:
+        names = _Names()
+        folder = self.dest
+        async for image in self.client.images.list_many(self.counted(product_ids)):
+            # list_many yields images grouped by product, each with its productId.
+            product_id = image.product_id
+            if product_id is None:
+                raise MalformedResponse(f"image {image.id} came without its productId")
+            if names.start(product_id):
+                self.listed += 1
+                folder = self.dest / str(product_id)
+                _make_dir(folder)
+            target = folder / names.claim(image)
+            self.stats.images += 1
+            if _is_file(target):
+                self.stats.skipped += 1
+                self.bar.update(self.listed, self.stats)
+                continue
+            await self.queue.put((image, target))
+
+    async def work(self) -> None:
+        stats = self.stats
+        while (item := await self.queue.get()) is not None:
+            image, target = item
+            try:
+                path = await self.client.images.download(image, target)
+            except _FATAL:
+                raise
+            except BitrixError as error:
+                stats.failed += 1
+                self.bar.write(
+                    f"bitrix-images: warning: product {image.product_id}, image {image.id} "
+                    f"({target.name}): {error}",
+                    self.warnings,
+                )
+            else:
+                stats.downloaded += 1
+                stats.bytes += _size(path)
+            self.bar.update(self.listed, stats)
+
+
+# File-system metadata calls take microseconds: cheaper inline than a thread hop (as in
+# images.download), kept in plain functions so that the event loop code stays readable.
+
+
+def _make_dir(path: Path, *, parents: bool = False) -> None:
+    path.mkdir(parents=parents, exist_ok=True)
+
+
+def _is_file(path: Path) -> bool:
+    return path.is_file()
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size
+
+
+def demo_portal() -> FakePortal:
+    """
+    The sample catalog of ``mirror --demo`` (not started yet).
+
+    300 products with 3 images, 8 with 12, and one with two files of the same name, as
+    real catalogs have: 1 000 small PNG images in all.
+    """
+    from .testing import FakePortal  # noqa: PLC0415 -- only the demo needs the portal
+
+    portal = FakePortal(products=300, images_per_product=3, rate=DEMO_RATE, burst=DEMO_BURST)
+    for _ in range(8):
+        portal.catalog.add_product(images=12)
+    twins = portal.catalog.add_product(images=3)
+    first = portal.catalog.images(twins)[0]
+    portal.catalog.add_image(twins, name=first.name, content=first.content)
+    return portal

@@ -1,0 +1,541 @@
+"""
+The ``bitrix-images`` command line (also ``python -m bitrix_images``).
+
+``list``, ``get``, ``add``, ``delete`` and ``fields`` map one to one onto ``client.images``
+and print JSON (``list``: one object per line); ``mirror`` downloads every image of many
+products into local folders (``_mirror``). The portal comes from ``--webhook`` /
+``BITRIX_WEBHOOK_URL`` or the ``BITRIX_*`` OAuth variables.
+
+Expected failures (the portal's errors, bad arguments, files) end in one line on standard
+error and exit status 1; usage errors exit 2. No line printed ever holds the webhook code,
+a token or a signed download URL: messages are scrubbed of them, and URLs are cut to
+their origin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Final
+
+import attrs
+from yarl import URL
+
+from ._mirror import DEMO_BURST, DEMO_RATE, catalog_ids, demo_portal, file_ids, mirror
+from ._throttle import RateLimit
+from .client import DEFAULT_OAUTH_URL, BitrixClient
+from .exceptions import BitrixError
+from .images import check_select
+from .models import ImageType, OAuthTokens, ProductImage
+
+__all__ = ["main"]
+
+PROG: Final = "bitrix-images"
+WEBHOOK_ENV: Final = "BITRIX_WEBHOOK_URL"
+# The variables of an OAuth application (settings/oauth/index.md), in the order asked for.
+OAUTH_ENV: Final = (
+    "BITRIX_CLIENT_ENDPOINT",
+    "BITRIX_ACCESS_TOKEN",
+    "BITRIX_REFRESH_TOKEN",
+    "BITRIX_CLIENT_ID",
+    "BITRIX_CLIENT_SECRET",
+)
+OAUTH_URL_ENV: Final = "BITRIX_OAUTH_URL"
+# ProductImage's fields in output order; download_url only on request (a signed credential).
+_OUTPUT: Final = ("id", "name", "product_id", "type", "create_time", "detail_url", "download_url")
+_URL_IN_TEXT: Final = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
+
+
+# --- argument parsing ------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _add_portal_options(parser: argparse.ArgumentParser, *, nested: bool) -> None:
+    """The portal options, accepted before and after the subcommand."""
+    # In a subcommand they default to "not given", so as not to undo a value given before it.
+    unset = argparse.SUPPRESS if nested else None
+    group = parser.add_argument_group("portal")
+    group.add_argument(
+        "--webhook",
+        metavar="URL",
+        default=unset,
+        help=f"the incoming webhook, https://<portal>/rest/<user>/<code>/ (env {WEBHOOK_ENV})",
+    )
+    group.add_argument(
+        "--token-file",
+        metavar="FILE",
+        type=Path,
+        default=unset,
+        help="OAuth: read the tokens from FILE if it exists, and save refreshed ones to it",
+    )
+    group.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=unset,
+        help="requests per second the portal drains (default 2, Enterprise 5)",
+    )
+    group.add_argument(
+        "--burst",
+        type=_positive_int,
+        default=unset,
+        help="requests the portal lets through at once (default 50, Enterprise 250)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``bitrix-images`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Bitrix24 product images (catalog.productImage.*) from the shell.",
+        epilog=(
+            f"The portal: --webhook URL or {WEBHOOK_ENV}; or an OAuth application from "
+            f"{', '.join(OAUTH_ENV)} and optionally {OAUTH_URL_ENV}."
+        ),
+    )
+    _add_portal_options(parser, nested=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        _add_portal_options(sub, nested=True)
+        return sub
+
+    def output_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--with-download-url",
+            action="store_true",
+            help="also print downloadUrl (a signed link that grants access: keep it secret)",
+        )
+
+    sub = command("list", "print the images of products, one JSON object per line")
+    sub.add_argument("product_ids", metavar="PRODUCT_ID", type=_positive_int, nargs="+")
+    sub.add_argument(
+        "--select",
+        metavar="FIELD",
+        action="extend",
+        nargs="+",
+        help="fields to fetch (id always): productId or product_id, several or comma-separated",
+    )
+    output_options(sub)
+
+    sub = command("get", "print one image as a JSON object")
+    sub.add_argument("product_id", metavar="PRODUCT_ID", type=_positive_int)
+    sub.add_argument("image_id", metavar="IMAGE_ID", type=_positive_int)
+    output_options(sub)
+
+    sub = command("add", "attach an image file to a product; print the new image")
+    sub.add_argument("product_id", metavar="PRODUCT_ID", type=_positive_int)
+    sub.add_argument("file", metavar="FILE", type=Path)
+    sub.add_argument("--name", help="the file name on the portal (default: FILE's name)")
+    sub.add_argument(
+        "--type",
+        choices=[kind.value for kind in ImageType],
+        default=ImageType.MORE_PHOTO.value,
+        help="where the image goes on the card (default MORE_PHOTO)",
+    )
+    output_options(sub)
+
+    sub = command("delete", "remove an image from a product")
+    sub.add_argument("product_id", metavar="PRODUCT_ID", type=_positive_int)
+    sub.add_argument("image_id", metavar="IMAGE_ID", type=_positive_int)
+
+    command("fields", "print the image fields as a JSON object keyed by wire name")
+
+    sub = command("mirror", "download every image of many products into DEST/<product_id>/")
+    sub.add_argument("dest", metavar="DEST", type=Path)
+    source = sub.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--product",
+        metavar="ID",
+        dest="products",
+        type=_positive_int,
+        action="append",
+        help="a product to mirror (repeatable)",
+    )
+    source.add_argument(
+        "--products-file",
+        metavar="FILE",
+        type=Path,
+        help="product ids, one per line (blank lines and # comments skipped; - for stdin)",
+    )
+    source.add_argument(
+        "--iblock", metavar="ID", type=_positive_int, help="every product of this catalog"
+    )
+    source.add_argument(
+        "--demo",
+        action="store_true",
+        help="mirror a sample catalog from an embedded portal on loopback (no portal needed)",
+    )
+    sub.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=_positive_int,
+        default=4,
+        help="downloads at once (default 4); the rate limit still applies",
+    )
+    return parser
+
+
+# --- the portal ------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Portal:
+    """Where to connect, and the secrets that must never be printed."""
+
+    webhook: str | None = attrs.field(default=None, repr=False)
+    oauth: Mapping[str, str] | None = attrs.field(default=None, repr=False)
+    token_file: Path | None = None
+
+    def secrets(self) -> list[str]:
+        found: list[str] = []
+        if self.webhook is not None:
+            segments = [part for part in self.webhook.split("/") if part]
+            # https://<portal>/rest/<user>/<code>/: the code is the secret part.
+            found += [self.webhook, *segments[4:]]
+        if self.oauth is not None:
+            found += [
+                self.oauth[name]
+                for name in ("BITRIX_ACCESS_TOKEN", "BITRIX_REFRESH_TOKEN", "BITRIX_CLIENT_SECRET")
+            ]
+        return [secret for secret in found if len(secret) >= 4]
+
+    def client(self, rate_limit: RateLimit) -> BitrixClient:
+        if self.webhook is not None:
+            return BitrixClient.from_webhook(self.webhook, rate_limit=rate_limit)
+        assert self.oauth is not None  # noqa: S101 -- _portal() sets one of the two
+        oauth = self.oauth
+        expires = oauth.get("expires_at")
+        return BitrixClient.from_oauth(
+            oauth["BITRIX_CLIENT_ENDPOINT"],
+            access_token=oauth["BITRIX_ACCESS_TOKEN"],
+            refresh_token=oauth["BITRIX_REFRESH_TOKEN"],
+            client_id=oauth["BITRIX_CLIENT_ID"],
+            client_secret=oauth["BITRIX_CLIENT_SECRET"],
+            oauth_url=oauth.get(OAUTH_URL_ENV) or DEFAULT_OAUTH_URL,
+            expires_at=datetime.fromisoformat(expires) if expires else None,
+            on_token_refresh=self._save_tokens,
+            rate_limit=rate_limit,
+        )
+
+    async def _save_tokens(self, tokens: OAuthTokens) -> None:
+        if self.token_file is None:
+            print(
+                f"{PROG}: warning: the OAuth tokens were refreshed and the old refresh token "
+                "no longer works; pass --token-file FILE to keep the new ones",
+                file=sys.stderr,
+            )
+            return
+        await asyncio.to_thread(_write_tokens, self.token_file, tokens)
+
+
+def _portal(
+    args: argparse.Namespace, env: Mapping[str, str], parser: argparse.ArgumentParser
+) -> _Portal:
+    """The portal from the options and the environment; a usage error when there is none."""
+    webhook = args.webhook or env.get(WEBHOOK_ENV)
+    if webhook:
+        return _Portal(webhook=webhook)
+    oauth = {name: env[name] for name in (*OAUTH_ENV, OAUTH_URL_ENV) if env.get(name)}
+    token_file: Path | None = args.token_file
+    if token_file is not None and token_file.exists():
+        oauth.update(_read_tokens(token_file))
+    if not oauth:
+        parser.error(
+            f"no portal: pass --webhook URL, or set {WEBHOOK_ENV}, "
+            f"or the OAuth variables {', '.join(OAUTH_ENV)}"
+        )
+    missing = [name for name in OAUTH_ENV if name not in oauth]
+    if missing:
+        parser.error(f"OAuth needs {', '.join(missing)} as well")
+    return _Portal(oauth=oauth, token_file=token_file)
+
+
+def _read_tokens(path: Path) -> dict[str, str]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {
+            "BITRIX_ACCESS_TOKEN": _text(data["access_token"]),
+            "BITRIX_REFRESH_TOKEN": _text(data["refresh_token"]),
+            "BITRIX_CLIENT_ENDPOINT": _text(data["client_endpoint"]),
+            "expires_at": _text(data["expires_at"]),
+        }
+    except (ValueError, TypeError, KeyError) as error:
+        raise ValueError(f"{path} is not a token file written by {PROG}") from error
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
+
+
+def _write_tokens(path: Path, tokens: OAuthTokens) -> None:
+    """Replace the token file atomically, readable by its owner only."""
+    data = {
+        "access_token": tokens.access_token,
+        "refresh_token": tokens.refresh_token,
+        "expires_at": tokens.expires_at.isoformat(),
+        "client_endpoint": str(tokens.client_endpoint),
+    }
+    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:  # mkstemp makes it 0600
+            json.dump(data, out)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+# --- output ------------------------------------------------------------------------------
+
+
+def _snake(wire: str) -> str:
+    return re.sub(r"[A-Z]", lambda match: "_" + match.group().lower(), wire)
+
+
+def _output_fields(
+    select: Sequence[str] | None, with_download_url: bool, parser: argparse.ArgumentParser
+) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
+    """The ``select`` to send and the fields to print."""
+    if select is not None:
+        select = [part for text in select for part in text.split(",") if part]
+    try:
+        wire = check_select(select)
+    except ValueError as error:
+        parser.error(str(error))
+    if wire is None:
+        shown = _OUTPUT if with_download_url else _OUTPUT[:-1]
+        return None, shown
+    if "downloadUrl" in wire and not with_download_url:
+        parser.error("downloadUrl is a signed link that grants access; add --with-download-url")
+    if with_download_url and "downloadUrl" not in wire:
+        wire = (*wire, "downloadUrl")
+    snake = {_snake(name) for name in wire}
+    return wire, tuple(name for name in _OUTPUT if name in snake)
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, ImageType):
+        return value.value
+    if isinstance(value, URL):
+        return str(value)
+    return value
+
+
+def image_json(image: ProductImage, fields: Iterable[str]) -> dict[str, object]:
+    """An image as a JSON-ready dict of *fields* (ISO 8601 times, enum values, URL strings)."""
+    return {name: _jsonable(getattr(image, name)) for name in fields}
+
+
+def _emit(data: object, out: IO[str]) -> None:
+    out.write(json.dumps(data, ensure_ascii=False) + "\n")
+
+
+# --- commands ----------------------------------------------------------------------------
+
+
+async def _list(client: BitrixClient, args: argparse.Namespace, out: IO[str]) -> int:
+    select, fields = args.output
+    ids: list[int] = args.product_ids
+    images: AsyncIterator[ProductImage]
+    if len(ids) == 1:
+        images = aiter(client.images.list(ids[0], select=select))
+    else:
+        images = aiter(client.images.list_many(ids, select=select))
+    async for image in images:
+        _emit(image_json(image, fields), out)
+    return 0
+
+
+async def _get(client: BitrixClient, args: argparse.Namespace, out: IO[str]) -> int:
+    image = await client.images.get(args.product_id, args.image_id)
+    _emit(image_json(image, args.output[1]), out)
+    return 0
+
+
+async def _add(client: BitrixClient, args: argparse.Namespace, out: IO[str]) -> int:
+    image = await client.images.add(
+        args.product_id, args.file, name=args.name, type=ImageType(args.type)
+    )
+    _emit(image_json(image, args.output[1]), out)
+    return 0
+
+
+async def _delete(client: BitrixClient, args: argparse.Namespace, out: IO[str]) -> int:
+    await client.images.delete(args.product_id, args.image_id)
+    _emit({"id": args.image_id, "product_id": args.product_id, "deleted": True}, out)
+    return 0
+
+
+async def _fields(client: BitrixClient, args: argparse.Namespace, out: IO[str]) -> int:
+    fields = await client.images.fields()
+    _emit({name: attrs.asdict(info) for name, info in fields.items()}, out)
+    return 0
+
+
+async def _mirror(client: BitrixClient, args: argparse.Namespace, out: IO[str]) -> int:
+    ids: Iterable[int] | AsyncIterator[int]
+    if args.products_file is not None:
+        # Opened by main() and closed there: read one line at a time.
+        ids = file_ids(args.ids_stream, str(args.products_file))
+    elif args.iblock is not None:
+        ids = catalog_ids(client, args.iblock)
+    else:
+        ids = args.products
+    stats = await mirror(
+        client,
+        ids,
+        args.dest,
+        concurrency=args.concurrency,
+        progress=sys.stderr if sys.stderr.isatty() else None,
+        warnings=sys.stderr,
+    )
+    print(stats.summary(), file=out)
+    if stats.failed:
+        raise _Failed(f"{stats.failed} images failed to download; run again to retry them")
+    return 0
+
+
+_COMMANDS: Final = {
+    "list": _list,
+    "get": _get,
+    "add": _add,
+    "delete": _delete,
+    "fields": _fields,
+    "mirror": _mirror,
+}
+
+
+class _Failed(Exception):
+    """A command that ran to its end but did not do all it was asked to."""
+
+
+async def _run(portal: _Portal, args: argparse.Namespace) -> int:
+    rate_limit = RateLimit(
+        rate=args.rate or 2.0,
+        burst=args.burst or 50,
+        max_in_flight=max(8, getattr(args, "concurrency", 0)),
+    )
+    async with portal.client(rate_limit) as client:
+        return await _COMMANDS[args.command](client, args, sys.stdout)
+
+
+async def _run_demo(args: argparse.Namespace) -> int:
+    async with demo_portal() as fake:
+        catalog = fake.catalog
+        print(
+            f"demo: an embedded demo portal on loopback ({fake.origin.host}:{fake.port}) with "
+            f"{len(catalog.product_ids())} products and {catalog.image_count()} images; "
+            "nothing leaves this machine",
+            flush=True,
+        )
+        args.iblock = catalog.iblock_id
+        portal = _Portal(webhook=str(fake.webhook_url))
+        args.rate = args.rate or DEMO_RATE
+        args.burst = args.burst or DEMO_BURST
+        return await _run(portal, args)
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def _scrub(message: str, secrets: Iterable[str]) -> str:
+    """One line with no secret in it: URLs cut to their origin, known secrets masked."""
+
+    def origin(match: re.Match[str]) -> str:
+        try:
+            url = URL(match.group())
+            return str(url.origin()) if url.host else "<URL>"
+        except ValueError:
+            return "<URL>"
+
+    text = _URL_IN_TEXT.sub(origin, message)
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return " ".join(text.split())
+
+
+def _error(message: str, secrets: Iterable[str]) -> int:
+    print(f"{PROG}: error: {_scrub(message, secrets)}", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (2 for usage errors, from argparse)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command in ("list", "get", "add"):
+        args.output = _output_fields(getattr(args, "select", None), args.with_download_url, parser)
+    demo = args.command == "mirror" and args.demo
+    if demo and args.webhook:
+        parser.error("--demo runs its own portal; leave out --webhook")
+    secrets: list[str] = []
+    try:
+        portal = None if demo else _portal(args, os.environ, parser)
+        secrets = [] if portal is None else portal.secrets()
+        return _main(args, portal)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (| head): stop quietly, as other tools do.
+        _silence_stdout()
+        return 1
+    except (BitrixError, ValueError, TypeError, OSError, _Failed) as error:
+        return _error(str(error) or type(error).__name__, secrets)
+
+
+def _main(args: argparse.Namespace, portal: _Portal | None) -> int:
+    if args.command == "mirror" and args.products_file is not None:
+        path: Path = args.products_file
+        opened = (
+            contextlib.nullcontext(sys.stdin) if str(path) == "-" else path.open(encoding="utf-8")
+        )
+        with opened as stream:
+            args.ids_stream = stream
+            return _start(args, portal)
+    return _start(args, portal)
+
+
+def _start(args: argparse.Namespace, portal: _Portal | None) -> int:
+    if portal is None:
+        return asyncio.run(_run_demo(args))
+    return asyncio.run(_run(portal, args))
+
+
+def _silence_stdout() -> None:
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)

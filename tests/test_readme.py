@@ -1,0 +1,122 @@
+"""Every ```python block of README.md runs, against an embedded portal.
+
+Conventions (documented at the end of the README): the placeholder webhook becomes the
+portal's, the ``BITRIX_*`` OAuth variables point at the portal, each block runs in a fresh
+folder holding a ``cover.png``, and the ``test_*`` coroutines a block defines are awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import threading
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from bitrix_images import cli
+from bitrix_images.testing import FakePortal
+
+T = TypeVar("T")
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+TEXT = README.read_text(encoding="utf-8")
+PLACEHOLDER = "https://example.bitrix24.com/rest/1/abc123/"
+BLOCKS = re.findall(r"^```python\n(.*?)^```$", TEXT, flags=re.DOTALL | re.MULTILINE)
+# The smallest byte string both the SDK and the portal take for a PNG image.
+COVER = b"\x89PNG\r\n\x1a\n" + bytes(16)
+
+
+class ThreadPortal:
+    """A FakePortal on its own loop in a background thread (the blocks call asyncio.run)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        self.portal = FakePortal(products=10, images_per_product=3)
+        self.run(self.portal.start())
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    def close(self) -> None:
+        self.run(self.portal.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+@pytest.fixture
+def served() -> Iterator[FakePortal]:
+    portal = ThreadPortal()
+    yield portal.portal
+    portal.close()
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    lines = TEXT.splitlines()
+    assert lines[0] == "# bitrix_images"
+    assert lines[1] == ""
+    assert lines[2].strip()  # the one-line description
+    assert lines[3:8] == ["", "```", "make demo", "make test", "```"]
+
+
+def test_readme_has_the_required_sections() -> None:
+    for heading in ("## Performance", "## Reliability", "## The command line", "## Errors"):
+        assert f"\n{heading}\n" in TEXT
+    assert "(benchmarks/RESULTS.md)" in TEXT
+    for command in ("list", "get", "add", "delete", "fields", "mirror", "mirror --demo"):
+        assert f"$ bitrix-images {command} " in TEXT or f"$ bitrix-images {command}\n" in TEXT
+    for name in (cli.WEBHOOK_ENV, *cli.OAUTH_ENV, cli.OAUTH_URL_ENV):
+        assert f"`{name}`" in TEXT or f"`{name}," in TEXT or f" `{name}`" in TEXT, name
+    for error in ("AuthError", "AccessDenied", "NotFound", "RateLimited", "BatchError"):
+        assert f"| `{error}`" in TEXT
+
+
+def test_readme_has_python_blocks() -> None:
+    assert len(BLOCKS) >= 5
+    assert any(PLACEHOLDER in block for block in BLOCKS)
+
+
+@pytest.mark.parametrize("index", range(len(BLOCKS)))
+def test_readme_block_runs(
+    index: int,
+    served: FakePortal,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    block = BLOCKS[index]
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cover.png").write_bytes(COVER)
+    monkeypatch.setenv("BITRIX_CLIENT_ENDPOINT", str(served.client_endpoint))
+    monkeypatch.setenv("BITRIX_ACCESS_TOKEN", served.access_token)
+    monkeypatch.setenv("BITRIX_REFRESH_TOKEN", served.refresh_token)
+    monkeypatch.setenv("BITRIX_CLIENT_ID", served.client_id)
+    monkeypatch.setenv("BITRIX_CLIENT_SECRET", served.client_secret)
+    monkeypatch.setenv("BITRIX_OAUTH_URL", str(served.oauth_url))
+    oauth = "from_oauth" in block
+    if oauth:
+        served.expire_access_token()  # so that the block's on_token_refresh runs
+    code = compile(
+        block.replace(PLACEHOLDER, str(served.webhook_url)), f"README.md block {index}", "exec"
+    )
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(code, namespace)  # noqa: S102 -- the README's own examples
+    tests = [
+        function
+        for name, function in namespace.items()
+        if name.startswith("test_") and inspect.iscoroutinefunction(function)
+    ]
+    for test in tests:
+        asyncio.run(test())
+    out = capsys.readouterr().out
+    assert out or tests, "a README block should show something"
+    if oauth:
+        saved = (tmp_path / "bitrix-tokens.json").read_text()
+        assert served.refresh_token in saved
+        assert served.counters.refreshes == 1
