@@ -58,14 +58,18 @@ class LeakyBucket:
     """
     The portal's request counter, mirrored as a reservation-based leaky bucket (GCRA).
 
-    ``reserve()`` books a slot at once and says how long to wait before sending. One slot
+    ``reserve()`` books a slot at once and says how long to wait before sending. A margin
     is kept back from *burst*: the portal counts a request when it arrives, and requests
-    sent in order may arrive a little out of order.
+    sent in order arrive with some jitter. The margin is one slot, or the slots the portal
+    drains in ``MARGIN_SECONDS`` when that is more (at 200/s one slot is only 5 ms).
     """
+
+    MARGIN_SECONDS = 0.05
 
     def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic):
         self._interval = 0.0 if math.isinf(rate) else 1.0 / rate
-        self._tolerance = max(burst - 2, 0) * self._interval
+        margin = 1 if math.isinf(rate) else max(1, math.ceil(rate * self.MARGIN_SECONDS))
+        self._tolerance = max(burst - 1 - margin, 0) * self._interval
         self._clock = clock
         self._tat = -math.inf  # the theoretical arrival time of the next request
 

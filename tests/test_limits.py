@@ -28,6 +28,13 @@ def test_bucket_lets_a_burst_through_then_paces() -> None:
     assert waits[49:] == pytest.approx([0.5, 1.0, 1.5])
 
 
+def test_bucket_margin_is_at_least_fifty_milliseconds_of_drain() -> None:
+    bucket = LeakyBucket(rate=200.0, burst=100, clock=Clock())
+    waits = [bucket.reserve() for _ in range(92)]
+    assert waits[:90] == [0.0] * 90  # 10 slots (50 ms at 200/s) kept back, not 1
+    assert waits[90:] == pytest.approx([0.005, 0.010])
+
+
 def test_bucket_drains_with_time() -> None:
     clock = Clock()
     bucket = LeakyBucket(rate=2.0, burst=5, clock=clock)
