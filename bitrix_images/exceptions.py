@@ -164,6 +164,7 @@ class BatchError(BitrixError):
 
     Attributes:
         errors: the per-command errors, keyed by command key.
+        product_id: for ``list_many``, the product whose command failed first.
     """
 
     def __init__(
@@ -173,6 +174,7 @@ class BatchError(BitrixError):
         errors: Mapping[str, BitrixError],
         method: str | None = "batch",
         attempts: int = 1,
+        product_id: int | None = None,
     ) -> None:
         first = next(iter(errors.values()), None)
         super().__init__(
@@ -183,3 +185,4 @@ class BatchError(BitrixError):
             attempts=attempts,
         )
         self.errors = dict(errors)
+        self.product_id = product_id

@@ -269,6 +269,7 @@ class Images:
                         f"{LIST} failed for product {command.product_id}: {error.description}",
                         errors=failed,
                         attempts=error.attempts,
+                        product_id=command.product_id,
                     )
                 )
                 break

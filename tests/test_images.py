@@ -181,6 +181,7 @@ async def test_list_many_retries_a_retryable_command_and_raises_for_a_fatal_one(
         ]
         error = info.value
         assert "product 30" in str(error)
+        assert error.product_id == 30
         (command_error,) = error.errors.values()
         assert isinstance(command_error, bx.AccessDenied)
         assert command_error.code == 200040300010
