@@ -17,7 +17,7 @@ from cattrs.gen import make_dict_structure_fn, override
 from yarl import URL
 
 from .exceptions import MalformedResponse
-from .models import FieldInfo, ImageType, ProductImage
+from .models import FieldInfo, ImageType, ProductImage, as_url
 
 T = TypeVar("T")
 
@@ -45,15 +45,11 @@ def _parse_datetime(value: object, _: object) -> datetime:
     return parsed
 
 
-def _parse_url(value: object, _: object) -> URL:
+def _url_text(value: object, _: object) -> str:
+    # Kept as text: ProductImage builds the yarl.URL when the attribute is read.
     if not isinstance(value, str) or not value:
         raise TypeError("expected a URL string")
-    # The portal sends URLs already encoded. Taking them as they are keeps a signed link
-    # byte for byte (general-principles.md: do not change the signed link; yarl's requoting
-    # would turn %2F in the token into /), and is twice as fast.
-    if value.isascii() and " " not in value:
-        return URL(value, encoded=True)
-    return URL(value)
+    return value
 
 
 def _strict_int(value: object, _: object) -> int:
@@ -86,13 +82,14 @@ def _strict_bool(value: object, _: object) -> bool:
 def _configure(converter: cattrs.Converter, origin: URL) -> None:
     prefix = str(origin)
 
-    def detail_url(value: object, _: object) -> URL | None:
+    def detail_url(value: object, _: object) -> str | None:
         if value is None or value == "":
             return None
+        text = _url_text(value, None)
         # A relative path joins the portal's origin; a CDN URL from the clouds module stays.
-        if isinstance(value, str) and value.startswith("/") and not value.startswith("//"):
-            return _parse_url(prefix + value, None)
-        return origin.join(_parse_url(value, None))
+        if text.startswith("/") and not text.startswith("//"):
+            return prefix + text
+        return str(origin.join(as_url(text)))
 
     def optional(hook: Callable[[object, object], T]) -> Callable[[object, object], T | None]:
         def structure(value: object, type_: object) -> T | None:
@@ -111,8 +108,8 @@ def _configure(converter: cattrs.Converter, origin: URL) -> None:
         product_id=override(rename="productId", struct_hook=optional(_strict_int)),
         type=override(struct_hook=optional(lambda v, _: ImageType(v))),
         create_time=override(rename="createTime", struct_hook=optional(_parse_datetime)),
-        download_url=override(rename="downloadUrl", struct_hook=optional(_parse_url)),
-        detail_url=override(rename="detailUrl", struct_hook=detail_url),
+        _download_url=override(rename="downloadUrl", struct_hook=optional(_url_text)),
+        _detail_url=override(rename="detailUrl", struct_hook=detail_url),
     )
     converter.register_structure_hook(ProductImage, image_hook)
     converter.register_structure_hook(

@@ -13,6 +13,8 @@ from datetime import datetime
 import attrs
 from yarl import URL
 
+from .exceptions import MalformedResponse
+
 __all__ = ["FieldInfo", "ImageType", "OAuthTokens", "ProductImage"]
 
 
@@ -24,13 +26,27 @@ class ImageType(enum.Enum):
     MORE_PHOTO = "MORE_PHOTO"
 
 
-def _signed_url_repr(url: URL | None) -> str:
-    # downloadUrl carries the webhook code or an access token and a signature (rest_util.php
-    # getSpecialUrl): never show it in a repr.
-    return "None" if url is None else f"<signed URL on {url.host}>"
+def as_url(text: str) -> URL:
+    """
+    A URL from the portal's text, taken as already encoded when it plainly is.
+
+    Keeping a signed link byte for byte matters (general-principles.md: do not change the
+    signed link); yarl's requoting would turn ``%2F`` in the token into ``/``.
+    """
+    if text.isascii() and " " not in text:
+        return URL(text, encoded=True)
+    return URL(text)
 
 
-@attrs.frozen
+def _url_text(value: URL | str | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, URL):
+        return str(value)
+    raise TypeError(f"expected a yarl.URL, str or None, got {type(value).__name__}")
+
+
+@attrs.frozen(repr=False)
 class ProductImage:
     """
     One image of a product.
@@ -38,6 +54,10 @@ class ProductImage:
     A field the caller left out of ``select`` is ``None``. ``detail_url`` is absolute (the
     portal sends a path, joined here to the portal's origin); ``download_url`` is the portal's
     signed link, fetched by ``client.images.download``.
+
+    The two URLs are kept as the portal's text and become ``yarl.URL`` values when read:
+    building them for every listed image was most of the SDK's cost per image, and most
+    images are listed without their URLs ever being read.
     """
 
     id: int
@@ -45,8 +65,43 @@ class ProductImage:
     product_id: int | None = None
     type: ImageType | None = None
     create_time: datetime | None = None
-    download_url: URL | None = attrs.field(default=None, repr=_signed_url_repr)
-    detail_url: URL | None = None
+    _download_url: str | None = attrs.field(default=None, converter=_url_text, alias="download_url")
+    _detail_url: str | None = attrs.field(default=None, converter=_url_text, alias="detail_url")
+
+    @property
+    def download_url(self) -> URL | None:
+        """The signed download link (it carries credentials: keep it to yourself)."""
+        return _read_url(self._download_url, "downloadUrl")
+
+    @property
+    def detail_url(self) -> URL | None:
+        """The absolute link to the image file on the portal."""
+        return _read_url(self._detail_url, "detailUrl")
+
+    def __repr__(self) -> str:
+        # downloadUrl carries the webhook code or an access token and a signature
+        # (rest_util.php getSpecialUrl): a repr shows only its host, and never parses it.
+        download = self._download_url
+        shown = "None" if download is None else f"<signed URL on {_host_of(download)}>"
+        return (
+            f"ProductImage(id={self.id!r}, name={self.name!r}, product_id={self.product_id!r}, "
+            f"type={self.type!r}, create_time={self.create_time!r}, download_url={shown}, "
+            f"detail_url={self._detail_url!r})"
+        )
+
+
+def _read_url(text: str | None, wire_name: str) -> URL | None:
+    if text is None:
+        return None
+    try:
+        return as_url(text)
+    except ValueError:
+        raise MalformedResponse(f"the portal sent a malformed {wire_name}") from None
+
+
+def _host_of(text: str) -> str:
+    authority = text.partition("://")[2].partition("/")[0].partition("?")[0]
+    return authority.rpartition("@")[2] or "?"
 
 
 @attrs.frozen

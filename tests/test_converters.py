@@ -123,3 +123,49 @@ def test_wire_names() -> None:
     assert to_wire_name("productId") == "productId"
     assert to_wire_name("id") == "id"
     assert ImageType("MORE_PHOTO") is ImageType.MORE_PHOTO
+
+
+def test_urls_are_built_when_read() -> None:
+    conv = Converter(ORIGIN)
+    image = conv.image(
+        {
+            "id": 1,
+            "downloadUrl": "https://x.example/rest/1/c/download/?token=a%2Fb",
+            "detailUrl": "/u/a.png",
+        },
+        method="m",
+    )
+    assert image.download_url == URL(
+        "https://x.example/rest/1/c/download/?token=a%2Fb", encoded=True
+    )
+    assert image.detail_url == URL("https://example.bitrix24.com/u/a.png")
+    assert image == conv.image(
+        {
+            "id": 1,
+            "downloadUrl": "https://x.example/rest/1/c/download/?token=a%2Fb",
+            "detailUrl": "/u/a.png",
+        },
+        method="m",
+    )
+    # Users may build images with URL values or text.
+    built = ProductImage(
+        id=1, download_url=URL("https://x.example/a"), detail_url="https://x.example/b"
+    )
+    assert built.download_url == URL("https://x.example/a")
+    assert built.detail_url == URL("https://x.example/b")
+    with pytest.raises(TypeError):
+        ProductImage(id=1, download_url=5)  # type: ignore[arg-type]
+
+
+def test_a_malformed_url_is_malformed_response_when_read() -> None:
+    image = Converter(ORIGIN).image(
+        {"id": 1, "downloadUrl": "http://[broken/x?token=s3cret"}, method="m"
+    )
+    with pytest.raises(MalformedResponse, match="downloadUrl") as info:
+        _ = image.download_url
+    assert "s3cret" not in str(info.value)
+    assert "s3cret" not in repr(image)
+    assert "[broken" in repr(image)
+    cdn = Converter(ORIGIN).image({"id": 1, "detailUrl": "relative/x.png"}, method="m")
+    assert cdn.detail_url == URL("https://example.bitrix24.com/relative/x.png")
+    assert "user@" not in repr(ProductImage(id=1, download_url="https://user@h.example/x"))
