@@ -13,6 +13,7 @@ References (the official docs, github.com/bitrix24/b24restdocs):
 from __future__ import annotations
 
 import enum
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
 from urllib.parse import quote_plus
@@ -92,7 +93,8 @@ def _number(value: object) -> float | None:
 
 def _int_or_none(value: object) -> int | None:
     number = _number(value)
-    return None if number is None else int(number)
+    # NaN and infinities (a "nan" text, 1e999) are not offsets: treat them as absent.
+    return None if number is None or not math.isfinite(number) else int(number)
 
 
 def parse_time(block: object) -> TimeInfo | None:

@@ -142,6 +142,12 @@ class TestDecode:
         )
         assert (envelope.next, envelope.total, envelope.time) == (50, 237, None)
 
+    @pytest.mark.parametrize("value", ['"nan"', '"inf"', '"1e999"', '"-Infinity"'])
+    def test_non_finite_numbers_are_ignored(self, value: str) -> None:
+        body = f'{{"result": 1, "next": {value}, "total": {value}}}'.encode()
+        envelope = p.decode(200, body, method="m")
+        assert (envelope.next, envelope.total) == (None, None)
+
     def test_garbage_numbers_are_ignored(self) -> None:
         envelope = p.decode(200, b'{"result": 1, "next": "x", "total": true}', method="m")
         assert (envelope.next, envelope.total) == (None, None)
