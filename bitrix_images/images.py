@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
-import os
-import tempfile
+import secrets
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -404,12 +403,9 @@ class Images:
             raise ValueError(
                 f"refusing to send the portal's signed URL to another origin ({url.host})"
             )
-        # The file-system steps below are metadata operations of microseconds: cheaper
-        # inline than a thread hop.
         target, part = _reserve(Path(dest), image)
         try:
-            await self._session.download(url, part)
-            os.replace(part, target)
+            await self._session.download(url, part, target)
         except BaseException:
             _discard(part)
             raise
@@ -437,13 +433,12 @@ def _read_file(path: Path) -> bytes:
 
 
 def _reserve(dest: Path, image: ProductImage) -> tuple[Path, Path]:
-    """The final path for *image* under *dest*, and a fresh temporary file beside it."""
+    """The final path for *image* under *dest*, and a temporary name beside it."""
     target = dest / safe_name(image) if dest.is_dir() else dest
     if not target.parent.is_dir():
         raise ValueError(f"no such directory: {target.parent}")
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    os.close(fd)
-    return target, Path(temporary)
+    # A random name, so concurrent downloads of one target never share a temporary file.
+    return target, target.with_name(f".{target.name}.{secrets.token_hex(8)}.part")
 
 
 def _discard(part: Path) -> None:

@@ -459,3 +459,28 @@ async def test_delete_answer_other_than_true_is_malformed(
 
 def test_unlimited_client_uses_no_bucket() -> None:
     assert math.isinf(UNLIMITED.rate)
+
+
+async def test_a_large_download_spills_to_disk(
+    portal: FakePortal, client: bx.BitrixClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bitrix_images import _session
+
+    monkeypatch.setattr(_session._Body, "SPOOL", 16)
+    monkeypatch.setattr(_session, "_CHUNK", 16)
+    image = await client.images.get(1, 1)
+    portal.inject("cut_body", method="download")  # the first attempt dies after spilling
+    written = await client.images.download(image, tmp_path)
+    assert written.read_bytes() == portal.catalog.images(1)[0].content
+    assert [p.name for p in tmp_path.iterdir()] == ["photo-1.png"]
+
+
+async def test_a_failed_rename_leaves_no_temporary_file(
+    portal: FakePortal, client: bx.BitrixClient, tmp_path: Path
+) -> None:
+    image = await client.images.get(1, 1)
+    (tmp_path / "photo-1.png" / "inside").mkdir(parents=True)  # the name is a directory
+    with pytest.raises(OSError):  # noqa: PT011 -- the platform's own error for this
+        await client.images.download(image, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["photo-1.png"]
+    assert (tmp_path / "photo-1.png").is_dir()
