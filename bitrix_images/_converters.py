@@ -111,21 +111,24 @@ def _optional_datetime(value: object, _: object) -> datetime | None:
     return None if value is None else _parse_datetime(value, _)
 
 
-def _optional_url_text(value: object, _: object) -> str | None:
-    return None if value is None else _url_text(value, _)
-
-
 def _configure(converter: cattrs.Converter, origin: URL) -> None:
     prefix = str(origin)
 
-    def detail_url(value: object, _: object) -> str | None:
+    def absolute(value: object, _: object) -> str | None:
+        # A relative path joins the portal's origin (detailUrl is one in every docs example;
+        # downloadUrl is absolute there, CHTTP::URN2URI, but is joined alike if it is not);
+        # an absolute URL, a CDN one from the clouds module say, stays as it is.
+        if type(value) is str and value.startswith(("http://", "https://")):
+            return value
         if value is None or value == "":
             return None
         text = _url_text(value, None)
-        # A relative path joins the portal's origin; a CDN URL from the clouds module stays.
         if text.startswith("/") and not text.startswith("//"):
             return prefix + text
-        return str(origin.join(as_url(text)))
+        try:
+            return str(origin.join(as_url(text)))
+        except ValueError:
+            raise ValueError("not a URL") from None
 
     converter.register_structure_hook(int, _strict_int)
     converter.register_structure_hook(str, _strict_str)
@@ -138,8 +141,8 @@ def _configure(converter: cattrs.Converter, origin: URL) -> None:
         product_id=override(rename="productId", struct_hook=_optional_int),
         type=override(struct_hook=_image_type),
         create_time=override(rename="createTime", struct_hook=_optional_datetime),
-        _download_url=override(rename="downloadUrl", struct_hook=_optional_url_text),
-        _detail_url=override(rename="detailUrl", struct_hook=detail_url),
+        _download_url=override(rename="downloadUrl", struct_hook=absolute),
+        _detail_url=override(rename="detailUrl", struct_hook=absolute),
     )
     converter.register_structure_hook(ProductImage, image_hook)
     converter.register_structure_hook(

@@ -13,12 +13,19 @@ from collections.abc import Callable
 
 import attrs
 
-__all__ = ["RetryPolicy", "backoff_delay"]
+__all__ = ["RetryPolicy", "backoff_delay", "check_number"]
 
 
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if value < 0:
+    check_number(attribute.name, value)
+    if not value >= 0:  # also refuses NaN, for which every comparison is false
         raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+def check_number(name: str, value: object) -> None:
+    """A real number (not a bool, not a numeric string), named in the error when it is not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
 
 
 @attrs.frozen

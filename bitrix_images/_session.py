@@ -92,6 +92,7 @@ class Session:
         self._budget = OperatingBudget(rate_limit.operating_limit, rate_limit.operating_headroom)
         self._in_flight = asyncio.Semaphore(rate_limit.max_in_flight)
         self._refresh_lock = asyncio.Lock()
+        self._refreshing: asyncio.Future[None] | None = None
         self._sleep = sleep
         self._closed = False
 
@@ -191,17 +192,22 @@ class Session:
                 self._budget.record(methods[key], info)
         return result
 
-    def command_delay(self, error: BitrixError, attempt: int, method: str) -> float | None:
+    def command_delay(
+        self, error: BitrixError, attempt: int, method: str, waited: float
+    ) -> float | None:
         """
         The wait before resending a failed batch command of a read *method*, or ``None``.
 
         The same rules as for whole calls: load refusals back off, OPERATION_TIME_LIMIT
-        waits for the reset, transient failures retry, anything else is final.
+        waits for the reset, transient failures retry, anything else is final; and the
+        command's attempts and its *waited* seconds stay within the policy.
         """
         kind = _protocol.retry_kind(error)
         if attempt >= self.retry.max_attempts:
             return None
         delay = self._retry_delay(error, kind, attempt, True, (method,))
+        if delay is not None and waited + delay > self.retry.max_wait:
+            return None
         if delay is not None:
             self.stats.retries += 1
             self.stats.retry_wait += delay
@@ -263,7 +269,13 @@ class Session:
                 raise _lost(exc, method, idempotent) from None
 
     async def _refresh(self, auth: OAuthAuth, used_token: str | None) -> None:
-        """Refresh the access token once for everyone who saw *used_token* expire."""
+        """
+        Refresh the access token once for everyone who saw *used_token* expire.
+
+        The refresh runs as a task of its own, shielded from the callers: the OAuth server
+        replaces the refresh token as soon as it answers, so a refresh abandoned half-way
+        by a cancelled caller would lock the client out for good.
+        """
         async with self._refresh_lock:
             if auth.tokens.access_token != used_token:
                 return  # another call refreshed it while this one waited for the lock
@@ -271,25 +283,32 @@ class Session:
                 raise AuthError(
                     "the access token expired and its refresh failed", method="oauth.token"
                 )
-            log.debug("refreshing the OAuth access token")
-            try:
-                status, body = await self._send(
-                    "POST", auth.oauth_url, "oauth.token", True, data=auth.refresh_form()
-                )
-                tokens = auth.accept(status, body)
-            except BitrixError as error:
-                auth.failed_token = used_token
-                if isinstance(error, AuthError):
-                    raise
-                raise AuthError(
-                    f"the token refresh failed: {error.description}",
-                    code=error.code,
-                    status=error.status,
-                    method="oauth.token",
-                ) from None
-            self.stats.refreshes += 1
-            if auth.on_token_refresh is not None:
-                await auth.on_token_refresh(tokens)
+            if self._refreshing is None or self._refreshing.done():
+                self._refreshing = asyncio.ensure_future(self._run_refresh(auth, used_token))
+                self._refreshing.add_done_callback(_retrieve)
+            refreshing = self._refreshing
+        await asyncio.shield(refreshing)
+
+    async def _run_refresh(self, auth: OAuthAuth, used_token: str | None) -> None:
+        log.debug("refreshing the OAuth access token")
+        try:
+            status, body = await self._send(
+                "POST", auth.oauth_url, "oauth.token", True, data=auth.refresh_form()
+            )
+            tokens = auth.accept(status, body)
+        except BitrixError as error:
+            auth.failed_token = used_token
+            if isinstance(error, AuthError):
+                raise
+            raise AuthError(
+                f"the token refresh failed: {error.description}",
+                code=error.code,
+                status=error.status,
+                method="oauth.token",
+            ) from None
+        self.stats.refreshes += 1
+        if auth.on_token_refresh is not None:
+            await auth.on_token_refresh(tokens)
 
     def _retry_delay(
         self,
@@ -382,7 +401,14 @@ class Session:
             # Creating, syncing and renaming a file wait on the disk's journal (half a
             # millisecond each, measured, while other downloads sync): one thread does
             # all three, so they stall neither the event loop nor the other downloads.
-            return await asyncio.to_thread(body.commit, part, target)
+            committing = asyncio.ensure_future(asyncio.to_thread(body.commit, part, target))
+            try:
+                return await asyncio.shield(committing)
+            except asyncio.CancelledError:
+                # The thread cannot be stopped: let it finish, so that nothing is written
+                # after the caller has been told the download was cancelled.
+                await asyncio.wait({committing})
+                raise
 
     async def _fetch(self, url: URL, part: Path) -> _Body:
         async with self._in_flight:
@@ -463,6 +489,13 @@ class _Body:
         finally:
             self.chunks.clear()
         return self.size
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    # The refresh's own outcome reaches its callers through the shield; this only keeps
+    # asyncio from logging "exception was never retrieved" when every caller is gone.
+    if not task.cancelled():
+        task.exception()
 
 
 def _refused(status: int, body: bytes) -> NoReturn:

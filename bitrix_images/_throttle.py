@@ -15,6 +15,7 @@ from collections.abc import Callable
 import attrs
 
 from ._protocol import TimeInfo
+from ._retry import check_number
 
 __all__ = ["LeakyBucket", "OperatingBudget", "RateLimit"]
 
@@ -42,6 +43,8 @@ class RateLimit:
     operating_headroom: float = 0.9
 
     def __attrs_post_init__(self) -> None:
+        for name in ("rate", "operating_limit", "operating_headroom"):
+            check_number(name, getattr(self, name))
         if not self.rate > 0:
             raise ValueError(f"rate must be > 0, got {self.rate!r}")
         for name in ("burst", "max_in_flight"):

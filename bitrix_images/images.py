@@ -118,6 +118,7 @@ class _Command:
     product_id: int
     start: int = 0
     attempt: int = 0
+    waited: float = 0.0
     images: list[ProductImage] = attrs.Factory(list)
 
 
@@ -248,12 +249,15 @@ class Images:
                     cutoff = min(cutoff, order[key])
                     continue
                 command.attempt += 1
-                wait = self._session.command_delay(result.errors[key], command.attempt, LIST)
+                wait = self._session.command_delay(
+                    result.errors[key], command.attempt, LIST, command.waited
+                )
                 if wait is None:
                     result.errors[key].attempts = command.attempt
                     failed[key] = result.errors[key]
                     cutoff = min(cutoff, order[key])
                 else:
+                    command.waited += wait
                     again[key] = command
                     delay = max(delay, wait)
             pending = {key: c for key, c in again.items() if order[key] < cutoff}
