@@ -199,6 +199,10 @@ def run_client(
         args += ["--rate", str(rate)]
     if out_dir is not None:
         args += ["--out-dir", out_dir]
+        # Flush the page cache's dirty pages first: otherwise the previous client's 128 MB
+        # of files are written back during this client's run and billed to it (measured:
+        # the same client swung from 0.64x to 1.04x of raw with the order of the runs).
+        os.sync()
     started = time.perf_counter()
     try:
         done = subprocess.run(
@@ -350,7 +354,7 @@ def execute(scale: dict[str, Any], only: set[str], log: Any) -> dict[str, Any]:
         log(f"W4: downloading {images} images of {W4_IMAGE_SIZE} bytes, {W4_CONCURRENCY} at once")
         with Portal("W4", products=products, per=2, image_size=W4_IMAGE_SIZE) as portal:
             for _ in range(runs_n):
-                for client in ("bitrix_images", "raw_aiohttp"):
+                for client in ("bitrix_images", "bitrix_images_fast", "raw_aiohttp"):
                     res = run_client(
                         portal,
                         client,
@@ -435,6 +439,15 @@ def derive(summary: dict[str, Any], scale: dict[str, Any]) -> dict[str, Any]:
             "target": ">= 0.9x raw aiohttp",
             "measured": ratio,
             "met": ratio is not None and ratio >= 0.9,
+        }
+        fast = _ratio(
+            w4.get("bitrix_images_fast", {}).get("images_per_s"),
+            w4.get("raw_aiohttp", {}).get("images_per_s"),
+        )
+        targets["W4_throughput_vs_raw_not_durable"] = {
+            "target": ">= 0.9x raw aiohttp, download(durable=False): atomic, no fsync, as raw",
+            "measured": fast,
+            "met": fast is not None and fast >= 0.9,
         }
     ours = [
         s

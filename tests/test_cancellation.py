@@ -178,17 +178,17 @@ async def test_a_cancelled_download_does_not_write_afterwards(
     in_thread = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def slow_commit(body: Any, part: Path, target: Path) -> int:
+    def slow_commit(body: Any, part: Path, target: Path, durable: bool) -> int:
         loop.call_soon_threadsafe(in_thread.set)
         time.sleep(0.2)  # a slow disk: the thread is still to write when the cancel comes
-        return original(body, part, target)
+        return original(body, part, target, durable)
 
     monkeypatch.setattr(_session._Body, "commit", slow_commit)
     async with FakePortal(products=2, rate=None) as portal:
         async with webhook_client(portal) as client:
             image = await client.images.get(1, 1)
             task = asyncio.ensure_future(client.images.download(image, tmp_path))
-            await in_thread.wait()
+            await asyncio.wait_for(in_thread.wait(), timeout=10)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

@@ -497,3 +497,14 @@ async def test_a_failed_rename_leaves_no_temporary_file(
         await client.images.download(image, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["photo-1.png"]
     assert (tmp_path / "photo-1.png").is_dir()
+
+
+async def test_a_download_that_need_not_be_durable(
+    portal: FakePortal, client: bx.BitrixClient, tmp_path: Path
+) -> None:
+    image = await client.images.get(1, 1)
+    written = await client.images.download(image, tmp_path, durable=False)
+    assert written.read_bytes() == portal.catalog.images(1)[0].content
+    assert [p.name for p in tmp_path.iterdir()] == ["photo-1.png"]
+    with pytest.raises(TypeError, match="durable"):
+        await client.images.download(image, tmp_path, durable="yes")  # type: ignore[arg-type]

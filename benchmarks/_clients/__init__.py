@@ -16,6 +16,7 @@ __all__ = ["CLIENTS", "Job", "Tally"]
 #: client name -> module under ``benchmarks._clients``
 CLIENTS = {
     "bitrix_images": "bitrix_images_many",
+    "bitrix_images_fast": "bitrix_images_many",  # download(durable=False)
     "naive": "naive_loop",
     "fast_bitrix24": "fast_b24",
     "b24pysdk": "b24py",
