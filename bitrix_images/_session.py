@@ -154,18 +154,9 @@ class Session:
                     await self._refresh(self.auth, token)
                     refreshed = True
                     continue
-                delay = self._retry_delay(error, kind, attempt, idempotent, spends)
-                if (
-                    delay is None
-                    or attempt >= self.retry.max_attempts
-                    or waited + delay > self.retry.max_wait
-                ):
-                    raise self._final(error, kind, attempt, idempotent=idempotent) from None
-                log.debug("%s: %s, retry %d in %.3fs", method, _code_text(error), attempt, delay)
-                self.stats.retries += 1
-                self.stats.retry_wait += delay
-                waited += delay
-                await self._sleep(delay)
+                waited += await self._pause_or_raise(
+                    error, attempt, waited, idempotent=idempotent, methods=spends, label=method
+                )
                 continue
             for name in spends:
                 self._budget.record(name, envelope.time)
@@ -203,15 +194,44 @@ class Session:
         waits for the reset, transient failures retry, anything else is final; and the
         command's attempts and its *waited* seconds stay within the policy.
         """
-        kind = _protocol.retry_kind(error)
+        return self._next_delay(error, attempt, waited, idempotent=True, methods=(method,))
+
+    def _next_delay(
+        self,
+        error: BitrixError,
+        attempt: int,
+        waited: float,
+        *,
+        idempotent: bool,
+        methods: Iterable[str],
+    ) -> float | None:
+        """The wait before the next attempt, counted as a retry; ``None`` when none is allowed."""
         if attempt >= self.retry.max_attempts:
             return None
-        delay = self._retry_delay(error, kind, attempt, True, (method,))
-        if delay is not None and waited + delay > self.retry.max_wait:
+        delay = self._retry_delay(error, _protocol.retry_kind(error), attempt, idempotent, methods)
+        if delay is None or waited + delay > self.retry.max_wait:
             return None
-        if delay is not None:
-            self.stats.retries += 1
-            self.stats.retry_wait += delay
+        self.stats.retries += 1
+        self.stats.retry_wait += delay
+        return delay
+
+    async def _pause_or_raise(
+        self,
+        error: BitrixError,
+        attempt: int,
+        waited: float,
+        *,
+        idempotent: bool,
+        methods: Iterable[str],
+        label: str,
+    ) -> float:
+        """Sleep before the next attempt and return the seconds slept, or raise the final error."""
+        delay = self._next_delay(error, attempt, waited, idempotent=idempotent, methods=methods)
+        if delay is None:
+            kind = _protocol.retry_kind(error)
+            raise self._final(error, kind, attempt, idempotent=idempotent) from None
+        log.debug("%s: %s, retry %d in %.3fs", label, _code_text(error), attempt, delay)
+        await self._sleep(delay)
         return delay
 
     def operating_reset_at(self, method: str) -> float | None:
@@ -385,19 +405,9 @@ class Session:
             try:
                 body = await self._fetch(url, part)
             except BitrixError as error:
-                kind = _protocol.retry_kind(error)
-                delay = self._retry_delay(error, kind, attempt, True, ("download",))
-                if (
-                    delay is None
-                    or attempt >= self.retry.max_attempts
-                    or waited + delay > self.retry.max_wait
-                ):
-                    raise self._final(error, kind, attempt, idempotent=True) from None
-                log.debug("download: %s, retry %d in %.3fs", _code_text(error), attempt, delay)
-                self.stats.retries += 1
-                self.stats.retry_wait += delay
-                waited += delay
-                await self._sleep(delay)
+                waited += await self._pause_or_raise(
+                    error, attempt, waited, idempotent=True, methods=("download",), label="download"
+                )
                 continue
             if not durable and body.size <= _INLINE_COMMIT:
                 # Writing a small file to the page cache and renaming it takes about as
