@@ -110,10 +110,6 @@ async def _ids(source: Iterable[int] | AsyncIterable[int]) -> AsyncGenerator[int
             yield check_id(value, "product id")
 
 
-# _advance's answer for "failed, ask the session whether to resend".
-_RETRY: Final = BitrixError("retry")
-
-
 @attrs.define
 class _Command:
     product_id: int
@@ -242,25 +238,22 @@ class Images:
             again: dict[str, _Command] = {}
             delay = 0.0
             for key, command in pending.items():
-                error = self._advance(key, command, result, again)
-                if error is None:
-                    continue
-                if error is not _RETRY:
-                    failed[key] = error
-                    cutoff = min(cutoff, order[key])
-                    continue
-                command.attempt += 1
-                wait = self._session.command_delay(
-                    result.errors[key], command.attempt, LIST, command.waited
-                )
-                if wait is None:
-                    result.errors[key].attempts = command.attempt
-                    failed[key] = result.errors[key]
-                    cutoff = min(cutoff, order[key])
+                error = result.errors.get(key)
+                if error is not None:
+                    command.attempt += 1
+                    error.attempts = command.attempt
+                    wait = self._session.command_delay(error, command.attempt, LIST, command.waited)
+                    if wait is not None:
+                        command.waited += wait
+                        again[key] = command
+                        delay = max(delay, wait)
+                        continue
                 else:
-                    command.waited += wait
-                    again[key] = command
-                    delay = max(delay, wait)
+                    error = self._advance(command, result.results, result.nexts, key, again)
+                    if error is None:
+                        continue
+                failed[key] = error
+                cutoff = min(cutoff, order[key])
             pending = {key: c for key, c in again.items() if order[key] < cutoff}
             if pending and delay > 0:
                 await self._session.sleep(delay)
@@ -282,26 +275,24 @@ class Images:
 
     def _advance(
         self,
-        key: str,
         command: _Command,
-        result: _protocol.BatchResult,
+        results: Mapping[str, Any],
+        nexts: Mapping[str, int],
+        key: str,
         again: dict[str, _Command],
     ) -> BitrixError | None:
         """
-        Take one command's answer: keep its images and queue its next page.
+        Take a command's answer: keep its images and queue its next page, if any.
 
-        Returns ``None`` when it is done or queued, ``_RETRY`` when it failed in a way that
-        may be retried, or the error that ends it.
+        Returns ``None`` when the command is done or queued, or the error that ends it.
         """
-        if key in result.errors:
-            return _RETRY
-        if key not in result.results:
+        if key not in results:
             # Neither a result nor an error: a halted or truncated batch (batch.md).
             return MalformedResponse(
                 "the batch answer has no result and no error for this command", method=LIST
             )
-        command.images.extend(self._images(result.results[key], LIST))
-        following = result.nexts.get(key)
+        command.images.extend(self._images(results[key], LIST))
+        following = nexts.get(key)
         if following is None:
             return None
         if following <= command.start:
