@@ -245,9 +245,11 @@ class Session:
     # --- the steps -----------------------------------------------------------------------
 
     async def _pace(self, methods: Iterable[str]) -> None:
-        delay = max((self._budget.delay(m) for m in methods), default=0.0)
-        delay = max(delay, self._bucket.reserve())
+        operating = max((self._budget.delay(m) for m in methods), default=0.0)
+        delay = max(operating, self._bucket.reserve())
         if delay > 0:
+            why = "operating time" if operating >= delay else "rate limit"
+            log.debug("%s: waiting %.3fs for the %s", "/".join(sorted(methods)), delay, why)
             self.stats.throttle_wait += delay
             await self._sleep(delay)
 

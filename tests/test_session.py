@@ -566,3 +566,17 @@ def test_version_is_exported() -> None:
     assert isinstance(bx.__version__, str)
     with pytest.raises(AttributeError):
         bx.no_such_name  # noqa: B018
+
+
+async def test_waits_are_logged_without_secrets(portal: FakePortal, secret_watch: object) -> None:
+    limits = bx.RateLimit(rate=50.0, burst=2)
+    async with bx.BitrixClient.from_webhook(
+        portal.webhook_url, retry=FAST_RETRY, rate_limit=limits
+    ) as client:
+        portal.inject("error", status=503, body=QUERY_LIMIT_EXCEEDED)
+        for _ in range(3):
+            await client.images.get(1, 1)
+    lines: list[str] = secret_watch.lines  # type: ignore[attr-defined]
+    assert any("waiting" in line and "rate limit" in line for line in lines)
+    assert any("QUERY_LIMIT_EXCEEDED" in line and "retry 1" in line for line in lines)
+    assert any("HTTP 200" in line for line in lines)
