@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, NoReturn
@@ -19,7 +20,15 @@ from typing import IO, TYPE_CHECKING, Final, NoReturn
 import attrs
 from tqdm import tqdm
 
-from .exceptions import AuthError, BitrixError, MalformedResponse, RateLimited
+from .exceptions import (
+    AccessDenied,
+    AuthError,
+    BatchError,
+    BitrixError,
+    MalformedResponse,
+    NotFound,
+    RateLimited,
+)
 from .images import safe_name
 from .models import ProductImage
 
@@ -43,6 +52,8 @@ DEMO_RATE: Final = 200.0
 DEMO_BURST: Final = 100
 # Errors after which every further download would fail too: stop at once.
 _FATAL: Final = (AuthError, RateLimited)
+# A product's own listing errors that another product would not share: skip it, go on.
+_UNLISTABLE: Final = (NotFound, AccessDenied)
 
 
 @attrs.define
@@ -54,6 +65,7 @@ class MirrorStats:
     downloaded: int = 0
     skipped: int = 0
     failed: int = 0
+    unlisted: int = 0  # products that could not be listed (gone, or forbidden)
     bytes: int = 0
     seconds: float = 0.0
     retries: int = 0
@@ -67,6 +79,8 @@ class MirrorStats:
         )
         if self.failed:
             line += f", {self.failed} failed"
+        if self.unlisted:
+            line += f"; {self.unlisted} products could not be listed"
         return (
             f"{line}), {self.bytes} bytes in {self.seconds:.1f} s; "
             f"{self.retries} retries, {self.waited:.1f} s waiting on rate limits "
@@ -190,6 +204,18 @@ async def mirror(
     return await job.run(product_ids)
 
 
+async def _feed(
+    replay: list[int], source: AsyncIterator[int], unfinished: deque[int]
+) -> AsyncIterator[int]:
+    """The ids to list: *replay* first, then the rest of *source*, noting each one."""
+    for product_id in replay:
+        unfinished.append(product_id)
+        yield product_id
+    async for product_id in source:
+        unfinished.append(product_id)
+        yield product_id
+
+
 class _Job:
     """One mirror run: a producer fed by list_many, and *concurrency* download workers."""
 
@@ -208,6 +234,7 @@ class _Job:
         self.warnings = warnings
         self.stats = MirrorStats()
         self.listed = 0  # products whose images came in (stats.products runs ahead of it)
+        self.names = _Names()
         self.failure: Exception | None = None  # what stopped the listing, if anything
         # Bounded: the listing runs at most a few images ahead of the downloads.
         self.queue: asyncio.Queue[tuple[ProductImage, Path] | None] = asyncio.Queue(concurrency * 4)
@@ -259,13 +286,51 @@ class _Job:
             await self.queue.put(None)
 
     async def list(self, product_ids: Iterable[int] | AsyncIterator[int]) -> None:
-        names = _Names()
+        """
+        List every product into the queue, skipping one that is gone or forbidden.
+
+        A product deleted (or closed to us) between enumeration and listing makes its
+        ``list_many`` command fail for good; in a catalog of 100,000 that must not end the
+        run. ``list_many`` yields products in input order, so the ids handed to it and not
+        yet finished are known exactly: after such a failure the job warns, counts the
+        product, and starts ``list_many`` again on the ids after it.
+        """
+        source = self.counted(product_ids)
+        unfinished: deque[int] = deque()  # handed to list_many, not yet finished
+        replay: list[int] = []
+        while True:
+            try:
+                await self.list_some(_feed(replay, source, unfinished), unfinished)
+            except BatchError as error:
+                first = next(iter(error.errors.values()), None)
+                if error.product_id is None or not isinstance(first, _UNLISTABLE):
+                    raise
+                self.stats.unlisted += 1
+                self.bar.write(
+                    f"bitrix-images: warning: product {error.product_id} skipped: "
+                    f"{first.description}",
+                    self.warnings,
+                )
+                # The products before it are finished (they had no images to yield);
+                # those after it were in flight and are listed again.
+                while unfinished and unfinished.popleft() != error.product_id:
+                    pass
+                replay = list(unfinished)
+                unfinished.clear()
+                continue
+            return
+
+    async def list_some(self, product_ids: AsyncIterator[int], unfinished: deque[int]) -> None:
+        names = self.names
         folder = self.dest
-        async for image in self.client.images.list_many(self.counted(product_ids)):
+        async for image in self.client.images.list_many(product_ids):
             # list_many yields images grouped by product, each with its productId.
             product_id = image.product_id
             if product_id is None:
                 raise MalformedResponse(f"image {image.id} came without its productId")
+            # Products before this one are finished: they had no images, or all are in.
+            while unfinished and unfinished[0] != product_id:
+                unfinished.popleft()
             if names.start(product_id):
                 self.listed += 1
                 folder = self.dest / str(product_id)

@@ -421,6 +421,8 @@ async def _mirror(client: BitrixClient, args: argparse.Namespace, out: IO[str]) 
     print(stats.summary(), file=out)
     if stats.failed:
         raise _Failed(f"{stats.failed} images failed to download; run again to retry them")
+    if stats.unlisted:
+        raise _Failed(f"{stats.unlisted} products could not be listed (see the warnings)")
     return 0
 
 

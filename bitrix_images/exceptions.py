@@ -163,7 +163,8 @@ class BatchError(BitrixError):
     One or more commands inside a ``batch`` failed and could not be retried.
 
     Attributes:
-        errors: the per-command errors, keyed by command key.
+        errors: the per-command errors, keyed by command key; for ``list_many`` the failed
+            product's own error comes first, and ``code`` and ``status`` are its.
         product_id: for ``list_many``, the product whose command failed first.
     """
 

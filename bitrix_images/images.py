@@ -264,7 +264,8 @@ class Images:
                 outcomes.append(
                     BatchError(
                         f"{LIST} failed for product {command.product_id}: {error.description}",
-                        errors=failed,
+                        # The failed product's own error first: it is the one that stopped.
+                        errors={key: error, **failed},
                         attempts=error.attempts,
                         product_id=command.product_id,
                     )

@@ -647,7 +647,7 @@ def test_mirror_a_whole_catalog(capsys: pytest.CaptureFixture[str], tmp_path: Pa
         served.close()
 
 
-def test_mirror_a_missing_product_stops_after_the_ones_before(
+def test_mirror_skips_a_missing_product_and_goes_on(
     served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     code, out, err = run_cli(
@@ -655,9 +655,12 @@ def test_mirror_a_missing_product_stops_after_the_ones_before(
         *("mirror", "out", "--product", "1", "--product", "999", "--product", "2"),
         *("--webhook", served.url),
     )
-    assert (code, out) == (1, "")
-    assert "product 999: Product was not found" in assert_one_error_line(err)
-    assert files_of(tmp_path / "out") == expected_files(served.portal, [1])
+    assert code == 1
+    assert "1 products could not be listed" in out
+    assert "product 999 skipped: Product was not found" in err
+    assert err.strip().splitlines()[-1].startswith("bitrix-images: error: 1 products")
+    assert "Traceback" not in err
+    assert files_of(tmp_path / "out") == expected_files(served.portal, [1, 2])
 
 
 def test_mirror_into_a_file_is_an_error(
