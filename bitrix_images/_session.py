@@ -158,8 +158,10 @@ class Session:
                     error, attempt, waited, idempotent=idempotent, methods=spends, label=method
                 )
                 continue
-            for name in spends:
-                self._budget.record(name, envelope.time)
+            if operating_methods is None:
+                # A batch's own time block is not its commands' (limits.md: the outer batch
+                # is not counted); batch() books each command's result_time instead.
+                self._budget.record(method, envelope.time)
             return envelope
 
     async def batch(

@@ -580,3 +580,17 @@ async def test_waits_are_logged_without_secrets(portal: FakePortal, secret_watch
     assert any("waiting" in line and "rate limit" in line for line in lines)
     assert any("QUERY_LIMIT_EXCEEDED" in line and "retry 1" in line for line in lines)
     assert any("HTTP 200" in line for line in lines)
+
+
+async def test_a_batch_books_its_commands_operating_time_not_its_own() -> None:
+    async with FakePortal(
+        products=3, rate=None, operating_cost={"catalog.productimage.list": 0.5}
+    ) as portal:
+        async with bx.BitrixClient.from_webhook(
+            portal.webhook_url, retry=FAST_RETRY, rate_limit=UNLIMITED
+        ) as client:
+            _ = [image async for image in client.images.list_many([1, 2, 3])]
+            budget = client._session._budget
+            usage = budget._usage["catalog.productimage.list"]
+            assert usage.operating == pytest.approx(1.5)
+            assert "batch" not in budget._usage
