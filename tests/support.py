@@ -6,10 +6,14 @@ import asyncio
 import contextlib
 import math
 import sys
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
 
 import bitrix_images as bx
 from bitrix_images.testing import FakePortal
+
+T = TypeVar("T")
 
 # Production delays are seconds; tests keep the same logic with milliseconds.
 FAST_RETRY = bx.RetryPolicy(max_attempts=6, initial_delay=0.001, max_delay=0.01, max_wait=10.0)
@@ -57,3 +61,42 @@ async def portal_process(*args: str) -> AsyncIterator[str]:
         if process.returncode is None:
             process.terminate()
         await process.wait()
+
+
+class ThreadPortal:
+    """A FakePortal served from its own event loop in a background thread."""
+
+    def __init__(self, **options: Any) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        options.setdefault("rate", None)
+        options.setdefault("products", 5)
+
+        async def start() -> FakePortal:
+            portal = FakePortal(**options)
+            await portal.start()
+            return portal
+
+        self.portal = self.run(start())
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
+
+    def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a plain function on the portal's loop (its state is not thread-safe)."""
+
+        async def wrapper() -> T:
+            return function(*args, **kwargs)
+
+        return self.run(wrapper())
+
+    @property
+    def url(self) -> str:
+        return str(self.portal.webhook_url)
+
+    def close(self) -> None:
+        self.run(self.portal.close())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()

@@ -7,68 +7,26 @@ as a subprocess.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import os
 import runpy
 import subprocess
 import sys
-import threading
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import yarl
+from support import ThreadPortal
 
 import bitrix_images as bx
 from bitrix_images import _mirror, cli
 from bitrix_images.testing import INVALID_CREDENTIALS, FakePortal
 
-T = TypeVar("T")
-
 ACCESS_DENIED = {"error": "ACCESS_DENIED", "error_description": "Access denied."}
-
-
-class ThreadPortal:
-    """A FakePortal served from its own event loop in a background thread."""
-
-    def __init__(self, **options: Any) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        options.setdefault("rate", None)
-        options.setdefault("products", 5)
-
-        async def start() -> FakePortal:
-            portal = FakePortal(**options)
-            await portal.start()
-            return portal
-
-        self.portal = self.run(start())
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
-
-    def call(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a plain function on the portal's loop (its state is not thread-safe)."""
-
-        async def wrapper() -> T:
-            return function(*args, **kwargs)
-
-        return self.run(wrapper())
-
-    @property
-    def url(self) -> str:
-        return str(self.portal.webhook_url)
-
-    def close(self) -> None:
-        self.run(self.portal.close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
 
 
 @pytest.fixture

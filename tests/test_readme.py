@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import inspect
 import re
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
+from support import ThreadPortal
 
 from bitrix_images import cli
 from bitrix_images.testing import FakePortal
-
-T = TypeVar("T")
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 TEXT = README.read_text(encoding="utf-8")
@@ -30,29 +28,9 @@ BLOCKS = re.findall(r"^```python\n(.*?)^```$", TEXT, flags=re.DOTALL | re.MULTIL
 COVER = b"\x89PNG\r\n\x1a\n" + bytes(16)
 
 
-class ThreadPortal:
-    """A FakePortal on its own loop in a background thread (the blocks call asyncio.run)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.portal = FakePortal(products=10, images_per_product=3)
-        self.run(self.portal.start())
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=30)
-
-    def close(self) -> None:
-        self.run(self.portal.close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(timeout=10)
-        self.loop.close()
-
-
 @pytest.fixture
 def served() -> Iterator[FakePortal]:
-    portal = ThreadPortal()
+    portal = ThreadPortal(products=10, images_per_product=3, rate=2.0)
     yield portal.portal
     portal.close()
 
