@@ -110,6 +110,18 @@ async def _consume(
     return got, None
 
 
+def _inject(portal: FakePortal, faults: list[tuple[str, Any, int]]) -> None:
+    """Queue a fault schedule: whole batch requests, or single list commands inside them."""
+    for where, what, times in faults:
+        if where == "whole":
+            kind, status, body = RETRYABLE_WHOLE[what]
+            portal.inject(kind, times=times, method="batch", status=status, body=body)
+        else:
+            portal.inject(
+                "command_error", times=times, method="catalog.productImage.list", body=what
+            )
+
+
 @FEW
 @given(
     catalog=catalogs(),
@@ -125,14 +137,7 @@ async def test_list_many_is_exact_under_faults_within_the_budget(
     before it."""
     async with FakePortal(products=0, rate=None, page_mode=catalog["mode"]) as portal:
         requested, expected = _build(portal, catalog)
-        for where, what, times in faults:
-            if where == "whole":
-                kind, status, body = RETRYABLE_WHOLE[what]
-                portal.inject(kind, times=times, method="batch", status=status, body=body)
-            else:
-                portal.inject(
-                    "command_error", times=times, method="catalog.productImage.list", body=what
-                )
+        _inject(portal, faults)
         async with webhook_client(portal, retry=PATIENT) as client:
             got, error = await _consume(client, requested)
         secret_watch.check(error)
@@ -177,14 +182,7 @@ async def test_list_many_is_exact_or_raises_a_named_error(
     after a prefix of whole products. Never a duplicate, a gap, or a foreign exception."""
     async with FakePortal(products=0, rate=None, page_mode=catalog["mode"]) as portal:
         requested, expected = _build(portal, catalog)
-        for where, what, times in faults:
-            if where == "whole":
-                kind, status, body = RETRYABLE_WHOLE[what]
-                portal.inject(kind, times=times, method="batch", status=status, body=body)
-            else:
-                portal.inject(
-                    "command_error", times=times, method="catalog.productImage.list", body=what
-                )
+        _inject(portal, faults)
         async with webhook_client(portal, retry=PATIENT) as client:
             got, error = await _consume(client, requested)
         secret_watch.check(error)
