@@ -115,6 +115,12 @@ class Session:
 
     async def close(self) -> None:
         """Close the session if it is ours; a borrowed one stays open."""
+        refreshing = self._refreshing
+        if refreshing is not None and not refreshing.done():
+            # The OAuth server may have replaced the pair already: a refresh in flight (and
+            # its on_token_refresh) finishes before the session goes, even when the caller
+            # was cancelled (SIGINT, SIGTERM), or the new refresh token would be lost.
+            await asyncio.wait({refreshing})
         self._closed = True
         if self._owned is not None:
             await self._owned.close()

@@ -21,7 +21,6 @@ import json
 import os
 import re
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -30,10 +29,13 @@ from typing import IO, Final
 import attrs
 from yarl import URL
 
+from . import _tokenfile
+from ._interrupt import Interrupted, run_interruptible
 from ._mirror import DEMO_BURST, DEMO_RATE, catalog_ids, demo_portal, file_ids, mirror
+from ._terminal import printable
 from ._throttle import RateLimit
 from .client import DEFAULT_OAUTH_URL, BitrixClient
-from .exceptions import BitrixError
+from .exceptions import AccessDenied, BatchError, BitrixError, NotFound
 from .images import check_select
 from .models import ImageType, OAuthTokens, ProductImage
 
@@ -93,6 +95,13 @@ def _add_portal_options(parser: argparse.ArgumentParser, *, nested: bool) -> Non
         help="OAuth: read the tokens from FILE if it exists, and save refreshed ones to it",
     )
     group.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        default=unset if nested else False,
+        help="permit plain http to a portal that is not on loopback (the webhook code and "
+        "tokens then cross the network readable)",
+    )
+    group.add_argument(
         "--rate",
         type=_positive_float,
         default=unset,
@@ -116,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
             f"{', '.join(OAUTH_ENV)} and optionally {OAUTH_URL_ENV}."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _add_portal_options(parser, nested=False)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
@@ -135,10 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("product_ids", metavar="PRODUCT_ID", type=_positive_int, nargs="+")
     sub.add_argument(
         "--select",
-        metavar="FIELD",
-        action="extend",
-        nargs="+",
-        help="fields to fetch (id always): productId or product_id, several or comma-separated",
+        metavar="FIELDS",
+        # One value per flag, so that the product ids after it stay ids.
+        action="append",
+        help="fields to fetch, comma-separated (id always; product_id too for several products)",
     )
     output_options(sub)
 
@@ -210,6 +220,7 @@ class _Portal:
     webhook: str | None = attrs.field(default=None, repr=False)
     oauth: Mapping[str, str] | None = attrs.field(default=None, repr=False)
     token_file: Path | None = None
+    allow_insecure: bool = False
 
     def secrets(self) -> list[str]:
         found: list[str] = []
@@ -226,7 +237,9 @@ class _Portal:
 
     def client(self, rate_limit: RateLimit) -> BitrixClient:
         if self.webhook is not None:
-            return BitrixClient.from_webhook(self.webhook, rate_limit=rate_limit)
+            return BitrixClient.from_webhook(
+                self.webhook, rate_limit=rate_limit, allow_insecure=self.allow_insecure
+            )
         assert self.oauth is not None  # noqa: S101 -- _portal() sets one of the two
         oauth = self.oauth
         expires = oauth.get("expires_at")
@@ -240,6 +253,7 @@ class _Portal:
             expires_at=datetime.fromisoformat(expires) if expires else None,
             on_token_refresh=self._save_tokens,
             rate_limit=rate_limit,
+            allow_insecure=self.allow_insecure,
         )
 
     async def _save_tokens(self, tokens: OAuthTokens) -> None:
@@ -250,7 +264,17 @@ class _Portal:
                 file=sys.stderr,
             )
             return
-        await asyncio.to_thread(_write_tokens, self.token_file, tokens)
+        written, error = await asyncio.to_thread(_tokenfile.save_tokens, self.token_file, tokens)
+        if error is not None:
+            # Never dropped: the old refresh token no longer works (settings/oauth/index.md).
+            reason = printable(error.strerror or str(error))
+            print(
+                f"{PROG}: warning: could not save the refreshed OAuth tokens to "
+                f"{printable(str(self.token_file))} ({reason}); they were saved to "
+                f"{printable(str(written))} instead: move that file there, or pass it as "
+                "--token-file, before the next run",
+                file=sys.stderr,
+            )
 
 
 def _portal(
@@ -258,12 +282,13 @@ def _portal(
 ) -> _Portal:
     """The portal from the options and the environment; a usage error when there is none."""
     webhook = args.webhook or env.get(WEBHOOK_ENV)
+    insecure = bool(getattr(args, "allow_insecure", False))
     if webhook:
-        return _Portal(webhook=webhook)
+        return _Portal(webhook=webhook, allow_insecure=insecure)
     oauth = {name: env[name] for name in (*OAUTH_ENV, OAUTH_URL_ENV) if env.get(name)}
     token_file: Path | None = args.token_file
     if token_file is not None and token_file.exists():
-        oauth.update(_read_tokens(token_file))
+        oauth.update(_tokenfile.read_tokens(token_file, writer=PROG))
     if not oauth:
         parser.error(
             f"no portal: pass --webhook URL, or set {WEBHOOK_ENV}, "
@@ -272,44 +297,16 @@ def _portal(
     missing = [name for name in OAUTH_ENV if name not in oauth]
     if missing:
         parser.error(f"OAuth needs {', '.join(missing)} as well")
-    return _Portal(oauth=oauth, token_file=token_file)
+    if token_file is not None:
+        # Before any request: a refresh rotates the pair, which must then be saved.
+        _tokenfile.check_writable(token_file)
+    return _Portal(oauth=oauth, token_file=token_file, allow_insecure=insecure)
 
 
-def _read_tokens(path: Path) -> dict[str, str]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {
-            "BITRIX_ACCESS_TOKEN": _text(data["access_token"]),
-            "BITRIX_REFRESH_TOKEN": _text(data["refresh_token"]),
-            "BITRIX_CLIENT_ENDPOINT": _text(data["client_endpoint"]),
-            "expires_at": _text(data["expires_at"]),
-        }
-    except (ValueError, TypeError, KeyError) as error:
-        raise ValueError(f"{path} is not a token file written by {PROG}") from error
+def _version() -> str:
+    from . import __version__  # noqa: PLC0415 -- read from the metadata only when asked
 
-
-def _text(value: object) -> str:
-    if not isinstance(value, str):
-        raise TypeError("expected a string")
-    return value
-
-
-def _write_tokens(path: Path, tokens: OAuthTokens) -> None:
-    """Replace the token file atomically, readable by its owner only."""
-    data = {
-        "access_token": tokens.access_token,
-        "refresh_token": tokens.refresh_token,
-        "expires_at": tokens.expires_at.isoformat(),
-        "client_endpoint": str(tokens.client_endpoint),
-    }
-    fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:  # mkstemp makes it 0600
-            json.dump(data, out)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    return __version__
 
 
 # --- output ------------------------------------------------------------------------------
@@ -320,11 +317,15 @@ def _snake(wire: str) -> str:
 
 
 def _output_fields(
-    select: Sequence[str] | None, with_download_url: bool, parser: argparse.ArgumentParser
+    select: Sequence[str] | None,
+    with_download_url: bool,
+    parser: argparse.ArgumentParser,
+    *,
+    several: bool = False,
 ) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
-    """The ``select`` to send and the fields to print."""
+    """The ``select`` to send and the fields to print (*several*: products listed at once)."""
     if select is not None:
-        select = [part for text in select for part in text.split(",") if part]
+        select = [part.strip() for text in select for part in text.split(",") if part.strip()]
     try:
         wire = check_select(select)
     except ValueError as error:
@@ -336,6 +337,9 @@ def _output_fields(
         parser.error("downloadUrl is a signed link that grants access; add --with-download-url")
     if with_download_url and "downloadUrl" not in wire:
         wire = (*wire, "downloadUrl")
+    if several and "productId" not in wire:
+        # Lines of several products would not say whose image each one is.
+        wire = (*wire, "productId")
     snake = {_snake(name) for name in wire}
     return wire, tuple(name for name in _OUTPUT if name in snake)
 
@@ -365,14 +369,40 @@ def _emit(data: object, out: IO[str]) -> None:
 async def _list(client: BitrixClient, args: argparse.Namespace, out: IO[str]) -> int:
     select, fields = args.output
     ids: list[int] = args.product_ids
-    images: AsyncIterator[ProductImage]
     if len(ids) == 1:
-        images = aiter(client.images.list(ids[0], select=select))
-    else:
-        images = aiter(client.images.list_many(ids, select=select))
-    async for image in images:
-        _emit(image_json(image, fields), out)
+        async for image in client.images.list(ids[0], select=select):
+            _emit(image_json(image, fields), out)
+        return 0
+    missing = 0
+    position = 0  # ids[:position] are finished
+    while position < len(ids):
+        try:
+            async for image in client.images.list_many(ids[position:], select=select):
+                position = _index(ids, image.product_id, position)
+                _emit(image_json(image, fields), out)
+            position = len(ids)
+        except BatchError as error:
+            # As mirror does: a product that is gone or closed to us is named, and the rest
+            # are listed. list_many yields whole products in input order, so every product
+            # before the failed one is finished.
+            first = next(iter(error.errors.values()), None)
+            failed = _index(ids, error.product_id, position)
+            if ids[failed] != error.product_id or not isinstance(first, (NotFound, AccessDenied)):
+                raise
+            missing += 1
+            _warn(f"product {error.product_id} skipped: {first.description}")
+            position = failed + 1
+    if missing:
+        raise _Failed(f"{missing} products could not be listed (see the warnings)")
     return 0
+
+
+def _index(ids: list[int], product_id: int | None, start: int) -> int:
+    """Where *product_id* is in *ids* from *start* on; *start* when it is not there."""
+    try:
+        return ids.index(product_id, start)  # type: ignore[arg-type]  # None is never found
+    except ValueError:
+        return start
 
 
 async def _get(client: BitrixClient, args: argparse.Namespace, out: IO[str]) -> int:
@@ -382,6 +412,8 @@ async def _get(client: BitrixClient, args: argparse.Namespace, out: IO[str]) -> 
 
 
 async def _add(client: BitrixClient, args: argparse.Namespace, out: IO[str]) -> int:
+    if args.file.is_dir():
+        raise ValueError(f"{args.file} is a directory, not an image file")
     image = await client.images.add(
         args.product_id, args.file, name=args.name, type=ImageType(args.type)
     )
@@ -486,8 +518,12 @@ def _scrub(message: str, secrets: Iterable[str]) -> str:
 
 
 def _error(message: str, secrets: Iterable[str]) -> int:
-    print(f"{PROG}: error: {_scrub(message, secrets)}", file=sys.stderr)
+    print(f"{PROG}: error: {printable(_scrub(message, secrets))}", file=sys.stderr)
     return 1
+
+
+def _warn(message: str) -> None:
+    print(f"{PROG}: warning: {printable(message)}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -495,7 +531,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command in ("list", "get", "add"):
-        args.output = _output_fields(getattr(args, "select", None), args.with_download_url, parser)
+        several = len(getattr(args, "product_ids", ())) > 1
+        args.output = _output_fields(
+            getattr(args, "select", None), args.with_download_url, parser, several=several
+        )
     demo = args.command == "mirror" and args.demo
     if demo and args.webhook:
         parser.error("--demo runs its own portal; leave out --webhook")
@@ -504,6 +543,9 @@ def main(argv: list[str] | None = None) -> int:
         portal = None if demo else _portal(args, os.environ, parser)
         secrets = [] if portal is None else portal.secrets()
         return _main(args, portal)
+    except Interrupted as stop:
+        print(f"{PROG}: interrupted ({stop})", file=sys.stderr)
+        return stop.exit_status
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
@@ -529,8 +571,8 @@ def _main(args: argparse.Namespace, portal: _Portal | None) -> int:
 
 def _start(args: argparse.Namespace, portal: _Portal | None) -> int:
     if portal is None:
-        return asyncio.run(_run_demo(args))
-    return asyncio.run(_run(portal, args))
+        return asyncio.run(run_interruptible(_run_demo(args)))
+    return asyncio.run(run_interruptible(_run(portal, args)))
 
 
 def _silence_stdout() -> None:
