@@ -236,6 +236,14 @@ class _Portal:
         return [secret for secret in found if len(secret) >= 4]
 
     def client(self, rate_limit: RateLimit) -> BitrixClient:
+        try:
+            return self._client(rate_limit)
+        except ValueError as error:
+            # The library's advice, in the command line's words.
+            text = str(error).replace("allow_insecure=True", "--allow-insecure")
+            raise ValueError(text) from None
+
+    def _client(self, rate_limit: RateLimit) -> BitrixClient:
         if self.webhook is not None:
             return BitrixClient.from_webhook(
                 self.webhook, rate_limit=rate_limit, allow_insecure=self.allow_insecure

@@ -170,6 +170,22 @@ def _quote_token(token: str) -> str:
     return token.replace("+", "%2B").replace("/", "%2F").replace("=", "%3D").replace("|", "%7C")
 
 
+def content_disposition(name: str) -> str:
+    """
+    ``attachment`` with *name*, safe in a header whatever the name holds (RFC 6266).
+
+    The quoted ``filename`` is an ASCII fallback: controls, quotes, backslashes and
+    non-ASCII characters become ``_`` (RFC 6266 section 4.3 and RFC 9110's quoted-string);
+    ``filename*`` (RFC 8187) carries the real name, percent-encoded, when the two differ. A
+    name with a newline or NUL would otherwise break the header, and aiohttp refuses it.
+    """
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in name)
+    disposition = f'attachment; filename="{fallback}"'
+    if fallback != name:
+        disposition += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return disposition
+
+
 def _iso(stamp: float) -> str:
     # date('c') in the portal's zone: second precision with the offset.
     return datetime.fromtimestamp(stamp, PORTAL_TZ).replace(microsecond=0).isoformat()
@@ -734,15 +750,11 @@ class FakePortal:
 
     def _file(self, record: ImageRecord) -> _Answer:
         content = self.catalog.content(record)
-        ascii_name = record.name.encode("ascii", "replace").decode().replace('"', "")
-        disposition = f'attachment; filename="{ascii_name}"'
-        if ascii_name != record.name:
-            disposition += f"; filename*=UTF-8''{quote(record.name, safe='')}"
         return _Answer(
             200,
             content,
             image_mime(content) or "application/octet-stream",
-            {"Content-Disposition": disposition},
+            {"Content-Disposition": content_disposition(record.name)},
         )
 
     def _detail_dirs(self, image_id: int) -> tuple[str, str]:
