@@ -36,6 +36,16 @@ from .exceptions import (
 # Bitrix puts at most 50 commands in one batch (CRestUtil::BATCH_MAX_LENGTH, batch.md).
 BATCH_MAX_COMMANDS: Final = 50
 
+# The largest answer read into memory by default. Bitrix answers are small (a batch of 50
+# products with 20 images each is about 1 MiB); a hostile or broken portal could send
+# gigabytes, and decoding JSON takes about three times its size in memory.
+MAX_ANSWER_BYTES: Final = 64 * 1024 * 1024
+# error_description and other portal text kept in an exception message, in characters.
+MAX_TEXT: Final = 1000
+# PHP's PHP_INT_MAX: no offset or count a portal sends is larger (and orjson cannot encode
+# an int of 2**64 or more back into the next request's start).
+_PHP_INT_MAX: Final = 2**63 - 1
+
 
 def dumps(obj: object) -> bytes:
     """Encode a request body: compact UTF-8 JSON."""
@@ -92,9 +102,37 @@ def _number(value: object) -> float | None:
 
 
 def _int_or_none(value: object) -> int | None:
+    if type(value) is int and -_PHP_INT_MAX <= value <= _PHP_INT_MAX:
+        return value  # the common case, exact
     number = _number(value)
-    # NaN and infinities (a "nan" text, 1e999) are not offsets: treat them as absent.
-    return None if number is None or not math.isfinite(number) else int(number)
+    # NaN, infinities (a "nan" text, 1e999) and numbers beyond PHP's int are not offsets:
+    # treat them as absent, as any other unreadable value.
+    if number is None or not math.isfinite(number) or abs(number) > _PHP_INT_MAX:
+        return None
+    return int(number)
+
+
+def shorten(text: str, limit: int = MAX_TEXT) -> str:
+    """*text* cut to *limit* characters, saying so: portal text in messages stays readable."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... (cut to {limit} of {len(text)} characters)"
+
+
+def check_answer_size(size: int | None, limit: int, *, method: str, status: int | None) -> None:
+    """
+    Raise ``MalformedResponse`` when an answer of *size* bytes exceeds *limit*.
+
+    Called with the ``Content-Length`` before reading, and with the bytes read so far while
+    reading (a chunked answer says no length), so that no more than *limit* is ever held.
+    """
+    if size is not None and size > limit:
+        raise MalformedResponse(
+            f"the portal's answer is larger than {limit} bytes; refusing to read it "
+            "(raise max_answer_bytes if this portal's answers are that large)",
+            status=status,
+            method=method,
+        )
 
 
 def parse_time(block: object) -> TimeInfo | None:
@@ -212,8 +250,8 @@ def classify(
     code: object, description: object, status: int | None, method: str | None
 ) -> BitrixError:
     """Build the exception for an ``error``/``error_description`` pair (pure, never raises)."""
-    text = description if isinstance(description, str) and description else None
-    kept_code = code if code is None or isinstance(code, (str, int)) else str(code)
+    text = shorten(description) if isinstance(description, str) and description else None
+    kept_code = code if code is None or isinstance(code, int) else shorten(str(code), 100)
     cls: type[BitrixError] | None = None
     if code is not None:
         cls = _BY_CODE.get(normalize_code(code))
