@@ -17,6 +17,7 @@ from support import ThreadPortal
 from test_cli import assert_one_error_line, clean_env, ndjson, oauth_env, run_cli, served
 
 from bitrix_images import OAuthTokens, _tokenfile
+from bitrix_images.testing import FakePortal
 
 __all__ = ["clean_env", "served"]  # fixtures, used by name
 
@@ -185,15 +186,20 @@ def test_save_raises_when_no_place_is_writable(
 # --- the command line ----------------------------------------------------------------------
 
 
+@pytest.fixture
+def expired(served: ThreadPortal, monkeypatch: pytest.MonkeyPatch) -> FakePortal:
+    """The portal of the OAuth variables, its access token expired: the next call refreshes."""
+    oauth_env(monkeypatch, served.portal)
+    served.call(served.portal.expire_access_token)
+    return served.portal
+
+
 def test_an_unwritable_token_file_fails_before_any_request(
-    served: ThreadPortal,
+    expired: FakePortal,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    portal = served.portal
-    oauth_env(monkeypatch, portal)
-    served.call(portal.expire_access_token)
+    portal = expired
     before = portal.counters.requests
     tokens = tmp_path / "nonexistent-dir" / "tokens.json"
     code, _, err = run_cli(capsys, "list", "1", "--token-file", str(tokens))
@@ -205,14 +211,11 @@ def test_an_unwritable_token_file_fails_before_any_request(
 
 
 def test_the_cli_writes_through_a_symlinked_token_file(
-    served: ThreadPortal,
+    expired: FakePortal,
     capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    portal = served.portal
-    oauth_env(monkeypatch, portal)
-    served.call(portal.expire_access_token)
+    portal = expired
     real = tmp_path / "vault" / "tokens.json"
     real.parent.mkdir()
     link = tmp_path / "tokens.json"
@@ -225,14 +228,12 @@ def test_the_cli_writes_through_a_symlinked_token_file(
 
 
 def test_the_cli_rescues_tokens_it_cannot_save(
-    served: ThreadPortal,
+    expired: FakePortal,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    portal = served.portal
-    oauth_env(monkeypatch, portal)
-    served.call(portal.expire_access_token)
+    portal = expired
     folder = tmp_path / "state"
     folder.mkdir()
     tokens = folder / "tokens.json"
