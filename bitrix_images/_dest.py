@@ -39,7 +39,6 @@ TEMP_SUFFIX: Final = ".part"
 _TEMP_NAME: Final = re.compile(r"\.bxi-([0-9a-f]{4})-([0-9]{1,7})-[a-z0-9_]{8}\.part")
 
 
-
 def temp_prefix() -> str:
     """The start of this process's temporary names (read per call: a fork has a new pid)."""
     return f".bxi-{_HOST}-{os.getpid()}-"
