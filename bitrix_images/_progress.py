@@ -124,9 +124,9 @@ class Progress:
             return
         parts = [f"{self.downloaded} downloaded"]
         if self._first_download is not None:
-            elapsed = time.monotonic() - self._first_download
-            if elapsed > 0:
-                parts[0] += f" ({self.downloaded / elapsed:.1f}/s)"
+            # At least a millisecond: the first download may finish in the same clock tick.
+            elapsed = max(time.monotonic() - self._first_download, 1e-3)
+            parts[0] += f" ({self.downloaded / elapsed:.1f}/s)"
         parts.append(f"{self.skipped} skipped")
         if self.failed:
             parts.append(f"{self.failed} failed")

@@ -4,7 +4,11 @@ missing product among several, and portal text that holds terminal escape sequen
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import threading
+import time
 
 import pytest
 from support import ThreadPortal
@@ -141,3 +145,25 @@ def test_terminal_escapes_in_an_error_are_shown_not_obeyed(
     assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in line)
     assert "\\x1b]0;PWNED-TITLE\\x07\\x1b[2J" in line
     assert "\\u202e" in line
+
+
+def test_sigterm_in_process_is_one_line_and_143(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    portal = served.portal
+    served.call(portal.inject, "delay", method="catalog.productImage.getFields", delay=60)
+
+    def terminate_once_asked() -> None:
+        deadline = time.monotonic() + 60
+        while portal.counters.requests == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    killer = threading.Thread(target=terminate_once_asked)
+    killer.start()
+    try:
+        code, out, err = run_cli(capsys, "fields", "--webhook", served.url)
+    finally:
+        killer.join()
+    assert (code, out) == (143, "")
+    assert err == "bitrix-images: interrupted (SIGTERM)\n"

@@ -162,7 +162,8 @@ def test_a_known_total_shows_percent_and_eta() -> None:
     bar = Progress(screen, screen, total=4)
     bar.skip()
     bar.product_done()
-    bar.add_download(1500)
+    bar.add_download(1000)
+    bar.add_download(500)
     bar.fail()
     bar.product_done()
     bar.warn("product 2, image 9 (\x1b[2Jx.png): refused")
@@ -171,7 +172,7 @@ def test_a_known_total_shows_percent_and_eta() -> None:
     assert "50%" in shown
     assert "2/4 products" in shown
     assert "<" in shown  # elapsed<remaining
-    assert "1 downloaded" in shown
+    assert "2 downloaded (" in shown
     assert "1 skipped" in shown
     assert "1 failed" in shown
     assert "1.5 kB" in shown

@@ -132,6 +132,8 @@ def test_check_writable(tmp_path: Path) -> None:
         _tokenfile.check_writable(tmp_path / "nonexistent-dir" / "tokens.json")
     with pytest.raises(_tokenfile.TokenFileError, match="is a directory"):
         _tokenfile.check_writable(tmp_path)
+    with pytest.raises(_tokenfile.TokenFileError, match="cannot save OAuth tokens to /proc"):
+        _tokenfile.check_writable(Path("/proc/self/tokens.json"))  # even root cannot
     (tmp_path / "plain").write_text("")
     with pytest.raises(_tokenfile.TokenFileError, match="no such directory"):
         _tokenfile.check_writable(tmp_path / "plain" / "tokens.json")
