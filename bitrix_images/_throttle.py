@@ -15,7 +15,7 @@ from collections.abc import Callable
 import attrs
 
 from ._protocol import TimeInfo
-from ._retry import check_number
+from ._validate import check_number
 
 __all__ = ["LeakyBucket", "OperatingBudget", "RateLimit"]
 

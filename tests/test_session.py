@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from collections.abc import AsyncIterator
 
 import aiohttp
 import pytest
+import yarl
 from aiohttp import web
-from support import FAST_RETRY, UNLIMITED, oauth_client, secrets_of
+from support import FAST_RETRY, PNG, UNLIMITED, oauth_client, secrets_of
 
 import bitrix_images as bx
+from bitrix_images._auth import WebhookAuth
 from bitrix_images.testing import (
     EXPIRED_TOKEN,
     INTERNAL_SERVER_ERROR,
@@ -21,10 +22,10 @@ from bitrix_images.testing import (
     OVERLOAD_LIMIT,
     QUERY_LIMIT_EXCEEDED,
     FakePortal,
+    instant_retries,
 )
 
 LIST = "catalog.productImage.list"
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(32)
 
 
 def assert_clean(error: BaseException, portal: FakePortal) -> None:
@@ -79,21 +80,22 @@ async def test_add_under_a_503_creates_exactly_one_image(
 
 async def test_operation_time_limit_waits_for_the_reset() -> None:
     async with FakePortal(products=3, rate=None, operating_cost=0.2, operating_limit=100) as portal:
-        async with bx.BitrixClient.from_webhook(
-            portal.webhook_url, retry=FAST_RETRY, rate_limit=UNLIMITED
-        ) as client:
+        slow = bx.RetryPolicy(initial_delay=0.001, max_delay=0.01, max_wait=1.0)
+        async with (
+            bx.BitrixClient.from_webhook(
+                portal.webhook_url, retry=slow, rate_limit=UNLIMITED
+            ) as client,
+            instant_retries() as clock,
+        ):
             await client.images.get(1, 1)  # learns operating_reset_at from the time block
-            reset_at = client._session.operating_reset_at("catalog.productImage.get")
-            assert reset_at is not None
             portal.inject("error", status=429, body=OPERATION_TIME_LIMIT)
-            slow = bx.RetryPolicy(initial_delay=0.001, max_delay=0.01, max_wait=1.0)
-            client._session.retry = slow
-            # The reset is up to ten minutes away: more than the budget, so it gives up at once.
-            started = time.monotonic()
+            # The reset is up to ten minutes away: more than the budget, so it gives up at
+            # once (without a known reset it would wait max_delay and succeed).
             with pytest.raises(bx.RateLimited) as info:
                 await client.images.get(1, 1)
-            assert time.monotonic() - started < 0.5
             assert info.value.code == "OPERATION_TIME_LIMIT"
+            assert info.value.attempts == 1
+            assert clock.waits == []
             assert info.value.status == 429
 
 
@@ -460,9 +462,7 @@ async def test_a_borrowed_session_stays_open(portal: FakePortal) -> None:
             await again.images.fields()
     owned = bx.BitrixClient.from_webhook(portal.webhook_url)
     await owned.images.fields()
-    pool = owned._session.http
     await owned.close()
-    assert pool.closed
     with pytest.raises(RuntimeError, match="closed"):
         await owned.images.fields()
 
@@ -503,6 +503,9 @@ async def test_call_validates_before_sending(
         ({"params": {"start": 5}}, ValueError),
         ({"key": ""}, ValueError),
         ({"start": -1}, ValueError),
+        # A wrong type is a TypeError everywhere, as for images.list(start="1").
+        ({"start": "1"}, TypeError),
+        ({"start": True}, TypeError),
     ],
 )
 def test_paginate_validates(
@@ -521,7 +524,8 @@ def test_paginate_validates(
         ({"retry": 5}, TypeError),
         ({"session": 5}, TypeError),
         ({"timeout": 0}, ValueError),
-        ({"timeout": True}, ValueError),
+        ({"timeout": True}, TypeError),
+        ({"timeout": math.inf}, ValueError),
     ],
 )
 def test_client_options_are_checked(kwargs: dict[str, object], error: type) -> None:
@@ -551,15 +555,15 @@ def test_oauth_options_are_checked(kwargs: dict[str, object], error: type) -> No
 
 def test_reprs_and_properties(portal: FakePortal) -> None:
     client = oauth_client(portal)
-    text = repr(client) + repr(client._session.auth) + repr(client.stats)
+    auth = WebhookAuth(yarl.URL(str(portal.webhook_url)))
+    text = repr(client) + repr(client.stats)
     for secret in secrets_of(portal):
         assert secret not in text
     assert "oauth" in repr(client)
     assert client.rate_limit == UNLIMITED
     assert client.retry_policy == FAST_RETRY
-    webhook = bx.BitrixClient.from_webhook(portal.webhook_url)
-    assert portal.webhook_code not in repr(webhook._session.auth)
-    assert portal.webhook_code in webhook._session.auth.secrets
+    assert portal.webhook_code not in repr(auth)
+    assert portal.webhook_code in auth.secrets
 
 
 def test_version_is_exported() -> None:
@@ -586,11 +590,17 @@ async def test_a_batch_books_its_commands_operating_time_not_its_own() -> None:
     async with FakePortal(
         products=3, rate=None, operating_cost={"catalog.productimage.list": 0.5}
     ) as portal:
-        async with bx.BitrixClient.from_webhook(
-            portal.webhook_url, retry=FAST_RETRY, rate_limit=UNLIMITED
-        ) as client:
+        # 1.5 s of list time (three commands) is past 90 % of a 1 s limit; a get is not.
+        limits = bx.RateLimit(rate=math.inf, operating_limit=1.0)
+        async with (
+            bx.BitrixClient.from_webhook(
+                portal.webhook_url, retry=FAST_RETRY, rate_limit=limits
+            ) as client,
+            instant_retries() as clock,
+        ):
             _ = [image async for image in client.images.list_many([1, 2, 3])]
-            budget = client._session._budget
-            usage = budget._usage["catalog.productimage.list"]
-            assert usage.operating == pytest.approx(1.5)
-            assert "batch" not in budget._usage
+            await client.images.get(1, 1)
+            assert clock.waits == []  # the batch's time was not booked under get (or batch)
+            _ = [image async for image in client.images.list(1)]
+            assert len(clock.waits) == 1  # the commands' time was booked under list
+            assert client.stats.throttle_wait == clock.total
