@@ -4,13 +4,20 @@ A download's file: reserving its name, spooling its bytes, committing or discard
 The bytes of a download go to a temporary file beside the target, which is renamed into
 place only when complete (and, if durable, synced), so a failure never leaves a partial
 file under the final name. Nothing here touches the network.
+
+The temporary file is made by ``tempfile.mkstemp`` (``O_EXCL``, mode 0600, an unpredictable
+short name) and reopened with ``O_NOFOLLOW``; a final path or a folder that is a symbolic
+link is refused with an ``OSError`` (``errno.ELOOP``) naming the path, so a download never
+writes anywhere but where it was asked to.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
+import errno
 import os
+import tempfile
+import unicodedata
 from pathlib import Path
 from typing import BinaryIO, Final
 
@@ -19,29 +26,78 @@ from .models import ProductImage
 __all__ = ["Spool", "commit", "discard", "reserve", "safe_name"]
 
 _INLINE_COMMIT: Final = 1024 * 1024  # bytes a non-durable download may commit on the loop
-_PID: Final = os.getpid()
-_PARTS: Final = itertools.count()
+# NAME_MAX is 255 bytes on every common file system; a name we make keeps room under it for
+# the "<image id>-" a caller may put in front to tell two files of one name apart.
+_NAME_BYTES: Final = 255 - 40
+# An extension longer than this is not one worth keeping whole ("x.<200 bytes>").
+_SUFFIX_BYTES: Final = 16
+# The process umask, read once (reading it means setting it, which is not thread-safe): a
+# finished download gets the mode a plain open() would have given it, not mkstemp's 0600.
+_UMASK: Final = os.umask(0o022)
+os.umask(_UMASK)
+_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, where links are rare
 
 
 def safe_name(image: ProductImage) -> str:
-    """The image's file name without any directory part; its id when it has none."""
-    name = Path(image.name or "").name
-    return name if name not in ("", ".", "..") else f"image-{image.id}"
+    """
+    A file name for *image* that is safe on any common file system.
+
+    No directory part, no path separator, NUL or control character; at most ``_NAME_BYTES``
+    bytes of UTF-8, cut at a character boundary and keeping the extension. A name that had
+    to be cut gets the image id before its extension, so two long names stay apart; an
+    image without a usable name is ``image-<id>``.
+    """
+    raw = (image.name or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in raw if unicodedata.category(c) != "Cc").strip()
+    if name in ("", ".", ".."):
+        return f"image-{image.id}"
+    if len(name.encode()) <= _NAME_BYTES:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or not stem or len(suffix.encode()) > _SUFFIX_BYTES:
+        stem, suffix = name, ""
+    tail = f"-{image.id}" + (f".{suffix}" if suffix else "")
+    room = _NAME_BYTES - len(tail.encode())
+    return stem.encode()[:room].decode(errors="ignore") + tail
 
 
 def reserve(dest: Path, image: ProductImage) -> tuple[Path, Path]:
-    """The final path for *image* under *dest*, and a temporary name beside it."""
+    """
+    The final path for *image* under *dest*, and a fresh temporary file beside it.
+
+    Raises ``ValueError`` when the folder does not exist, and ``OSError`` (``ELOOP``) when
+    the folder or the final path is a symbolic link.
+    """
     target = dest / safe_name(image) if dest.is_dir() else dest
-    if not target.parent.is_dir():
-        raise ValueError(f"no such directory: {target.parent}")
-    # A fresh name per download (process id and a counter), so concurrent downloads of one
-    # target never share a temporary file.
-    return target, target.with_name(f".{target.name}.{_PID}-{next(_PARTS)}.part")
+    folder = target.parent
+    if not folder.is_dir():
+        raise ValueError(f"no such directory: {folder}")
+    for path in (folder, target):
+        if path.is_symlink():
+            raise OSError(errno.ELOOP, "refusing to write through a symbolic link", str(path))
+    # mkstemp: created with O_EXCL and mode 0600 under a random name, so no other process
+    # can guess it, pre-create it or read the bytes before the rename; short (".<8>.part"),
+    # so it fits wherever the final name does.
+    fd, part = tempfile.mkstemp(prefix=".", suffix=".part", dir=folder)
+    os.close(fd)
+    return target, Path(part)
 
 
 def discard(part: Path) -> None:
     """Remove a download's temporary file, if it is there."""
     part.unlink(missing_ok=True)
+
+
+def _open(part: Path) -> BinaryIO:
+    """Reopen the reserved temporary file, refusing it if it was swapped for a link."""
+    fd = os.open(part, os.O_WRONLY | os.O_TRUNC | _NOFOLLOW)
+    try:
+        if os.chmod in os.supports_fd:
+            os.chmod(fd, 0o666 & ~_UMASK)
+        return os.fdopen(fd, "wb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 class Spool:
@@ -69,7 +125,7 @@ class Spool:
     def spill(self) -> None:
         """Append the bytes in memory to the temporary file (runs in a thread)."""
         if self.spilled is None:
-            self.spilled = self.part.open("wb")
+            self.spilled = _open(self.part)
         self.spilled.writelines(self.chunks)
         self.chunks.clear()
 
@@ -85,7 +141,7 @@ class Spool:
         """Write what is left, fsync if *durable*, rename to *target* (in a thread)."""
         part = self.part
         try:
-            with self.spilled if self.spilled is not None else part.open("wb") as out:
+            with self.spilled if self.spilled is not None else _open(part) as out:
                 out.writelines(self.chunks)
                 if durable:
                     out.flush()

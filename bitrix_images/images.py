@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import attrs
+from yarl import URL
 
 from . import _files, _protocol
 from ._caller import Caller
@@ -389,6 +390,9 @@ class Images:
         partial file under the final name; ``durable=False`` skips that (about a third
         faster on a busy disk, benchmarks/RESULTS.md W4) where a crash is handled otherwise.
         Only the portal's own origin is fetched, because the signed URL carries credentials.
+        A target or a folder that is a symbolic link is refused with an ``OSError``
+        (``errno.ELOOP``) before anything is fetched; catch ``OSError`` with ``BitrixError``
+        to skip one image and go on.
         """
         if not isinstance(image, ProductImage):
             raise TypeError(f"image must be a ProductImage, got {type_name(image)}")
@@ -399,9 +403,11 @@ class Images:
         url = image.download_url
         if url is None:
             raise ValueError("the image has no download_url (was it left out of select?)")
-        if url.origin() != self._caller.auth.origin:
+        if not _same_origin(url, self._caller.auth.origin):
+            # The signed URL carries the portal's credentials: it goes to the portal only.
             raise ValueError(
-                f"refusing to send the portal's signed URL to another origin ({url.host})"
+                f"refusing to fetch a download_url outside the portal's origin "
+                f"({url.scheme}://{url.host}:{url.port} is not {self._caller.auth.origin})"
             )
         target, part = _files.reserve(Path(dest), image)
         try:
@@ -424,6 +430,17 @@ class Images:
         if not isinstance(result, Mapping) or "productImage" not in result:
             raise MalformedResponse("the answer has no 'productImage'", method=method)
         return self._converter.image(result["productImage"], method=method)
+
+
+def _same_origin(url: URL, origin: URL) -> bool:
+    """Scheme, host and port equal, the way browsers compare them (RFC 6454)."""
+    # yarl keeps an explicit default port (":443") and compares URLs as text, so the parts
+    # are compared one by one, with the scheme's default port filled in.
+    return (
+        url.scheme.lower() == origin.scheme.lower()
+        and (url.host or "").lower().rstrip(".") == (origin.host or "").lower().rstrip(".")
+        and url.port == origin.port
+    )
 
 
 def _read_file(path: Path) -> bytes:

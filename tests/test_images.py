@@ -8,12 +8,12 @@ import gc
 import json
 import math
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from support import FAST_RETRY, PNG, UNLIMITED, portal_process, webhook_client
+from support import FAST_RETRY, PNG, UNLIMITED, partial_files, portal_process, webhook_client
 from yarl import URL
 
 import bitrix_images as bx
@@ -501,3 +501,98 @@ async def test_a_download_that_need_not_be_durable(
     assert [p.name for p in tmp_path.iterdir()] == ["photo-1.png"]
     with pytest.raises(TypeError, match="durable"):
         await client.images.download(image, tmp_path, durable="yes")  # type: ignore[arg-type]
+
+
+# --- the download's file: names, temporary files, links, origins -------------------------------
+
+
+async def test_a_legal_final_name_of_255_bytes_downloads(
+    client: bx.BitrixClient, tmp_path: Path
+) -> None:
+    # The temporary file's name is short, whatever the final one: a predictable
+    # ".<name>.<pid>-<n>.part" beside a 255-byte name was too long for the file system.
+    image = await client.images.get(1, 1)
+    target = tmp_path / ("a" * 251 + ".png")
+    assert await client.images.download(image, target) == target
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+async def test_a_long_or_hostile_name_is_cut_by_bytes_and_stays_apart(
+    portal: FakePortal, client: bx.BitrixClient, tmp_path: Path
+) -> None:
+    long_name = "фото" * 60 + ".png"  # 480 bytes of UTF-8: over NAME_MAX (255)
+    first = portal.catalog.add_image(1, name=long_name, content=PNG)
+    second = portal.catalog.add_image(1, name=long_name[:-4] + "x.png", content=PNG)
+    hostile = portal.catalog.add_image(1, name="a\\..\\bc.png", content=PNG)
+    written = []
+    for stored in (first, second, hostile):
+        image = await client.images.get(1, stored.id)
+        written.append(await client.images.download(image, tmp_path))
+    for path in written[:2]:
+        assert len(path.name.encode()) <= 255 - 40  # room for an "<id>-" in front
+        assert path.name.endswith(".png")
+        assert path.name.startswith("фото")
+    assert written[0].name != written[1].name  # the image id keeps them apart
+    assert written[2].name == "bc.png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+
+
+def test_safe_name_keeps_ordinary_names_and_cuts_at_a_character_boundary() -> None:
+    assert safe_name(bx.ProductImage(id=7, name="photo 1.JPG")) == "photo 1.JPG"
+    assert safe_name(bx.ProductImage(id=7, name="a\\b\x00\x1f\x7fc.png")) == "bc.png"
+    assert safe_name(bx.ProductImage(id=7, name="dir\\..")) == "image-7"
+    cut = safe_name(bx.ProductImage(id=7, name="é" * 300))
+    assert cut.endswith("-7")
+    assert len(cut.encode()) <= 215
+    assert set(cut[:-2]) == {"é"}
+    # An "extension" too long to be one is not kept whole.
+    odd = safe_name(bx.ProductImage(id=7, name="x." + "y" * 300))
+    assert odd.endswith("-7")
+    assert len(odd.encode()) <= 215
+
+
+async def test_a_symlinked_target_or_folder_is_refused(
+    portal: FakePortal, client: bx.BitrixClient, tmp_path: Path
+) -> None:
+    image = await client.images.get(1, 1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / "victim.png"
+    victim.write_bytes(b"keep")
+    link = tmp_path / "photo.png"
+    link.symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic link") as info:
+        await client.images.download(image, link)
+    assert info.value.filename == str(link)
+    folder = tmp_path / "product"
+    folder.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OSError, match="symbolic link") as info:
+        await client.images.download(image, folder)
+    assert info.value.filename == str(folder)
+    assert victim.read_bytes() == b"keep"
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["victim.png"]
+    assert portal.counters.by_method["download"] == 0
+
+
+async def test_the_temporary_file_is_private_and_unguessable(
+    portal: FakePortal, client: bx.BitrixClient, tmp_path: Path
+) -> None:
+    image = await client.images.get(1, 1)
+    portal.inject("delay", method="download", delay=30.0)
+    task = asyncio.ensure_future(client.images.download(image, tmp_path))
+    try:
+        await asyncio.wait_for(_until(lambda: portal.counters.in_flight > 0), timeout=30)
+        (part,) = partial_files(tmp_path)
+        assert part.stat().st_mode & 0o777 == 0o600
+        assert image.name is not None
+        assert image.name not in part.name
+        assert len(part.name) < 20
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert partial_files(tmp_path) == []
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)

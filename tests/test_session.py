@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import aiohttp
+import aiohttp.abc
+import attrs
 import pytest
 import yarl
 from aiohttp import web
@@ -419,13 +423,14 @@ def test_rejected_urls(url: object, error: type[Exception]) -> None:
 
 
 @pytest.fixture(name="mover")
-async def _mover() -> AsyncIterator[tuple[str, list[str]]]:
+async def _mover(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, list[str]]]:
     """A loopback server that answers every request with a redirect to another host."""
     hits: list[str] = []
+    target = getattr(request, "param", "https://new-portal.bitrix24.com{path}")
 
     async def moved(request: web.Request) -> web.Response:
         hits.append(request.path)
-        raise web.HTTPFound(location="https://new-portal.bitrix24.com" + request.path)
+        return web.Response(status=302, headers={"Location": target.format(path=request.path)})
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", moved)
@@ -447,6 +452,22 @@ async def test_a_moved_portal_is_not_followed(mover: tuple[str, list[str]]) -> N
             await client.images.fields()
     assert info.value.new_host == "new-portal.bitrix24.com"
     assert "new-portal.bitrix24.com" in str(info.value)
+    assert "s3cretcode" not in str(info.value)
+    assert len(hits) == 1
+
+
+@pytest.mark.parametrize(
+    "mover", ["http://[::1{path}", "http://new-portal.example:99999{path}", ""], indirect=True
+)
+async def test_a_malformed_redirect_is_portal_moved_without_a_host(
+    mover: tuple[str, list[str]],
+) -> None:
+    url, hits = mover
+    async with bx.BitrixClient.from_webhook(url, retry=FAST_RETRY) as client:
+        with pytest.raises(bx.PortalMoved) as info:
+            await client.images.fields()
+    assert info.value.new_host is None
+    assert "an unknown address" in str(info.value)
     assert "s3cretcode" not in str(info.value)
     assert len(hits) == 1
 
@@ -604,3 +625,91 @@ async def test_a_batch_books_its_commands_operating_time_not_its_own() -> None:
             _ = [image async for image in client.images.list(1)]
             assert len(clock.waits) == 1  # the commands' time was booked under list
             assert client.stats.throttle_wait == clock.total
+
+
+# --- what tests and users can see: requests in flight, instant retries -----------------------
+
+
+async def test_stats_count_the_requests_in_flight(portal: FakePortal) -> None:
+    limits = bx.RateLimit(rate=math.inf, max_in_flight=3)
+    async with bx.BitrixClient.from_webhook(
+        portal.webhook_url, retry=FAST_RETRY, rate_limit=limits
+    ) as client:
+        portal.inject("delay", method="catalog.productImage.get", delay=0.2, times=6)
+        calls = [asyncio.ensure_future(client.images.get(1, 1)) for _ in range(6)]
+        await asyncio.wait_for(_until(lambda: client.stats.in_flight == 3), timeout=30)
+        await asyncio.gather(*calls)
+        assert client.stats.in_flight == 0
+        assert client.stats.max_in_flight == 3  # never more than max_in_flight at once
+        assert client.stats.requests == 6
+
+
+async def test_instant_retries_skip_the_waits_and_keep_the_rules(portal: FakePortal) -> None:
+    slow = bx.RetryPolicy(max_attempts=3, initial_delay=30.0, max_delay=60.0, max_wait=600.0)
+    async with bx.BitrixClient.from_webhook(
+        portal.webhook_url, retry=slow, rate_limit=UNLIMITED
+    ) as client:
+        portal.inject("error", status=503, body=QUERY_LIMIT_EXCEEDED, times=5)
+        with instant_retries() as clock, pytest.raises(bx.RateLimited) as info:
+            await client.images.get(1, 1)
+        assert info.value.attempts == 3
+        assert len(clock.waits) == 2  # two backoffs of up to 30 s and 60 s, not slept
+        assert all(0 <= w <= 60.0 for w in clock.waits)
+        assert client.stats.retry_wait == pytest.approx(clock.total)
+    with instant_retries() as outer:
+        async with instant_retries() as inner:
+            pass
+        assert inner.waits == outer.waits == []
+
+
+async def test_a_download_url_of_the_same_origin_written_otherwise_is_fetched(
+    portal: FakePortal, tmp_path: Path
+) -> None:
+    # "http://PORTAL.test:80" is "http://portal.test" (RFC 6454). The portal listens on a
+    # loopback port; a resolver (aiohttp's public API) sends portal.test:80 there.
+    resolver = _ToPortal(portal.port)
+    connector = aiohttp.TCPConnector(resolver=resolver)
+    webhook = f"http://portal.test/{portal.webhook_url.path.lstrip('/')}"
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        bx.BitrixClient.from_webhook(
+            webhook, session=session, retry=FAST_RETRY, allow_insecure=True
+        ) as client,
+    ):
+        image = await client.images.get(1, 1)
+        assert image.download_url is not None
+        spelled = yarl.URL(f"http://PORTAL.test:80{image.download_url.raw_path_qs}", encoded=True)
+        written = await client.images.download(attrs.evolve(image, download_url=spelled), tmp_path)
+    assert written.read_bytes() == portal.catalog.images(1)[0].content
+    assert {host.lower() for host in resolver.hosts} == {"portal.test"}
+
+
+class _ToPortal(aiohttp.abc.AbstractResolver):
+    """Resolves every name to the embedded portal on 127.0.0.1."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.hosts: set[str] = set()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        self.hosts.add(host)
+        return [
+            {
+                "hostname": host,
+                "host": "127.0.0.1",
+                "port": self.port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)
