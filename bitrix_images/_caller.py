@@ -198,10 +198,6 @@ class Caller:
         )
         await self.wait(verdict.delay)
 
-    def operating_reset_at(self, method: str) -> float | None:
-        """When the portal's operating window for *method* moves on, if it said."""
-        return self._budget.reset_at(method)
-
     async def wait(self, seconds: float) -> None:
         """Sleep *seconds*; instantly (recording the wait) inside ``instant_retries()``."""
         if _INSTANT:

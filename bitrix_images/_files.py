@@ -36,6 +36,7 @@ _SUFFIX_BYTES: Final = 16
 _UMASK: Final = os.umask(0o022)
 os.umask(_UMASK)
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, where links are rare
+_FCHMOD: Final = getattr(os, "fchmod", None)  # not on Windows before Python 3.13
 
 
 def safe_name(image: ProductImage) -> str:
@@ -90,14 +91,7 @@ def discard(part: Path) -> None:
 
 def _open(part: Path) -> BinaryIO:
     """Reopen the reserved temporary file, refusing it if it was swapped for a link."""
-    fd = os.open(part, os.O_WRONLY | os.O_TRUNC | _NOFOLLOW)
-    try:
-        if os.chmod in os.supports_fd:
-            os.chmod(fd, 0o666 & ~_UMASK)
-        return os.fdopen(fd, "wb")
-    except BaseException:
-        os.close(fd)
-        raise
+    return os.fdopen(os.open(part, os.O_WRONLY | os.O_TRUNC | _NOFOLLOW), "wb")
 
 
 class Spool:
@@ -143,6 +137,8 @@ class Spool:
         try:
             with self.spilled if self.spilled is not None else _open(part) as out:
                 out.writelines(self.chunks)
+                if _FCHMOD is not None:  # pragma: no branch -- os.fchmod is missing on Windows only
+                    _FCHMOD(out.fileno(), 0o666 & ~_UMASK)
                 if durable:
                     out.flush()
                     os.fsync(out.fileno())

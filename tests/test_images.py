@@ -7,6 +7,7 @@ import asyncio
 import gc
 import json
 import math
+import os
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
@@ -515,6 +516,10 @@ async def test_a_legal_final_name_of_255_bytes_downloads(
     target = tmp_path / ("a" * 251 + ".png")
     assert await client.images.download(image, target) == target
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
+    # The finished file has the mode a plain open() gives, not the temporary file's 0600.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
 
 
 async def test_a_long_or_hostile_name_is_cut_by_bytes_and_stays_apart(

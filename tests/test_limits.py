@@ -84,20 +84,21 @@ def test_operating_budget() -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "error"),
     [
-        {"rate": 0},
-        {"rate": -1.0},
-        {"burst": 0},
-        {"burst": True},
-        {"max_in_flight": 1.5},
-        {"operating_limit": 0},
-        {"operating_headroom": 0},
-        {"operating_headroom": 1.5},
+        ({"rate": 0}, ValueError),
+        ({"rate": -1.0}, ValueError),
+        ({"rate": "2"}, TypeError),
+        ({"burst": 0}, ValueError),
+        ({"burst": True}, TypeError),
+        ({"max_in_flight": 1.5}, TypeError),
+        ({"operating_limit": 0}, ValueError),
+        ({"operating_headroom": 0}, ValueError),
+        ({"operating_headroom": 1.5}, ValueError),
     ],
 )
-def test_rate_limit_validation(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError):  # noqa: PT011 -- each message names its own field
+def test_rate_limit_validation(kwargs: dict[str, object], error: type[Exception]) -> None:
+    with pytest.raises(error):
         RateLimit(**kwargs)  # type: ignore[arg-type]
 
 
