@@ -237,7 +237,7 @@ class Images:
                 error = result.errors.get(key)
                 if error is not None:
                     # Each command has its own retry driver: the same rules, attempts and
-                    # wait budget as a whole call (README, "Retries").
+                    # wait budget as a whole call (README, "The portal's limits").
                     command.attempts.begin()
                     verdict = self._caller.judge(command.attempts, error, (LIST,))
                     if verdict.delay is not None:
