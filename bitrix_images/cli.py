@@ -31,7 +31,7 @@ from yarl import URL
 
 from . import _tokenfile
 from ._interrupt import Interrupted, run_interruptible
-from ._mirror import DEMO_BURST, DEMO_RATE, catalog_ids, demo_portal, file_ids, mirror
+from ._mirror import catalog_ids, file_ids, mirror
 from ._terminal import printable
 from ._throttle import RateLimit
 from .client import DEFAULT_OAUTH_URL, BitrixClient
@@ -491,6 +491,9 @@ async def _run(portal: _Portal, args: argparse.Namespace) -> int:
 
 
 async def _run_demo(args: argparse.Namespace) -> int:
+    # Only the demo needs the embedded portal (and aiohttp.web): imported here, not above.
+    from .testing import DEMO_BURST, DEMO_RATE, demo_portal  # noqa: PLC0415
+
     async with demo_portal() as fake:
         catalog = fake.catalog
         print(
