@@ -45,6 +45,7 @@ class Caller:
         retry: how refused or failed calls are retried.
         session: an ``aiohttp.ClientSession`` to borrow (never closed here), or ``None``.
         timeout: seconds one request may take (limits.md: the portal stops at 60).
+        max_answer_bytes: the largest answer read into memory (``Transport``).
 
     The leaky bucket (``_bucket``) and the operating-time budget (``_budget``) live here;
     every request, a batch's and a download's included, is paced by both in ``_pace``.
@@ -58,6 +59,7 @@ class Caller:
         retry: RetryPolicy,
         session: aiohttp.ClientSession | None,
         timeout: float,
+        max_answer_bytes: int = _protocol.MAX_ANSWER_BYTES,
     ) -> None:
         self.auth = auth
         self.rate_limit = rate_limit
@@ -68,6 +70,7 @@ class Caller:
             max_in_flight=rate_limit.max_in_flight,
             timeout=timeout,
             stats=self.stats,
+            max_answer_bytes=max_answer_bytes,
         )
         self._bucket = LeakyBucket(rate_limit.rate, rate_limit.burst)
         self._budget = OperatingBudget(rate_limit.operating_limit, rate_limit.operating_headroom)

@@ -19,12 +19,14 @@ from yarl import URL
 from . import _protocol
 from ._files import Spool
 from ._stats import ClientStats
-from .exceptions import NotSent, OutcomeUnknown, PortalMoved, TransportError
+from .exceptions import MalformedResponse, NotSent, OutcomeUnknown, PortalMoved, TransportError
 
 __all__ = ["Transport"]
 
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _CHUNK: Final = 64 * 1024
+# The most of a download's error body read to learn what the error is.
+_ERROR_BODY: Final = 64 * 1024
 # general-principles.md, "Request Headers": a named User-Agent; downloads fail without one.
 _USER_AGENT: Final = "bitrix_images/0.1 (+aiohttp)"
 
@@ -38,6 +40,8 @@ class Transport:
         max_in_flight: requests on the wire at once at the most.
         timeout: seconds one request may take (limits.md: the portal stops at 60).
         stats: where requests and requests in flight are counted.
+        max_answer_bytes: the largest answer read into memory; a larger one is refused
+            (``MalformedResponse``) without being read further.
     """
 
     def __init__(
@@ -47,8 +51,10 @@ class Transport:
         max_in_flight: int,
         timeout: float,
         stats: ClientStats,
+        max_answer_bytes: int = _protocol.MAX_ANSWER_BYTES,
     ) -> None:
         self.stats = stats
+        self.max_answer_bytes = max_answer_bytes
         self._borrowed = session
         self._owned: aiohttp.ClientSession | None = None
         self._pool_size = max_in_flight * 2
@@ -86,11 +92,12 @@ class Transport:
         data: bytes | Mapping[str, str],
         headers: Mapping[str, str] | None = None,
     ) -> tuple[int, bytes]:
-        """POST *data*; return the status and the whole body."""
+        """POST *data*; return the status and the whole body (at most ``max_answer_bytes``)."""
         async with self._request(
             "POST", url, method, idempotent=idempotent, data=data, headers=headers
         ) as response:
-            return response.status, await response.read()
+            body = await _read(response, self.max_answer_bytes, method)
+            return response.status, body
 
     async def fetch(self, url: URL, spool: Spool, *, headers: Mapping[str, str]) -> None:
         """GET a file into *spool* (a ``download``, a read); *spool* is discarded on failure."""
@@ -99,7 +106,7 @@ class Transport:
                 "GET", url, "download", idempotent=True, data=None, headers=headers
             ) as response:
                 if response.status != 200:
-                    _refused(response.status, await response.read())
+                    _refused(response.status, await _error_body(response))
                 async for chunk in response.content.iter_chunked(_CHUNK):
                     if spool.add(chunk):
                         await asyncio.to_thread(spool.spill)
@@ -156,6 +163,38 @@ def _mapped(exc: BaseException, method: str, *, idempotent: bool) -> TransportEr
         "applied it, so it was not replayed",
         method=method,
     )
+
+
+async def _read(response: aiohttp.ClientResponse, limit: int, method: str) -> bytes:
+    """
+    The body of *response*, refused once it passes *limit* bytes.
+
+    A ``Content-Length`` past the limit is refused before reading; a chunked answer (no
+    length) is read until it passes the limit, so no more than *limit* bytes (plus one
+    chunk) are ever held, whatever a hostile or broken portal sends.
+    """
+    status = response.status
+    _protocol.check_answer_size(response.content_length, limit, method=method, status=status)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_chunked(_CHUNK):
+        size += len(chunk)
+        _protocol.check_answer_size(size, limit, method=method, status=status)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _error_body(response: aiohttp.ClientResponse) -> bytes:
+    """
+    The body of a download answered with an error, when it is small enough to be one.
+
+    A Bitrix error is a short JSON envelope (an nginx page a few hundred bytes); a body
+    past ``_ERROR_BODY`` is not read at all, and the error is classified by its status.
+    """
+    try:
+        return await _read(response, _ERROR_BODY, "download")
+    except MalformedResponse:
+        raise _protocol.classify(None, None, response.status, "download") from None
 
 
 def _refused(status: int, body: bytes) -> NoReturn:

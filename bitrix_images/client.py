@@ -14,7 +14,7 @@ from ._auth import OAuthAuth, TokenCallback, WebhookAuth, check_method, check_po
 from ._caller import Caller
 from ._converters import Converter
 from ._paginate import AsyncPaginator, Page
-from ._protocol import items_of
+from ._protocol import MAX_ANSWER_BYTES, items_of
 from ._retry import RetryPolicy
 from ._stats import ClientStats
 from ._throttle import RateLimit
@@ -44,6 +44,7 @@ class BitrixClient:
         retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
         timeout: float = 75.0,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> None:
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise TypeError("rate_limit must be a RateLimit")
@@ -52,12 +53,14 @@ class BitrixClient:
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise TypeError("session must be an aiohttp.ClientSession")
         timeout = check_number("timeout", timeout, positive=True, finite=True)
+        max_answer_bytes = check_int("max_answer_bytes", max_answer_bytes, minimum=1)
         self._caller = Caller(
             auth,
             rate_limit=rate_limit or RateLimit(),
             retry=retry or RetryPolicy(),
             session=session,
             timeout=float(timeout),
+            max_answer_bytes=max_answer_bytes,
         )
         self.images = Images(self._caller, Converter(auth.origin))
 
@@ -71,15 +74,22 @@ class BitrixClient:
         session: aiohttp.ClientSession | None = None,
         timeout: float = 75.0,
         allow_insecure: bool = False,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> BitrixClient:
         """
         A client for an incoming webhook, ``https://<portal>/rest/<user_id>/<code>/``.
 
         Plain http is accepted for loopback hosts only, unless *allow_insecure* is true.
+        An answer larger than *max_answer_bytes* (64 MiB) is refused unread.
         """
         base = check_portal_url(url, allow_insecure=allow_insecure, what="the webhook URL")
         return cls(
-            WebhookAuth(base), rate_limit=rate_limit, retry=retry, session=session, timeout=timeout
+            WebhookAuth(base),
+            rate_limit=rate_limit,
+            retry=retry,
+            session=session,
+            timeout=timeout,
+            max_answer_bytes=max_answer_bytes,
         )
 
     @classmethod
@@ -99,6 +109,7 @@ class BitrixClient:
         session: aiohttp.ClientSession | None = None,
         timeout: float = 75.0,
         allow_insecure: bool = False,
+        max_answer_bytes: int = MAX_ANSWER_BYTES,
     ) -> BitrixClient:
         """
         A client for an OAuth application.
@@ -135,7 +146,14 @@ class BitrixClient:
             oauth_url=token_url,
             on_token_refresh=on_token_refresh,
         )
-        return cls(auth, rate_limit=rate_limit, retry=retry, session=session, timeout=timeout)
+        return cls(
+            auth,
+            rate_limit=rate_limit,
+            retry=retry,
+            session=session,
+            timeout=timeout,
+            max_answer_bytes=max_answer_bytes,
+        )
 
     # --- lifetime ------------------------------------------------------------------------
 

@@ -43,6 +43,11 @@ ADD: Final = "catalog.productImage.add"
 DELETE: Final = "catalog.productImage.delete"
 FIELDS: Final = "catalog.productImage.getFields"
 
+# The most images of one product list_many holds before yielding it. A product is yielded
+# whole or not at all (BatchError), so its pages are held until the last one; real products
+# have tens of images, and a portal that keeps sending "next" must not grow memory forever.
+MAX_PRODUCT_IMAGES: Final = 10_000
+
 # Magic numbers of the formats CFile::GetImageExtensions accepts (catalog-product-image-add.md:
 # "only image extensions are accepted").
 _MAGIC: Final = (
@@ -290,6 +295,12 @@ class Images:
                 "the batch answer has no result and no error for this command", method=LIST
             )
         command.images.extend(self._images(results[key], LIST))
+        if len(command.images) > MAX_PRODUCT_IMAGES:
+            return MalformedResponse(
+                f"product {command.product_id} has more than {MAX_PRODUCT_IMAGES} images; "
+                "refusing to hold more of them",
+                method=LIST,
+            )
         following = nexts.get(key)
         if following is None:
             return None
