@@ -21,6 +21,7 @@ import unicodedata
 from pathlib import Path
 from typing import BinaryIO, Final
 
+from ._dest import TEMP_SUFFIX, temp_prefix
 from .models import ProductImage
 
 __all__ = ["Spool", "commit", "discard", "reserve", "safe_name"]
@@ -77,9 +78,11 @@ def reserve(dest: Path, image: ProductImage) -> tuple[Path, Path]:
         if path.is_symlink():
             raise OSError(errno.ELOOP, "refusing to write through a symbolic link", str(path))
     # mkstemp: created with O_EXCL and mode 0600 under a random name, so no other process
-    # can guess it, pre-create it or read the bytes before the rename; short (".<8>.part"),
-    # so it fits wherever the final name does.
-    fd, part = tempfile.mkstemp(prefix=".", suffix=".part", dir=folder)
+    # can guess it, pre-create it or read the bytes before the rename; short
+    # (".bxi-<host>-<pid>-<8>.part", under 40 bytes), so it fits wherever the final name
+    # does; and it names its process, so that a later run can remove it once that process
+    # is gone (a SIGKILL, a power cut: _dest.remove_stale).
+    fd, part = tempfile.mkstemp(prefix=temp_prefix(), suffix=TEMP_SUFFIX, dir=folder)
     os.close(fd)
     return target, Path(part)
 
