@@ -42,18 +42,22 @@ _CAMEL = {
 # The wire names ``select`` accepts, in ProductImage's field order.
 SELECTABLE = ("id", "name", "productId", "type", "createTime", "downloadUrl", "detailUrl")
 
-# Python 3.11 reads a trailing Z itself; 3.10 needs it spelled +00:00. Both give UTC.
-_READS_Z: Final = sys.version_info >= (3, 11)
 _WEB: Final = ("http://", "https://")
+
+# PHP's date('c') gives +02:00 (catalog_product_image createTime, data-types.md); a trailing
+# Z is read too. Python 3.11 reads it itself; 3.10 needs it spelled +00:00. Both give UTC.
+if sys.version_info >= (3, 11):
+    _fromisoformat = datetime.fromisoformat
+else:  # pragma: no cover - taken on Python 3.10 only
+
+    def _fromisoformat(value: str) -> datetime:
+        return datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
 
 
 def _parse_datetime(value: object, _: object = None) -> datetime:
     if not isinstance(value, str):
         raise TypeError("expected an ISO-8601 string")
-    # PHP's date('c') gives +02:00 (catalog_product_image createTime, data-types.md).
-    if not _READS_Z and value.endswith("Z"):
-        value = value[:-1] + "+00:00"
-    parsed = datetime.fromisoformat(value)
+    parsed = _fromisoformat(value)
     if parsed.tzinfo is None:
         raise ValueError("the time has no UTC offset")
     return parsed
@@ -191,8 +195,7 @@ def _image_builder(
         )
     )
     types = _IMAGE_TYPES
-    fromiso = datetime.fromisoformat
-    reads_z = _READS_Z
+    fromiso = _fromisoformat
     web = _WEB
     cls = ProductImage
 
@@ -214,8 +217,6 @@ def _image_builder(
             set_type(image, None if value is None else types[value])
             value = get("createTime")
             if value is not None:
-                if not reads_z and value.endswith("Z"):
-                    value = value[:-1] + "+00:00"
                 value = fromiso(value)
                 if value.tzinfo is None:
                     raise ValueError

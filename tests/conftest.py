@@ -204,6 +204,12 @@ def _install(watch: SecretWatch, monkeypatch: pytest.MonkeyPatch) -> None:
     _wrap(monkeypatch, bx.BitrixClient, "__init__", client_made)
     _wrap(monkeypatch, Converter, "image", image_made)
 
+    def images_made(_: object, images: list[bx.ProductImage], __: tuple[Any, ...]) -> None:
+        # Listing builds a command's images in one call (Converter.images).
+        watch.images.extend(images[: max(0, _IMAGES_CHECKED - len(watch.images))])
+
+    _wrap(monkeypatch, Converter, "images", images_made)
+
 
 @pytest.fixture(autouse=True)
 def secret_watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretWatch]:
