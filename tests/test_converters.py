@@ -395,7 +395,9 @@ def test_the_recorded_answer_keeps_its_urls_byte_for_byte() -> None:
         "ftp://example.bitrix24.com/x.png",
         "mailto:a@b.example",
         "https://",
-        "http://[::1/x",  # unparsable relative-looking text is no link either
+        "http://[::1/x",  # kept as sent: a malformed http(s) link, an error when read
+        "//[::1/x",  # no URL at all (yarl refuses it)
+        "//cdn.example.net:99999/x.png",
         "",
     ],
 )
