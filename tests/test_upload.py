@@ -1,0 +1,228 @@
+"""``bitrix_images.upload`` over loopback: a folder of photos onto products, never twice."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from pathlib import Path
+
+from support import FAST_RETRY, UNLIMITED
+
+import bitrix_images as bx
+from bitrix_images.testing import FakePortal
+
+REFUSED = {
+    "error": "ERROR_BATCH_METHOD_NOT_ALLOWED",
+    "error_description": "Method is not allowed for batch usage",
+}
+SERVER_ERROR = {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal server error"}
+
+
+def png(tag: str, size: int = 0) -> bytes:
+    return b"\x89PNG\r\n\x1a\n" + tag.encode() + b"\0" * size
+
+
+def make_src(root: Path, layout: dict[int, list[str]], size: int = 0) -> Path:
+    for product_id, names in layout.items():
+        folder = root / str(product_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            (folder / name).write_bytes(png(f"{product_id}/{name}", size))
+    return root
+
+
+def names_on(portal: FakePortal, product_id: int) -> Counter[str]:
+    return Counter(image.name for image in portal.catalog.images(product_id))
+
+
+def client_for(portal: FakePortal) -> bx.BitrixClient:
+    return bx.BitrixClient.from_webhook(portal.webhook_url, retry=FAST_RETRY, rate_limit=UNLIMITED)
+
+
+async def test_upload_twice_adds_once_and_then_only_lists(tmp_path: Path) -> None:
+    layout = {pid: [f"new-{pid}-{n}.png" for n in range(30)] for pid in range(1, 6)}
+    src = make_src(tmp_path / "src", layout)
+    async with FakePortal(products=5, images_per_product=2, rate=None) as portal:
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src)
+        assert (result.products, result.files, result.added, result.present) == (5, 150, 150, 0)
+        assert result.failed == result.not_images == 0
+        # 150 adds in batches of at most 50: three batch requests after one listing.
+        assert portal.counters.commands["catalog.productimage.add"] == 150
+        assert portal.counters.by_method["batch"] == 1 + 3
+        for pid, names in layout.items():
+            on_portal = names_on(portal, pid)
+            assert all(on_portal[name] == 1 for name in names)
+            assert sum(on_portal.values()) == 2 + 30
+        added = portal.catalog.images(3)[-1]
+        content = (src / "3" / added.name).read_bytes()
+        assert added.content == content
+        assert added.type == "MORE_PHOTO"
+
+        portal.counters.reset()
+        async with client_for(portal) as client:
+            again = await bx.upload(client, src)
+        assert (again.added, again.present) == (0, 150)
+        # The second run sends only list requests.
+        assert set(portal.counters.commands) == {"catalog.productimage.list"}
+        assert set(portal.counters.by_method) == {"batch"}
+        assert again.requests == portal.counters.requests == 1
+        assert "0 added, 150 already there" in again.summary()
+
+
+async def test_detail_and_preview_prefixes_and_non_images(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["detail@front.png", "preview@small.png", "more.png"]})
+    (src / "1" / "notes.txt").write_text("not an image")
+    (src / "1" / ".DS_Store").write_bytes(b"\0\0")
+    (src / "readme.md").write_text("a stray file")
+    warnings = io.StringIO()
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, warnings=warnings)
+        kinds = {image.name: image.type for image in portal.catalog.images(1)}
+    assert kinds == {
+        "front.png": "DETAIL_PICTURE",
+        "small.png": "PREVIEW_PICTURE",
+        "more.png": "MORE_PHOTO",
+    }
+    assert (result.added, result.not_images) == (3, 1)
+    assert "1/notes.txt: not a JPEG, PNG, GIF, WEBP or BMP image, skipped" in warnings.getvalue()
+    assert "readme.md: not a product folder" in warnings.getvalue()
+    assert ".DS_Store" not in warnings.getvalue()
+    assert "1 not images, skipped" in result.summary()
+
+
+async def test_dry_run_and_prune(tmp_path: Path) -> None:
+    async with FakePortal(products=2, images_per_product=3, rate=None) as portal:
+        keep = portal.catalog.images(1)[0].name
+        src = make_src(tmp_path, {1: [keep, "added.png"], 2: []})
+        async with client_for(portal) as client:
+            plan = await bx.upload(client, src, prune=True, dry_run=True)
+            assert portal.counters.commands.keys() == {"catalog.productimage.list"}
+            assert plan.dry_run
+            assert (plan.added, plan.removed, plan.present) == (1, 2 + 3, 1)
+            assert "add 1/added.png as 'added.png', MORE_PHOTO" in plan.planned
+            assert sum(line.startswith("delete 2/") for line in plan.planned) == 3
+            assert "to add" in plan.summary()
+            assert "5 to delete" in plan.summary()
+            assert portal.catalog.image_count() == 6
+
+            done = await bx.upload(client, src, prune=True)
+        assert (done.added, done.removed) == (1, 5)
+        assert names_on(portal, 1) == Counter({keep: 1, "added.png": 1})
+        assert names_on(portal, 2) == Counter()
+
+
+def batch_kinds(portal: FakePortal) -> list[tuple[str, frozenset[int]]]:
+    """Each batch request the portal saw: its commands' method, and the products named."""
+    seen = []
+    for call in portal.counters.calls:
+        if call.method != "batch":
+            continue
+        commands = call.params["cmd"]
+        assert isinstance(commands, dict)
+        methods = {str(command).split("?")[0].lower() for command in commands.values()}
+        (method,) = methods
+        products = frozenset(
+            int(
+                str(command)
+                .split("roductId%5D=" if "add" in method else "productId=")[1]
+                .split("&")[0]
+            )
+            for command in commands.values()
+        )
+        seen.append((method.rsplit(".", 1)[-1], products))
+    return seen
+
+
+async def test_a_lost_batch_answer_is_reconciled_by_listing(tmp_path: Path) -> None:
+    layout = {pid: [f"p{pid}-{n}.png" for n in range(20)] for pid in range(1, 5)}
+    src = make_src(tmp_path, layout)
+    async with FakePortal(products=4, images_per_product=1, rate=None) as portal:
+        # The listing passes; the first batch of adds is applied and its answer is lost.
+        portal.inject("delay", method="batch", delay=0.0)
+        portal.inject("drop", method="batch")
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, concurrency=1)
+        for pid, names in layout.items():
+            on_portal = names_on(portal, pid)
+            assert all(on_portal[name] == 1 for name in names), pid
+            assert sum(on_portal.values()) == 21
+        assert (result.added, result.failed) == (80, 0)
+        # Listed, 50 adds (products 1-3, answer lost), 30 adds, then products 1-3 listed
+        # again: everything was there, so nothing was resent.
+        assert batch_kinds(portal) == [
+            ("list", frozenset({1, 2, 3, 4})),
+            ("add", frozenset({1, 2, 3})),
+            ("add", frozenset({3, 4})),
+            ("list", frozenset({1, 2, 3})),
+        ]
+
+
+async def test_a_lost_single_add_is_reconciled_by_listing(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["a.png", "b.png"], 2: ["c.png"]})
+    async with FakePortal(products=2, images_per_product=0, rate=None) as portal:
+        portal.inject("truncated", method="catalog.productImage.add")
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, pack=False, concurrency=1)
+        assert names_on(portal, 1) == Counter({"a.png": 1, "b.png": 1})
+        assert names_on(portal, 2) == Counter({"c.png": 1})
+        assert (result.added, result.failed) == (3, 0)
+        assert portal.counters.by_method["catalog.productimage.add"] == 3
+
+
+async def test_a_server_error_inside_a_batch_is_reconciled(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["a.png", "b.png"], 2: ["c.png"]})
+    async with FakePortal(products=2, images_per_product=0, rate=None) as portal:
+        portal.inject("command_error", method="catalog.productImage.add", body=SERVER_ERROR)
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src)
+        assert names_on(portal, 1) == Counter({"a.png": 1, "b.png": 1})
+        assert (result.added, result.failed) == (3, 0)
+
+
+async def test_a_body_limit_shrinks_the_batches(tmp_path: Path) -> None:
+    layout = {pid: [f"p{pid}-{n}.png" for n in range(25)] for pid in range(1, 5)}
+    src = make_src(tmp_path, layout, size=3000)
+    async with FakePortal(
+        products=4, images_per_product=0, rate=None, max_request_body=40_000
+    ) as portal:
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src)
+        for pid, names in layout.items():
+            assert names_on(portal, pid) == Counter(dict.fromkeys(names, 1))
+        assert (result.added, result.failed) == (100, 0)
+        assert portal.counters.by_status[413] >= 1
+        assert result.packed
+        # Still packed: far fewer requests than one add each.
+        assert portal.counters.by_method["batch"] < 40
+
+
+async def test_a_file_over_the_body_limit_fails_alone(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["small.png"]})
+    (src / "1" / "huge.png").write_bytes(png("huge", 50_000))
+    warnings = io.StringIO()
+    async with FakePortal(
+        products=1, images_per_product=0, rate=None, max_request_body=20_000
+    ) as portal:
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, warnings=warnings)
+        assert names_on(portal, 1) == Counter({"small.png": 1})
+    assert (result.added, result.failed) == (1, 1)
+    assert "1/huge.png: larger than the portal accepts in one request" in warnings.getvalue()
+
+
+async def test_a_portal_refusing_packed_adds_gets_one_per_request(tmp_path: Path) -> None:
+    layout = {pid: [f"p{pid}-{n}.png" for n in range(10)] for pid in range(1, 4)}
+    src = make_src(tmp_path, layout)
+    warnings = io.StringIO()
+    async with FakePortal(products=3, images_per_product=0, rate=None) as portal:
+        portal.inject("command_error", method="catalog.productImage.add", times=1000, body=REFUSED)
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, warnings=warnings)
+        for pid, names in layout.items():
+            assert names_on(portal, pid) == Counter(dict.fromkeys(names, 1))
+        assert (result.added, result.failed, result.packed) == (30, 0, False)
+        assert portal.counters.by_method["catalog.productimage.add"] == 30
+    assert "refuses adds inside batch requests" in warnings.getvalue()
+    assert "one add a request" in result.summary()
