@@ -88,6 +88,7 @@ class Manifest:
         self.path = path
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bitrix-manifest")
         self._db: sqlite3.Connection | None = None
+        self._closed = False
 
     @classmethod
     async def open(cls, dest: Path) -> Manifest:
@@ -185,6 +186,9 @@ class Manifest:
 
     async def close(self) -> None:
         """Close the database and its thread (harmless when already closed)."""
+        if self._closed:
+            return
+        self._closed = True
 
         def shut() -> None:
             db, self._db = self._db, None
