@@ -465,8 +465,7 @@ class _Job:
             except BitrixError as error:
                 counts.failed += 1
                 self.bar.warn(
-                    f"product {fetch.product_id}, image {image.id} ({fetch.target.name}): "
-                    f"{error}"
+                    f"product {fetch.product_id}, image {image.id} ({fetch.target.name}): {error}"
                 )
             else:
                 size, sha256 = await asyncio.to_thread(digest, path)
