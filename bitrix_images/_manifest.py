@@ -124,6 +124,10 @@ class Manifest:
             # A statement cannot be stopped half-way: let it end before the caller goes on.
             await asyncio.wait({future})
             raise
+        except sqlite3.Error as error:
+            # A read-only DEST, a full disk, a corrupt or foreign file: a file-system
+            # problem to the caller, named by the manifest's path.
+            raise OSError(f"the manifest {self.path} cannot be used: {error}") from None
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:

@@ -412,7 +412,8 @@ class _Job:
                 deletes += [
                     _Op(listed.product_id, image=image)
                     for image in listed.images
-                    if image.name not in folder.names
+                    # A nameless image cannot be matched with a file: it stays.
+                    if image.name is not None and image.name not in folder.names
                 ]
         if self.dry_run:
             for op in deletes:

@@ -244,3 +244,10 @@ async def test_a_cancelled_mirror_records_what_it_wrote(tmp_path: Path) -> None:
         result = await run(portal, tmp_path, list(range(1, 21)))
         assert result.adopted == len(written)
         assert files_under(tmp_path) == expected_files(portal, list(range(1, 21)))
+
+
+async def test_a_manifest_that_is_not_a_database_is_one_clear_error(tmp_path: Path) -> None:
+    (tmp_path / MANIFEST_NAME).write_bytes(b"this is not a database" * 100)
+    async with FakePortal(products=1, images_per_product=1, rate=None) as portal:
+        with pytest.raises(OSError, match="the manifest .* cannot be used"):
+            await run(portal, tmp_path, [1])
