@@ -249,5 +249,5 @@ async def test_a_cancelled_mirror_records_what_it_wrote(tmp_path: Path) -> None:
 async def test_a_manifest_that_is_not_a_database_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / MANIFEST_NAME).write_bytes(b"this is not a database" * 100)
     async with FakePortal(products=1, images_per_product=1, rate=None) as portal:
-        with pytest.raises(OSError, match="the manifest .* cannot be used"):
+        with pytest.raises(OSError, match=r"the manifest .* cannot be used"):
             await run(portal, tmp_path, [1])
