@@ -553,9 +553,11 @@ class _Job:
 
     def settle(self, op: _Op, error: BitrixError) -> None:
         """A command answered with an error: done, unknown, or failed."""
-        if op.file is None and isinstance(error, NotFound):
-            self.done(op)  # already gone (a new detail picture replaced it, say)
-        elif isinstance(error, (OutcomeUnknown, ServerError)):
+        if isinstance(error, (OutcomeUnknown, ServerError)) or (
+            op.file is None and isinstance(error, NotFound)
+        ):
+            # May have been applied; for a delete, "not found" may mean it went already
+            # (a new detail picture replaced it, say): the product's listing decides.
             self.unsure([op], error)
         else:
             self.fail(op, error.description)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import itertools
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from support import FAST_RETRY, UNLIMITED
 
 import bitrix_images as bx
@@ -226,3 +228,161 @@ async def test_a_portal_refusing_packed_adds_gets_one_per_request(tmp_path: Path
         assert portal.counters.by_method["catalog.productimage.add"] == 30
     assert "refuses adds inside batch requests" in warnings.getvalue()
     assert "one add a request" in result.summary()
+
+
+LOAD = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
+GONE = {"error": "NOT_FOUND", "error_description": "Image does not exist"}
+NO_AUTH = {"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"}
+
+
+@pytest.mark.parametrize(
+    ("options", "error"),
+    [
+        ({"prune": 1}, TypeError),
+        ({"dry_run": None}, TypeError),
+        ({"max_request_bytes": 0}, ValueError),
+        ({"concurrency": True}, ValueError),
+    ],
+)
+async def test_bad_options_fail_before_any_request(
+    tmp_path: Path, options: dict[str, object], error: type[Exception]
+) -> None:
+    async with FakePortal(products=1, rate=None) as portal:
+        async with client_for(portal) as client:
+            with pytest.raises(error):
+                await bx.upload(client, tmp_path, **options)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="src must be"):
+                await bx.upload(client, 42)  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="not a directory"):
+                await bx.upload(client, tmp_path / "nowhere")
+        assert portal.counters.requests == 0
+
+
+async def test_odd_folders_are_reported_and_the_rest_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = make_src(tmp_path, {1: ["detail@a.png", "a.png", "detail@", "b.png"]})
+    (src / ".hidden").mkdir()
+    (src / "1" / "sub").mkdir()
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src)  # warnings to the logger
+        assert sorted(names_on(portal, 1)) == ["a.png", "b.png"]
+    assert (result.added, result.failed) == (2, 2)
+    text = caplog.text
+    assert "another file of this folder is named 'a.png' too" in text
+    assert "1/sub: not a regular file, skipped" in text
+    assert "nothing after the 'detail@' prefix" in text
+    assert ".hidden" not in text
+
+
+async def test_load_refusals_inside_a_batch_are_resent(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["a.png", "b.png"]})
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        portal.inject("command_error", method="catalog.productImage.add", body=LOAD)
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src)
+        assert names_on(portal, 1) == Counter({"a.png": 1, "b.png": 1})
+        assert result.added == 2
+
+
+async def test_endless_load_refusals_give_up_with_a_warning(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["a.png", "b.png"]})
+    warnings = io.StringIO()
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        portal.inject("command_error", method="catalog.productImage.add", body=LOAD, times=99)
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, warnings=warnings)
+        assert names_on(portal, 1) == Counter()
+    assert (result.added, result.failed) == (0, 2)
+    assert "kept refusing it for load" in warnings.getvalue()
+
+
+async def test_answers_lost_every_time_give_up_without_resending_blindly(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["a.png"]})
+    warnings = io.StringIO()
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        portal.inject("reset", method="catalog.productImage.add", times=99)
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, pack=False, warnings=warnings)
+        # One add per round, each after a fresh listing: never two without one between.
+        calls = [call.method for call in portal.counters.calls]
+        assert all(
+            before != "catalog.productimage.add"
+            for before, after in itertools.pairwise(calls)
+            if after == "catalog.productimage.add"
+        )
+    assert (result.added, result.failed) == (0, 1)
+    assert "kept getting lost" in warnings.getvalue()
+
+
+async def test_prune_one_per_request_and_an_image_already_gone(tmp_path: Path) -> None:
+    async with FakePortal(products=2, images_per_product=2, rate=None) as portal:
+        src = make_src(tmp_path, {1: [], 2: []})
+        portal.inject("drop", method="catalog.productImage.delete")  # applied, answer lost
+        portal.inject("error", method="catalog.productImage.delete", status=400, body=GONE)
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, prune=True, pack=False, concurrency=1)
+        # The lost one is seen gone, the one "not found" still there is deleted again.
+        assert (result.removed, portal.catalog.image_count()) == (4, 0)
+
+
+async def test_a_delete_in_a_batch_answered_not_found_is_checked(tmp_path: Path) -> None:
+    async with FakePortal(products=1, images_per_product=2, rate=None) as portal:
+        src = make_src(tmp_path, {1: []})
+        portal.inject("command_error", method="catalog.productImage.delete", body=GONE)
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, prune=True)
+        assert (result.removed, portal.catalog.image_count()) == (2, 0)
+
+
+async def test_an_auth_error_stops_the_run(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["a.png", "b.png"]})
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        portal.inject("command_error", method="catalog.productImage.add", body=NO_AUTH)
+        async with client_for(portal) as client:
+            with pytest.raises(bx.AuthError):
+                await bx.upload(client, src)
+        portal.inject("error", method="catalog.productImage.add", status=401, body=NO_AUTH)
+        async with client_for(portal) as client:
+            with pytest.raises(bx.AuthError):
+                await bx.upload(client, src, pack=False)
+
+
+async def test_a_file_gone_before_its_turn_is_a_failure(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["a.png", "b.png"]})
+    warnings = io.StringIO()
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as client:
+            original = client.images.list_many
+
+            def list_then_remove(*args: object, **kwargs: object) -> object:
+                (src / "1" / "a.png").unlink(missing_ok=True)
+                return original(*args, **kwargs)  # type: ignore[arg-type]
+
+            client.images.list_many = list_then_remove  # type: ignore[method-assign,assignment]
+            packed = await bx.upload(client, src, warnings=warnings)
+            (src / "1" / "a.png").write_bytes(png("a"))
+            alone = await bx.upload(client, src, pack=False, warnings=warnings)
+    assert (packed.added, packed.failed) == (1, 1)
+    assert (alone.added, alone.failed) == (0, 1)
+    assert "1/a.png: " in warnings.getvalue()
+
+
+async def test_a_whole_batch_refused_falls_back_and_an_auth_error_stops(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["a.png", "b.png"]})
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        portal.inject("delay", method="batch", delay=0.0)  # the listing passes
+        portal.inject("error", method="batch", status=400, body=REFUSED)
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src)
+        assert (result.added, result.packed) == (2, False)
+        assert names_on(portal, 1) == Counter({"a.png": 1, "b.png": 1})
+
+        (src / "1" / "c.png").write_bytes(png("c"))
+        (src / "1" / "d.png").write_bytes(png("d"))
+        portal.inject("delay", method="batch", delay=0.0)
+        portal.inject("error", method="batch", status=401, body=NO_AUTH)
+        async with client_for(portal) as client:
+            with pytest.raises(bx.AuthError):
+                await bx.upload(client, src)
