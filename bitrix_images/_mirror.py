@@ -330,17 +330,8 @@ class _Job:
                     await self.manifest.close()
         if self.failure is not None:
             raise self.failure
-        counts = self.counts
         return MirrorResult(
-            products=counts.products,
-            images=counts.images,
-            downloaded=counts.downloaded,
-            skipped=counts.skipped,
-            adopted=counts.adopted,
-            removed=counts.removed,
-            failed=counts.failed,
-            unlisted=counts.unlisted,
-            bytes=counts.bytes,
+            **attrs.asdict(self.counts),
             seconds=time.monotonic() - started,
             retries=client.stats.retries - retries,
             waited=client.stats.throttle_wait + client.stats.retry_wait - waited,

@@ -371,14 +371,7 @@ class _Job:
             # before the listing that decides what to send again.
             await self.wire.sleep(backoff_delay(self.wire.retry, attempt))
         return UploadResult(
-            products=counts.products,
-            files=counts.files,
-            added=counts.added,
-            present=counts.present,
-            removed=counts.removed,
-            failed=counts.failed,
-            not_images=counts.not_images,
-            unlisted=counts.unlisted,
+            **attrs.asdict(counts),
             requests=client.stats.requests - requests,
             seconds=time.monotonic() - started,
             retries=client.stats.retries - retries,

@@ -32,9 +32,23 @@ from typing import IO, Final
 import attrs
 from yarl import URL
 
-from ._mirror import DEMO_BURST, DEMO_RATE, catalog_ids, demo_portal, file_ids, mirror
+from ._mirror import (
+    DEMO_BURST,
+    DEMO_RATE,
+    MirrorResult,
+    catalog_ids,
+    demo_portal,
+    file_ids,
+    mirror,
+)
 from ._throttle import RateLimit
-from ._upload import DEFAULT_MAX_REQUEST_BYTES, DETAIL_PREFIX, PREVIEW_PREFIX, upload
+from ._upload import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DETAIL_PREFIX,
+    PREVIEW_PREFIX,
+    UploadResult,
+    upload,
+)
 from .client import DEFAULT_OAUTH_URL, BitrixClient
 from .exceptions import BitrixError
 from .images import check_select
@@ -490,14 +504,7 @@ async def _mirror(client: BitrixClient, args: argparse.Namespace, out: IO[str]) 
         progress=sys.stderr if sys.stderr.isatty() and not args.dry_run else None,
         warnings=sys.stderr,
     )
-    for line in result.planned:
-        print(line, file=out)
-    print(result.summary(), file=out)
-    if result.failed:
-        raise _Failed(f"{result.failed} images failed to download; run again to retry them")
-    if result.unlisted:
-        raise _Failed(f"{result.unlisted} products could not be listed (see the warnings)")
-    return 0
+    return _report(result, out, "images failed to download; run again to retry them")
 
 
 async def _sharded(
@@ -525,11 +532,16 @@ async def _upload(client: BitrixClient, args: argparse.Namespace, out: IO[str]) 
         concurrency=args.concurrency,
         warnings=sys.stderr,
     )
+    return _report(result, out, "files or images failed (see the warnings); run again")
+
+
+def _report(result: MirrorResult | UploadResult, out: IO[str], failed: str) -> int:
+    """Print a job's plan (a dry run) and summary; fail when something did not happen."""
     for line in result.planned:
         print(line, file=out)
     print(result.summary(), file=out)
     if result.failed:
-        raise _Failed(f"{result.failed} files or images failed (see the warnings); run again")
+        raise _Failed(f"{result.failed} {failed}")
     if result.unlisted:
         raise _Failed(f"{result.unlisted} products could not be listed (see the warnings)")
     return 0
