@@ -8,6 +8,7 @@ wherever it lands (before the first request, or after the last).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -97,7 +98,7 @@ async def test_sigkill_during_mirror_then_resume_is_exact(webhook: str, tmp_path
         if not path.name.startswith(".")  # a killed download's .part (issue 13)
     }
     assert found == expected
-    with sqlite3.connect(dest / MANIFEST_NAME) as db:
+    with contextlib.closing(sqlite3.connect(dest / MANIFEST_NAME)) as db:
         assert db.execute("SELECT count(*) FROM files").fetchone() == (PRODUCTS * 5,)
     again = finish(cli(*argv, webhook=webhook))
     assert f"(0 downloaded, {PRODUCTS * 5} skipped)" in again

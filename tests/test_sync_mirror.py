@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import sqlite3
 from pathlib import Path
@@ -32,7 +33,7 @@ def expected_files(portal: FakePortal, product_ids: list[int]) -> dict[str, byte
 
 
 def manifest_rows(dest: Path) -> dict[int, str]:
-    with sqlite3.connect(dest / MANIFEST_NAME) as db:
+    with contextlib.closing(sqlite3.connect(dest / MANIFEST_NAME)) as db:
         return dict(db.execute("SELECT image_id, path FROM files"))
 
 
@@ -154,7 +155,7 @@ async def test_a_file_written_but_not_recorded_is_adopted(tmp_path: Path) -> Non
         await run(portal, tmp_path, [1, 2])
         before = files_under(tmp_path)
         # A crash between the rename and the record: the files are there, the rows are not.
-        with sqlite3.connect(tmp_path / MANIFEST_NAME) as db:
+        with contextlib.closing(sqlite3.connect(tmp_path / MANIFEST_NAME)) as db, db:
             db.execute("DELETE FROM files")
         mine = tmp_path / "2" / portal.catalog.images(2)[0].name
         mine.write_bytes(b"\x89PNG\r\n\x1a\na file of the user's, by chance of that name")
