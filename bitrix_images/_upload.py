@@ -284,6 +284,12 @@ def _image_file(
         warn(f"{shown}: nothing after the {path.name!r} prefix, skipped")
         counts.failed += 1
         return None
+    if "\\" in name:
+        # CRestUtil::saveFile keeps what follows the last slash or backslash; the image
+        # would get another name, and the next run would add it again.
+        warn(f"{shown}: the portal cuts names at a backslash; rename the file, skipped")
+        counts.failed += 1
+        return None
     return _File(product_id, path, name, kind)
 
 
@@ -504,7 +510,7 @@ class _Job:
         error = result.errors.get(key)
         if error is None:
             if key in result.results:
-                self.done(op)
+                self.done(op, _stored_name(result.results[key]))
             else:
                 # Neither a result nor an error: a halted or cut answer (batch.md).
                 self.uncertain.add(op.product_id)
@@ -523,10 +529,12 @@ class _Job:
     async def alone(self, method: str, op: _Op) -> None:
         """One command in its own request (the portal refused packing, or it is too big)."""
         images = self.client.images
+        stored: str | None = None
         try:
             if op.file is not None:
                 file = op.file
-                await images.add(file.product_id, file.path, name=file.name, type=file.type)
+                added = await images.add(file.product_id, file.path, name=file.name, type=file.type)
+                stored = added.name
             else:
                 assert op.image is not None  # noqa: S101 -- a delete names its image
                 await images.delete(op.product_id, op.image.id)
@@ -540,7 +548,7 @@ class _Job:
         except (OSError, ValueError) as error:
             self.fail(op, str(error))
         else:
-            self.done(op)
+            self.done(op, stored)
 
     # --- outcomes ----------------------------------------------------------------------------
 
@@ -569,11 +577,18 @@ class _Job:
             elif kind == "delete" and value not in ids:
                 self.counts.removed += 1
 
-    def done(self, op: _Op) -> None:
-        if op.file is not None:
-            self.counts.added += 1
-        else:
+    def done(self, op: _Op, stored: str | None = None) -> None:
+        if op.file is None:
             self.counts.removed += 1
+            return
+        self.counts.added += 1
+        if stored is not None and stored != op.file.name:
+            # Files are matched by name: one the portal renames would be added again by
+            # the next run. Say so, once per file, rather than duplicate it silently later.
+            self.warn(
+                f"{op.shown}: the portal stored it as {stored!r}; rename the file to that "
+                "name, or the next upload adds it again"
+            )
 
     def fail(self, op: _Op, why: str) -> None:
         self.counts.failed += 1
@@ -607,6 +622,13 @@ def _encoded(op: _Op) -> int:
     # base64 is 4/3; quote_plus turns its "+", "/" and "=" into three bytes (about 1 in
     # 32 characters): 1.5 is a safe bound, plus the fields and the name (escaped: x3).
     return size * 3 // 2 + 3 * len(op.file.name.encode()) + 96
+
+
+def _stored_name(result: object) -> str | None:
+    """The name in an add's answer (``{"productImage": {"name": ...}}``), if it is there."""
+    image = result.get("productImage") if isinstance(result, Mapping) else None
+    name = image.get("name") if isinstance(image, Mapping) else None
+    return name if isinstance(name, str) else None
 
 
 def _refuses_packing(error: BitrixError) -> bool:

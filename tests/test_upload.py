@@ -386,3 +386,34 @@ async def test_a_whole_batch_refused_falls_back_and_an_auth_error_stops(tmp_path
         async with client_for(portal) as client:
             with pytest.raises(bx.AuthError):
                 await bx.upload(client, src)
+
+
+async def test_a_name_the_portal_changes_is_reported(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["Фото 1.png", "plain.png"], 2: ["Фото 2.png"]})
+    warnings = io.StringIO()
+    async with FakePortal(products=2, images_per_product=0, rate=None) as portal:
+        store = portal.catalog.add_image
+
+        def transliterating(product_id: int, *, name: str, **rest: object) -> object:
+            # A portal set to transliterate file names on upload.
+            return store(product_id, name=name.replace("Фото ", "foto_"), **rest)  # type: ignore[arg-type]
+
+        portal.catalog.add_image = transliterating  # type: ignore[method-assign,assignment]
+        async with client_for(portal) as client:
+            first = await bx.upload(client, src, warnings=warnings)
+    assert first.added == 3
+    text = warnings.getvalue()
+    assert "1/Фото 1.png: the portal stored it as 'foto_1.png'" in text
+    assert "2/Фото 2.png: the portal stored it as 'foto_2.png'" in text  # sent alone
+    assert "plain.png" not in text
+
+
+async def test_a_file_name_with_a_backslash_is_refused(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["x\\b.png"]})
+    warnings = io.StringIO()
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, warnings=warnings)
+        assert portal.catalog.image_count() == 0
+    assert (result.files, result.failed) == (0, 1)
+    assert "the portal cuts names at a backslash" in warnings.getvalue()
