@@ -373,9 +373,11 @@ class _Job:
                         "nothing was resent (run again to finish it)"
                     )
                 break
-            # A lost answer's request may still be running on the portal: give it a moment
-            # before the listing that decides what to send again.
-            await self.wire.sleep(backoff_delay(self.wire.retry, attempt))
+            # A request whose answer was lost (a timeout, say) may still be running on the
+            # portal: the listing that decides what to send again waits the policy's
+            # longest backoff first (30 s by default), so that it sees what that request
+            # did. Lost answers are rare; a duplicate is forever.
+            await self.wire.sleep(self.wire.retry.max_delay)
         return UploadResult(
             **attrs.asdict(counts),
             requests=client.stats.requests - requests,
