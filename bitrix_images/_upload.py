@@ -338,7 +338,8 @@ class _Job:
         self.uncertain: set[int] = set()  # products to list again before resending
         self.unknown: dict[int, set[_Key]] = {}  # commands whose outcome is unknown, by product
         self.given_up: set[tuple[int, str]] = set()  # (product, name) failed for good
-        self.again: list[_Op] = []  # refused before processing: resend as they are
+        self.again: list[_Op] = []  # refused for load before processing: resend after a wait
+        self.reshaped: list[_Op] = []  # refused for their packing: resend smaller, at once
 
     def warn(self, text: str) -> None:
         if self.warnings is None:
@@ -434,18 +435,21 @@ class _Job:
         """Send *ops*, packed while the portal takes it; resend what it refused unprocessed."""
         attempt = 0
         while ops:
-            self.again = []
+            self.again, self.reshaped = [], []
             if self.pack:
                 await _bounded(self.batches(method, ops), self.concurrency)
             else:
                 await _bounded((self.alone(method, op) for op in ops), self.concurrency)
-            ops = self.again
-            if ops:
+            # Refused packings end: each one makes batches smaller, down to a single add,
+            # which is sent alone (a 413 then fails that file).
+            ops = self.reshaped + self.again
+            if self.again:
                 attempt += 1
                 if attempt >= self.wire.retry.max_attempts:
-                    for op in ops:
+                    for op in self.again:
                         self.fail(op, "the portal kept refusing it for load; run again")
-                    return
+                    ops = self.reshaped
+                    continue
                 await self.wire.sleep(backoff_delay(self.wire.retry, attempt))
 
     def batches(self, method: str, ops: list[_Op]) -> Iterator[Awaitable[None]]:
@@ -496,11 +500,11 @@ class _Job:
                 # The body was too big for the portal (or a proxy before it): nothing was
                 # applied. Smaller batches from now on, down to one add per request.
                 self.limit = min(self.limit, max(size // 2, 1))
-                self.again += [ops[key] for key in commands]
+                self.reshaped += [ops[key] for key in commands]
                 return
             if _refuses_packing(error):
                 self.no_packing()
-                self.again += [ops[key] for key in commands]
+                self.reshaped += [ops[key] for key in commands]
                 return
             # The batch may have been applied in part or whole: list before resending.
             self.unsure([ops[key] for key in commands], error)
@@ -515,11 +519,11 @@ class _Job:
                 self.done(op, _stored_name(result.results[key]))
             else:
                 # Neither a result nor an error: a halted or cut answer (batch.md).
-                self.uncertain.add(op.product_id)
+                self.unsure([op], None)
             return
         if _refuses_packing(error):
             self.no_packing()
-            self.again.append(op)
+            self.reshaped.append(op)
         elif _protocol.retry_kind(error) in (Retry.BACKOFF, Retry.WAIT_RESET):
             # limits.md: refused before it ran; safe to send again.
             self.again.append(op)
@@ -565,11 +569,12 @@ class _Job:
         else:
             self.fail(op, error.description)
 
-    def unsure(self, ops: Iterable[_Op], error: BitrixError) -> None:
+    def unsure(self, ops: Iterable[_Op], error: BitrixError | None) -> None:
         for op in ops:
             self.uncertain.add(op.product_id)
             self.unknown.setdefault(op.product_id, set()).add(_key(op))
-        log.debug("outcome unknown (%s); listing the products again", error.description)
+        why = "no answer for the command" if error is None else error.description
+        log.debug("outcome unknown (%s); listing the products again", why)
 
     def count_unknown(self, product_id: int, names: set[str | None], ids: set[int]) -> None:
         """Count the commands of unknown outcome that the new listing shows were applied."""

@@ -417,3 +417,20 @@ async def test_a_file_name_with_a_backslash_is_refused(tmp_path: Path) -> None:
         assert portal.catalog.image_count() == 0
     assert (result.files, result.failed) == (0, 1)
     assert "the portal cuts names at a backslash" in warnings.getvalue()
+
+
+async def test_many_halvings_under_a_small_body_limit_lose_nothing(tmp_path: Path) -> None:
+    layout = {1: [f"p-{n}.png" for n in range(60)]}
+    src = make_src(tmp_path, layout, size=1500)
+    few = bx.RetryPolicy(max_attempts=2, initial_delay=0.001, max_delay=0.01)
+    async with FakePortal(
+        products=1, images_per_product=0, rate=None, max_request_body=7_000
+    ) as portal:
+        async with bx.BitrixClient.from_webhook(
+            portal.webhook_url, retry=few, rate_limit=UNLIMITED
+        ) as client:
+            result = await bx.upload(client, src)
+        assert names_on(portal, 1) == Counter(dict.fromkeys(layout[1], 1))
+        assert (result.added, result.failed) == (60, 0)
+        # Halvings are not retries: more of them than the policy's attempts.
+        assert portal.counters.by_status[413] > few.max_attempts
