@@ -10,7 +10,7 @@ direction. ``bitrix_images.testing`` holds an embedded portal for tests.
 from ._mirror import MirrorResult, mirror
 from ._paginate import AsyncPaginator, Page
 from ._retry import RetryPolicy
-from ._session import ClientStats
+from ._stats import ClientStats
 from ._throttle import RateLimit
 from ._upload import UploadResult, upload
 from .client import BitrixClient
@@ -28,6 +28,7 @@ from .exceptions import (
     ServerError,
     TransportError,
 )
+from .images import Images
 from .models import FieldInfo, ImageType, OAuthTokens, ProductImage
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "ClientStats",
     "FieldInfo",
     "ImageType",
+    "Images",
     "InvalidRequest",
     "MalformedResponse",
     "MirrorResult",

@@ -84,13 +84,13 @@ class _Wire(Protocol):
         self, commands: Mapping[str, _protocol.Command], *, halt: bool = False
     ) -> BatchResult: ...
 
-    async def sleep(self, seconds: float) -> None: ...
+    async def wait(self, seconds: float) -> None: ...
 
 
 def _wire(client: BitrixClient) -> _Wire:
     """The one seam between this job and the client's private transport."""
-    # batch() is internal (core's transport); this is the only line that names it.
-    return client._session
+    # batch() is internal (the client's Caller); this is the only line that names it.
+    return client._caller
 
 
 @attrs.frozen
@@ -378,7 +378,7 @@ class _Job:
             # portal: the listing that decides what to send again waits the policy's
             # longest backoff first (30 s by default), so that it sees what that request
             # did. Lost answers are rare; a duplicate is forever.
-            await self.wire.sleep(self.wire.retry.max_delay)
+            await self.wire.wait(self.wire.retry.max_delay)
         return UploadResult(
             **attrs.asdict(counts),
             requests=client.stats.requests - requests,
@@ -450,7 +450,7 @@ class _Job:
                         self.fail(op, "the portal kept refusing it for load; run again")
                     ops = self.reshaped
                     continue
-                await self.wire.sleep(backoff_delay(self.wire.retry, attempt))
+                await self.wire.wait(backoff_delay(self.wire.retry, attempt))
 
     def batches(self, method: str, ops: list[_Op]) -> Iterator[Awaitable[None]]:
         """Coroutines sending *ops* in batches of at most 50 commands and the size limit."""
