@@ -34,7 +34,7 @@ import attrs
 from . import _protocol
 from ._listing import products
 from ._protocol import BatchResult, Retry
-from ._retry import RetryPolicy, backoff_delay
+from ._retry import Attempts, RetryPolicy, Verdict
 from .exceptions import (
     AuthError,
     BitrixError,
@@ -76,9 +76,13 @@ _HEAD: Final = 16  # bytes enough for every magic number images.is_image knows
 
 
 class _Wire(Protocol):
-    """The client internals this job uses: one batch request, the retry policy, the clock."""
+    """The client internals this job uses: one batch request, the retry driver, the clock."""
 
     retry: RetryPolicy
+
+    def attempts(self, *, idempotent: bool) -> Attempts: ...
+
+    def judge(self, attempts: Attempts, error: BitrixError, methods: Iterable[str]) -> Verdict: ...
 
     async def batch(
         self, commands: Mapping[str, _protocol.Command], *, halt: bool = False
@@ -167,6 +171,10 @@ class _Op:
     product_id: int
     file: _File | None = None
     image: ProductImage | None = None
+
+    @property
+    def method(self) -> str:
+        return ADD if self.file is not None else DELETE
 
     @property
     def shown(self) -> str:
@@ -339,6 +347,8 @@ class _Job:
         self.unknown: dict[int, set[_Key]] = {}  # commands whose outcome is unknown, by product
         self.given_up: set[tuple[int, str]] = set()  # (product, name) failed for good
         self.again: list[_Op] = []  # refused for load before processing: resend after a wait
+        self.pause = 0.0  # the wait before resending them
+        self.tries: dict[_Op, Attempts] = {}  # each refused command's own retry driver
         self.reshaped: list[_Op] = []  # refused for their packing: resend smaller, at once
 
     def warn(self, text: str) -> None:
@@ -433,24 +443,18 @@ class _Job:
 
     async def send(self, method: str, ops: list[_Op]) -> None:
         """Send *ops*, packed while the portal takes it; resend what it refused unprocessed."""
-        attempt = 0
         while ops:
-            self.again, self.reshaped = [], []
+            self.again, self.reshaped, self.pause = [], [], 0.0
             if self.pack:
                 await _bounded(self.batches(method, ops), self.concurrency)
             else:
                 await _bounded((self.alone(method, op) for op in ops), self.concurrency)
             # Refused packings end: each one makes batches smaller, down to a single add,
-            # which is sent alone (a 413 then fails that file).
+            # which is sent alone (a 413 then fails that file). Load refusals end with
+            # their commands' retry drivers.
             ops = self.reshaped + self.again
             if self.again:
-                attempt += 1
-                if attempt >= self.wire.retry.max_attempts:
-                    for op in self.again:
-                        self.fail(op, "the portal kept refusing it for load; run again")
-                    ops = self.reshaped
-                    continue
-                await self.wire.wait(backoff_delay(self.wire.retry, attempt))
+                await self.wire.wait(self.pause)
 
     def batches(self, method: str, ops: list[_Op]) -> Iterator[Awaitable[None]]:
         """Coroutines sending *ops* in batches of at most 50 commands and the size limit."""
@@ -525,8 +529,16 @@ class _Job:
             self.no_packing()
             self.reshaped.append(op)
         elif _protocol.retry_kind(error) in (Retry.BACKOFF, Retry.WAIT_RESET):
-            # limits.md: refused before it ran; safe to send again.
-            self.again.append(op)
+            # limits.md: refused before it ran; safe to send again, under the same rules
+            # (attempts, backoff, the operating window's reset) as any call.
+            attempts = self.tries.setdefault(op, self.wire.attempts(idempotent=False))
+            attempts.begin()
+            verdict = self.wire.judge(attempts, error, (op.method,))
+            if verdict.delay is None:
+                self.fail(op, f"{verdict.error.description}; run again later")
+            else:
+                self.again.append(op)
+                self.pause = max(self.pause, verdict.delay)
         elif isinstance(error, _FATAL):
             raise error
         else:

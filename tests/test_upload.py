@@ -11,7 +11,7 @@ import pytest
 from support import FAST_RETRY, UNLIMITED
 
 import bitrix_images as bx
-from bitrix_images.testing import FakePortal
+from bitrix_images.testing import OPERATION_TIME_LIMIT, FakePortal
 
 REFUSED = {
     "error": "ERROR_BATCH_METHOD_NOT_ALLOWED",
@@ -276,10 +276,13 @@ async def test_odd_folders_are_reported_and_the_rest_goes_on(
     assert ".hidden" not in text
 
 
-async def test_load_refusals_inside_a_batch_are_resent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("refusal", [LOAD, OPERATION_TIME_LIMIT])
+async def test_load_refusals_inside_a_batch_are_resent(
+    tmp_path: Path, refusal: dict[str, object]
+) -> None:
     src = make_src(tmp_path, {1: ["a.png", "b.png"]})
     async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
-        portal.inject("command_error", method="catalog.productImage.add", body=LOAD)
+        portal.inject("command_error", method="catalog.productImage.add", body=refusal, times=2)
         async with client_for(portal) as client:
             result = await bx.upload(client, src)
         assert names_on(portal, 1) == Counter({"a.png": 1, "b.png": 1})
@@ -295,7 +298,7 @@ async def test_endless_load_refusals_give_up_with_a_warning(tmp_path: Path) -> N
             result = await bx.upload(client, src, warnings=warnings)
         assert names_on(portal, 1) == Counter()
     assert (result.added, result.failed) == (0, 2)
-    assert "kept refusing it for load" in warnings.getvalue()
+    assert "1/a.png: Too many requests; run again later" in warnings.getvalue()
 
 
 async def test_answers_lost_every_time_give_up_without_resending_blindly(tmp_path: Path) -> None:
