@@ -437,3 +437,10 @@ async def test_many_halvings_under_a_small_body_limit_lose_nothing(tmp_path: Pat
         assert (result.added, result.failed) == (60, 0)
         # Halvings are not retries: more of them than the policy's attempts.
         assert portal.counters.by_status[413] > few.max_attempts
+
+
+def test_the_portal_command_line_takes_a_body_limit() -> None:
+    from bitrix_images.testing.__main__ import parse_args
+
+    assert parse_args(["--max-request-body", "1048576"]).max_request_body == 1_048_576
+    assert parse_args([]).max_request_body is None
