@@ -84,7 +84,13 @@ async def products(
                 images.append(image)
         except BatchError as error:
             first = next(iter(error.errors.values()), None)
-            if error.product_id is None or not isinstance(first, UNLISTABLE):
+            if (
+                error.product_id is None
+                or error.product_id not in unfinished
+                or not isinstance(first, UNLISTABLE)
+            ):
+                # Not one product's own failure, or one this listing cannot place: the
+                # products in flight are not known to be complete, so nothing is yielded.
                 raise
             # Products before the failed one are complete (the one in hand, then empty
             # ones); those after it were in flight and are listed again.
@@ -92,8 +98,7 @@ async def products(
                 product_id = unfinished.popleft()
                 yield Listed(product_id, tuple(images) if product_id == current else ())
                 images = []
-            if unfinished:
-                unfinished.popleft()
+            unfinished.popleft()
             yield Listed(error.product_id, error=first)
             replay = list(unfinished)
             unfinished.clear()
