@@ -67,18 +67,25 @@ def prepare_dest(dest: Path) -> None:
     that names *dest* and says what is wrong with it.
     """
     if dest.exists() and not dest.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(dest))
+        raise _said(NotADirectoryError, errno.ENOTDIR, f"{dest} is not a directory")
     try:
         dest.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=temp_prefix(), suffix=TEMP_SUFFIX, dir=dest)
     except NotADirectoryError:
         # A parent is a regular file.
-        raise NotADirectoryError(errno.ENOTDIR, "not a directory", str(dest)) from None
+        raise _said(NotADirectoryError, errno.ENOTDIR, f"{dest} is not a directory") from None
     except OSError as error:
         reason = error.strerror or type(error).__name__
-        raise OSError(error.errno, f"cannot write to {dest}: {reason}") from None
+        raise _said(OSError, error.errno, f"cannot write to {dest}: {reason}") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def _said(kind: type[OSError], code: int | None, message: str) -> OSError:
+    """An ``OSError`` whose text is *message* alone (no ``[Errno N]``), keeping its errno."""
+    error = kind(message)
+    error.errno = code
+    return error
 
 
 def _alive(pid: int) -> bool:

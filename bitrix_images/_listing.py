@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 __all__ = ["Listed", "products"]
 
 # A product's own listing errors that another product would not share: report it, go on.
-UNLISTABLE: Final = (NotFound, AccessDenied)
+# MalformedResponse here is one product's answer (a bad image record, more images than
+# list_many holds); a whole answer that is malformed fails the batch, not one command.
+UNLISTABLE: Final = (NotFound, AccessDenied, MalformedResponse)
 
 
 @attrs.frozen

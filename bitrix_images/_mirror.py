@@ -22,23 +22,26 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sized
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final, NoReturn
+from typing import IO, TYPE_CHECKING, Final
 
 import attrs
-from tqdm import tqdm
 
+from ._dest import prepare_dest, remove_stale, stops_the_job
 from ._files import safe_name
-from ._listing import products
+from ._health import PortalHealth
+from ._listing import Listed, products
 from ._manifest import MANIFEST_NAME, Entry, Manifest, digest
-from .exceptions import AuthError, BitrixError, RateLimited
+from ._progress import Progress
+from .exceptions import AuthError, BitrixError, MalformedResponse, RateLimited
 from .models import ProductImage
 
 if TYPE_CHECKING:
     from .client import BitrixClient
 
 __all__ = [
+    "CatalogIds",
     "MirrorResult",
     "catalog_ids",
     "file_ids",
@@ -52,6 +55,9 @@ _FATAL: Final = (AuthError, RateLimited)
 # Completed files recorded per manifest transaction: a crash loses at most this many
 # records, and those files are adopted by hash on the next run.
 _RECORD_EVERY: Final = 50
+# Products in a row whose listing was malformed before the run stops: the portal answers in
+# a shape we do not read, and every further product would be skipped the same way.
+_MALFORMED_IN_A_ROW: Final = 3
 
 
 @attrs.define
@@ -134,22 +140,54 @@ def file_ids(lines: Iterable[str], source: str) -> Iterator[int]:
         yield int(text)
 
 
-async def catalog_ids(client: BitrixClient, iblock_id: int) -> AsyncIterator[int]:
-    """Every product id of a catalog, ascending, one page of ``catalog.product.list`` at a time."""
-    params = {
-        "filter": {"iblockId": iblock_id},
-        "select": ["id", "iblockId"],
-        "order": {"id": "ASC"},
-    }
-    async for product in client.paginate("catalog.product.list", params, key="products"):
-        value = product.get("id") if isinstance(product, dict) else None
-        # catalog.product.list sends ids as numbers or numeric strings.
-        if isinstance(value, int) and not isinstance(value, bool):
-            yield value
-        elif isinstance(value, str) and value.isdigit():
-            yield int(value)
-        else:
-            raise ValueError(f"catalog.product.list sent a product without a valid id: {value!r}")
+class CatalogIds:
+    """
+    Every product id of a catalog, ascending, one page of ``catalog.product.list`` at a time.
+
+    An async iterator of ids; ``total`` is the catalog's size once the first page has told
+    it (list-methods-pecularities.md: ``total`` in every answer), for a progress bar.
+    """
+
+    def __init__(self, client: BitrixClient, iblock_id: int) -> None:
+        self.total: int | None = None
+        self._client = client
+        self._iblock_id = iblock_id
+        self._ids: AsyncIterator[int] | None = None
+
+    def __aiter__(self) -> CatalogIds:
+        return self
+
+    async def __anext__(self) -> int:
+        if self._ids is None:
+            self._ids = self._walk()
+        return await self._ids.__anext__()
+
+    async def _walk(self) -> AsyncIterator[int]:
+        params = {
+            "filter": {"iblockId": self._iblock_id},
+            "select": ["id", "iblockId"],
+            "order": {"id": "ASC"},
+        }
+        pages = self._client.paginate("catalog.product.list", params, key="products").pages()
+        async for page in pages:
+            if self.total is None:
+                self.total = page.total
+            for product in page.items:
+                value = product.get("id") if isinstance(product, dict) else None
+                # catalog.product.list sends ids as numbers or numeric strings.
+                if isinstance(value, int) and not isinstance(value, bool):
+                    yield value
+                elif isinstance(value, str) and value.isdigit():
+                    yield int(value)
+                else:
+                    raise ValueError(
+                        f"catalog.product.list sent a product without a valid id: {value!r}"
+                    )
+
+
+def catalog_ids(client: BitrixClient, iblock_id: int) -> CatalogIds:
+    """Every product id of a catalog (``CatalogIds``: its ``total`` once known)."""
+    return CatalogIds(client, iblock_id)
 
 
 class _Names:
@@ -171,43 +209,6 @@ class _Names:
         return candidate
 
 
-class _Progress:
-    """A tqdm bar on a terminal, or nothing; warnings go above it, or to the log."""
-
-    def __init__(self, stream: IO[str] | None, warnings: IO[str] | None) -> None:
-        self._bar: tqdm[NoReturn] | None = None
-        self._warnings = warnings
-        if stream is not None:
-            self._bar = tqdm(file=stream, unit="img", dynamic_ncols=True, desc="mirror")
-
-    def update(self, products: int, counts: _Counts) -> None:
-        if self._bar is not None:
-            self._bar.set_postfix_str(
-                f"products={products} bytes={_human(counts.bytes)}", refresh=False
-            )
-            self._bar.update(1)
-
-    def warn(self, text: str) -> None:
-        if self._warnings is None:
-            log.warning("%s", text)
-        elif self._bar is not None:
-            self._bar.write(f"bitrix-images: warning: {text}", file=self._warnings)
-        else:
-            print(f"bitrix-images: warning: {text}", file=self._warnings)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
-def _human(size: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000:
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"
-
-
 async def mirror(
     client: BitrixClient,
     product_ids: Iterable[int] | AsyncIterator[int],
@@ -219,6 +220,8 @@ async def mirror(
     dry_run: bool = False,
     progress: IO[str] | None = None,
     warnings: IO[str] | None = None,
+    total: int | None = None,
+    on_finish: Callable[[MirrorResult], object] | None = None,
 ) -> MirrorResult:
     """
     Download every image of *product_ids* into ``dest/<product_id>/``; return the counts.
@@ -229,11 +232,24 @@ async def mirror(
     the product was listed completely, and only files the manifest lists. *dry_run* fetches
     and removes nothing and returns the plan in ``planned``.
 
-    *progress* is where the bar goes (``None``: no bar); *warnings* receives one line per
-    image that failed (``None``: the ``bitrix_images`` logger). An image that fails for
-    good is counted and the run goes on, unless the failure would repeat for every image
-    (``AuthError``, ``RateLimited``), which stops the run. Argument, listing and disk
-    errors propagate.
+    *progress* is where the bar goes (``None``: no bar); it shows a percentage and an ETA
+    when the number of products is known: *total*, ``len(product_ids)`` for a list, or the
+    ``total`` that ``catalog_ids`` learns. *warnings* receives one line per image that
+    failed (``None``: the ``bitrix_images`` logger), control characters escaped.
+
+    One bad image never stops the run: a name the file system refuses, a download URL on
+    another origin, a malformed answer, an ``OSError`` writing it are warnings naming the
+    product, the image and the reason, counted as ``failed``; a product whose listing is
+    malformed is skipped like one that is gone. What every further request would share
+    stops the run with one error: ``AuthError``, ``RateLimited``, a full or read-only
+    disk, a portal that is down (3 downloads in a row failed after their retries, with no
+    answer in between), 3 malformed products in a row.
+
+    *on_finish* receives the counts once the run ends, however it ends (done, an error, a
+    cancellation such as SIGINT/SIGTERM), so that a summary can always be printed.
+    ``DEST`` that is not a directory or cannot be written is an ``OSError`` saying so
+    before any request; temporary files of earlier runs that were killed are removed from
+    the folders this run visits.
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError("concurrency must be an int >= 1")
@@ -244,8 +260,10 @@ async def mirror(
         raise TypeError(f"dest must be a Path or str, got {type(dest).__name__}")
     dest = Path(dest)
     options = _Options(prune=prune, verify=verify, dry_run=dry_run)
-    job = _Job(client, dest, concurrency, options, _Progress(progress, warnings))
-    return await job.run(product_ids)
+    if total is None and isinstance(product_ids, Sized):
+        total = len(product_ids)
+    job = _Job(client, dest, concurrency, options, Progress(progress, warnings, total=total))
+    return await job.run(product_ids, on_finish)
 
 
 @attrs.frozen
@@ -274,7 +292,7 @@ class _Job:
         dest: Path,
         concurrency: int,
         options: _Options,
-        bar: _Progress,
+        bar: Progress,
     ) -> None:
         self.client = client
         self.dest = dest
@@ -287,16 +305,23 @@ class _Job:
         self.manifest: Manifest | None = None
         self.done: list[Entry] = []  # completed files not recorded yet
         self.failure: Exception | None = None  # what stopped the listing, if anything
+        self.health = PortalHealth()  # downloads failing for want of a portal
+        self.malformed = 0  # products in a row whose listing was malformed
         # Bounded: the listing runs at most a few images ahead of the downloads.
         self.queue: asyncio.Queue[_Fetch | None] = asyncio.Queue(concurrency * 4)
 
-    async def run(self, product_ids: Iterable[int] | AsyncIterator[int]) -> MirrorResult:
+    async def run(
+        self,
+        product_ids: Iterable[int] | AsyncIterator[int],
+        on_finish: Callable[[MirrorResult], object] | None = None,
+    ) -> MirrorResult:
         client = self.client
         started = time.monotonic()
         retries = client.stats.retries
         waited = client.stats.throttle_wait + client.stats.retry_wait
         if not self.options.dry_run:
-            _make_dir(self.dest, parents=True)
+            # "not a directory" / "cannot write to DEST" before any request.
+            prepare_dest(self.dest)
             self.manifest = await Manifest.open(self.dest)
         elif _is_file(self.dest / MANIFEST_NAME):
             # A dry run creates nothing; without a manifest it plans from an empty one.
@@ -314,27 +339,34 @@ class _Job:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.bar.close()
-            if self.manifest is not None:
-                try:
-                    # Even when stopped (Ctrl-C, an error): what is on disk gets recorded.
-                    await self.record()
-                finally:
-                    await self.manifest.close()
+            try:
+                if self.manifest is not None:
+                    try:
+                        # Even when stopped (Ctrl-C, an error): what is on disk gets recorded.
+                        await self.record()
+                    finally:
+                        await self.manifest.close()
+            finally:
+                result = MirrorResult(
+                    **attrs.asdict(self.counts),
+                    seconds=time.monotonic() - started,
+                    retries=client.stats.retries - retries,
+                    waited=client.stats.throttle_wait + client.stats.retry_wait - waited,
+                    dry_run=self.options.dry_run,
+                    planned=tuple(self.planned),
+                )
+                if on_finish is not None:
+                    on_finish(result)
         if self.failure is not None:
             raise self.failure
-        return MirrorResult(
-            **attrs.asdict(self.counts),
-            seconds=time.monotonic() - started,
-            retries=client.stats.retries - retries,
-            waited=client.stats.throttle_wait + client.stats.retry_wait - waited,
-            dry_run=self.options.dry_run,
-            planned=tuple(self.planned),
-        )
+        return result
 
     async def counted(self, product_ids: Iterable[int] | AsyncIterator[int]) -> AsyncIterator[int]:
         if isinstance(product_ids, AsyncIterator):
             async for product_id in product_ids:
                 self.counts.products += 1
+                if isinstance(product_ids, CatalogIds) and product_ids.total is not None:
+                    self.bar.set_total(product_ids.total)
                 yield product_id
         else:
             for product_id in product_ids:
@@ -344,22 +376,33 @@ class _Job:
     async def produce(self, product_ids: Iterable[int] | AsyncIterator[int]) -> None:
         try:
             async for listed in products(self.client, self.counted(product_ids)):
-                if listed.error is not None:
-                    # Gone or forbidden since it was named: a failed listing is not an
-                    # empty product, so nothing of it is pruned.
-                    self.counts.unlisted += 1
-                    self.bar.warn(
-                        f"product {listed.product_id} skipped: {listed.error.description}"
-                    )
-                    continue
-                self.listed += 1
-                await self.product(listed.product_id, listed.images)
+                await self.take(listed)
         except Exception as error:
             # run() raises it once the queue is drained: the images listed before the failure
             # are still downloaded, and a rerun skips them.
             self.failure = error
         for _ in range(self.concurrency):
             await self.queue.put(None)
+
+    async def take(self, listed: Listed) -> None:
+        """One product from the listing: planned, or skipped with a warning."""
+        self.bar.product_done()
+        if listed.error is None:
+            self.malformed = 0
+            self.listed += 1
+            await self.product(listed.product_id, listed.images)
+            return
+        # Gone, forbidden or malformed since it was named: a failed listing is not an empty
+        # product, so nothing of it is pruned.
+        self.counts.unlisted += 1
+        self.bar.warn(f"product {listed.product_id} skipped: {listed.error.description}")
+        if not isinstance(listed.error, MalformedResponse):
+            self.malformed = 0
+            return
+        self.malformed += 1
+        if self.malformed >= _MALFORMED_IN_A_ROW:
+            # Not one product's data: the portal answers in a shape we do not read.
+            raise listed.error
 
     async def product(self, product_id: int, images: tuple[ProductImage, ...]) -> None:
         """Plan one completely listed product: prune, skip, adopt or fetch each image."""
@@ -377,7 +420,21 @@ class _Job:
             names.take(kept.path.rsplit("/", 1)[-1])
         folder = self.dest / str(product_id)
         if images and not options.dry_run:
-            _make_dir(folder)
+            try:
+                _make_dir(folder)
+                # Files a killed run (SIGKILL, a power cut) left here: theirs is gone.
+                remove_stale(folder)
+            except OSError as error:
+                if stops_the_job(error):
+                    raise
+                # A file or a link where the folder should be, a name the file system
+                # refuses: this product's images cannot be written, the others can.
+                counts.images += len(images)
+                counts.failed += len(images)
+                self.bar.warn(f"product {product_id} skipped: {_reason(error)}")
+                for _ in images:
+                    self.bar.fail()
+                return
         for image in images:
             counts.images += 1
             row = rows.get(image.id)
@@ -385,7 +442,7 @@ class _Job:
             if row is not None and path is not None:
                 if await self.intact(row, path):
                     counts.skipped += 1
-                    self.bar.update(self.listed, counts)
+                    self.bar.skip()
                     continue
                 fetch = _Fetch(image, product_id, path)
             else:
@@ -446,32 +503,58 @@ class _Job:
             except _FATAL:
                 raise
             except BitrixError as error:
-                counts.failed += 1
-                self.bar.warn(
-                    f"product {fetch.product_id}, image {image.id} ({fetch.target.name}): {error}"
-                )
+                down = self.health.failed(error)
+                if down is not None:
+                    counts.failed += 1
+                    raise down from None
+                self.failed(fetch, str(error))
+                continue
+            except (ValueError, OSError) as error:
+                # Another origin, a link planted where the file goes, a name the file
+                # system refuses: this image's problem. A full or read-only disk is not.
+                if isinstance(error, OSError) and stops_the_job(error):
+                    raise
+                self.failed(fetch, _reason(error))
+                continue
+            self.health.succeeded()
+            size, sha256 = await asyncio.to_thread(digest, path)
+            if fetch.adopt is not None and await _same(fetch.adopt, size, sha256):
+                # The file already there holds this image's bytes: a run stopped
+                # between its rename and its record. Keep it, drop the new copy.
+                _remove(path)
+                path = fetch.adopt
+                counts.adopted += 1
+                self.bar.skip()
             else:
-                size, sha256 = await asyncio.to_thread(digest, path)
-                if fetch.adopt is not None and await _same(fetch.adopt, size, sha256):
-                    # The file already there holds this image's bytes: a run stopped
-                    # between its rename and its record. Keep it, drop the new copy.
-                    _remove(path)
-                    path = fetch.adopt
-                    counts.adopted += 1
-                else:
-                    counts.downloaded += 1
-                    counts.bytes += size
-                relative = path.relative_to(self.dest).as_posix()
-                self.done.append(Entry(fetch.product_id, image.id, relative, size, sha256))
-                if len(self.done) >= _RECORD_EVERY:
-                    await self.record()
-            self.bar.update(self.listed, counts)
+                counts.downloaded += 1
+                counts.bytes += size
+                self.bar.add_download(size)
+            relative = path.relative_to(self.dest).as_posix()
+            self.done.append(Entry(fetch.product_id, image.id, relative, size, sha256))
+            if len(self.done) >= _RECORD_EVERY:
+                await self.record()
+
+    def failed(self, fetch: _Fetch, reason: str) -> None:
+        """Count and name one image that could not be fetched; the run goes on."""
+        self.counts.failed += 1
+        self.bar.fail()
+        self.bar.warn(
+            f"product {fetch.product_id}, image {fetch.image.id} ({fetch.target.name}): {reason}"
+        )
 
     async def record(self) -> None:
         """Write the completed files to the manifest, in one transaction."""
         done, self.done = self.done, []
         if done and self.manifest is not None:
             await self.manifest.record(done)
+
+
+def _reason(error: Exception) -> str:
+    """What went wrong, in words: the OS's text for an ``OSError``, without its errno."""
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    return str(error) or type(error).__name__
 
 
 async def _same(path: Path, size: int, sha256: str) -> bool:

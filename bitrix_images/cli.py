@@ -34,6 +34,7 @@ from yarl import URL
 from . import _tokenfile
 from ._interrupt import Interrupted, run_interruptible
 from ._mirror import MirrorResult, catalog_ids, file_ids, mirror
+from ._progress import count_ids
 from ._terminal import printable
 from ._throttle import RateLimit
 from ._upload import (
@@ -525,18 +526,38 @@ async def _mirror(client: BitrixClient, args: argparse.Namespace, out: IO[str]) 
         ids = args.products
     if args.shard is not None:
         ids = _sharded(ids, *args.shard)
-    result = await mirror(
-        client,
-        ids,
-        args.dest,
-        prune=args.prune,
-        concurrency=args.concurrency,
-        verify=args.verify,
-        dry_run=args.dry_run,
-        progress=sys.stderr if sys.stderr.isatty() and not args.dry_run else None,
-        warnings=sys.stderr,
-    )
+    finished: list[MirrorResult] = []
+    try:
+        result = await mirror(
+            client,
+            ids,
+            args.dest,
+            prune=args.prune,
+            concurrency=args.concurrency,
+            verify=args.verify,
+            dry_run=args.dry_run,
+            progress=sys.stderr if sys.stderr.isatty() and not args.dry_run else None,
+            warnings=sys.stderr,
+            total=_total(args),
+            on_finish=finished.append,
+        )
+    except BaseException:
+        # Stopped by an error, RateLimited or a signal: what was done is still summed up.
+        for partial in finished:
+            print(partial.summary(), file=out)
+        raise
     return _report(result, out, "images failed to download; run again to retry them")
+
+
+def _total(args: argparse.Namespace) -> int | None:
+    """The number of products to mirror, when it is known before the run (the bar's total)."""
+    if args.shard is not None:
+        return None
+    if args.products is not None:
+        return len(set(args.products))
+    if args.products_file is not None and str(args.products_file) != "-":
+        return count_ids(args.products_file)
+    return None
 
 
 async def _sharded(

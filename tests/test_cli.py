@@ -23,6 +23,7 @@ from support import ThreadPortal
 
 import bitrix_images as bx
 from bitrix_images import _mirror, cli
+from bitrix_images._progress import human_size
 from bitrix_images.testing import INVALID_CREDENTIALS, FakePortal, demo_portal
 
 ACCESS_DENIED = {"error": "ACCESS_DENIED", "error_description": "Access denied."}
@@ -641,7 +642,9 @@ def test_mirror_stops_on_an_auth_error(
     code, out, err = run_cli(
         capsys, "mirror", "out", "--product", "1", "--concurrency", "1", "--webhook", served.url
     )
-    assert (code, out) == (1, "")
+    assert code == 1
+    # The summary still says what was done before the run stopped.
+    assert out.startswith("1 products, ")
     assert "INVALID_CREDENTIALS" in assert_one_error_line(err, served.portal.webhook_code)
 
 
@@ -661,8 +664,11 @@ def test_mirror_shows_a_progress_bar_on_a_terminal(
     code, _, _ = run_cli(capsys, "mirror", "out", "--product", "1", "--webhook", served.url)
     assert code == 1
     shown = terminal.getvalue()
-    assert "3img" in shown.replace(" ", "")
-    assert "products=1" in shown
+    # One product given: a total, a percentage; downloads and failures counted apart.
+    assert "1/1 products" in shown
+    assert "100%" in shown
+    assert "2 downloaded" in shown
+    assert "1 failed" in shown
     assert "bitrix-images: warning: product 1" in shown
 
 
@@ -809,15 +815,16 @@ class StubClient:
         self.images = self
         self._images = images
 
-    def paginate(self, method: str, params: dict[str, Any], *, key: str) -> AsyncIterator[object]:
+    def paginate(self, method: str, params: dict[str, Any], *, key: str) -> Any:
         assert (method, key) == ("catalog.product.list", "products")
         assert params["filter"] == {"iblockId": 7}
+        products = self._products
 
-        async def items() -> AsyncIterator[object]:
-            for product in self._products:
-                yield product
+        class Pages:
+            async def pages(self) -> AsyncIterator[bx.Page[object]]:
+                yield bx.Page(tuple(products), total=len(products), next=None)
 
-        return items()
+        return Pages()
 
     async def list_many(self, ids: AsyncIterator[int]) -> AsyncIterator[bx.ProductImage]:
         async for _ in ids:
@@ -866,7 +873,7 @@ async def test_mirror_reads_async_ids(tmp_path: Path) -> None:
     [(512, "512 B"), (1500, "1.5 kB"), (2_500_000, "2.5 MB"), (3e9, "3.0 GB"), (4e12, "4.0 TB")],
 )
 def test_human_sizes(size: float, shown: str) -> None:
-    assert _mirror._human(size) == shown
+    assert human_size(size) == shown
 
 
 # --- the real console script --------------------------------------------------------------

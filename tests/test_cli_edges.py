@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from support import ThreadPortal
@@ -167,3 +168,27 @@ def test_sigterm_in_process_is_one_line_and_143(
         killer.join()
     assert (code, out) == (143, "")
     assert err == "bitrix-images: interrupted (SIGTERM)\n"
+
+
+def test_mirror_into_a_regular_file_says_not_a_directory(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "taken").write_text("")
+    code, out, err = run_cli(capsys, "mirror", "taken", "--product", "1", "--webhook", served.url)
+    assert (code, out) == (1, "")
+    assert assert_one_error_line(err) == "bitrix-images: error: taken is not a directory"
+    assert served.portal.counters.requests == 0
+
+
+def test_mirror_into_an_unwritable_dest_says_so(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # /proc/self is a directory no one can create files in, root included.
+    code, _, err = run_cli(
+        capsys, "mirror", "/proc/self", "--product", "1", "--webhook", served.url
+    )
+    assert code == 1
+    line = assert_one_error_line(err)
+    assert "cannot write to /proc/self" in line
+    assert ".part" not in line
+    assert served.portal.counters.requests == 0
