@@ -33,6 +33,7 @@ from yarl import URL
 
 from . import _tokenfile
 from ._interrupt import Interrupted, run_interruptible
+from ._listing import products
 from ._mirror import MirrorResult, catalog_ids, file_ids, mirror
 from ._progress import count_ids
 from ._terminal import printable
@@ -45,7 +46,7 @@ from ._upload import (
     upload,
 )
 from .client import DEFAULT_OAUTH_URL, BitrixClient
-from .exceptions import AccessDenied, BatchError, BitrixError, NotFound
+from .exceptions import BitrixError
 from .images import check_select
 from .models import ImageType, OAuthTokens, ProductImage
 
@@ -456,35 +457,17 @@ async def _list(client: BitrixClient, args: argparse.Namespace, out: IO[str]) ->
             _emit(image_json(image, fields), out)
         return 0
     missing = 0
-    position = 0  # ids[:position] are finished
-    while position < len(ids):
-        try:
-            async for image in client.images.list_many(ids[position:], select=select):
-                position = _index(ids, image.product_id, position)
-                _emit(image_json(image, fields), out)
-            position = len(ids)
-        except BatchError as error:
-            # As mirror does: a product that is gone or closed to us is named, and the rest
-            # are listed. list_many yields whole products in input order, so every product
-            # before the failed one is finished.
-            first = next(iter(error.errors.values()), None)
-            failed = _index(ids, error.product_id, position)
-            if ids[failed] != error.product_id or not isinstance(first, (NotFound, AccessDenied)):
-                raise
+    async for listed in products(client, ids, select=select):
+        if listed.error is not None:
+            # As mirror does: a product that is gone or closed to us is named, the rest listed.
             missing += 1
-            _warn(f"product {error.product_id} skipped: {first.description}")
-            position = failed + 1
+            _warn(f"product {listed.product_id} skipped: {listed.error.description}")
+            continue
+        for image in listed.images:
+            _emit(image_json(image, fields), out)
     if missing:
         raise _Failed(f"{missing} products could not be listed (see the warnings)")
     return 0
-
-
-def _index(ids: list[int], product_id: int | None, start: int) -> int:
-    """Where *product_id* is in *ids* from *start* on; *start* when it is not there."""
-    try:
-        return ids.index(product_id, start)  # type: ignore[arg-type]  # None is never found
-    except ValueError:
-        return start
 
 
 async def _get(client: BitrixClient, args: argparse.Namespace, out: IO[str]) -> int:

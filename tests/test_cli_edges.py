@@ -4,9 +4,11 @@ missing product among several, and portal text that holds terminal escape sequen
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -192,3 +194,36 @@ def test_mirror_into_an_unwritable_dest_says_so(
     assert "cannot write to /proc/self" in line
     assert ".part" not in line
     assert served.portal.counters.requests == 0
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("source", ["iblock", "file"])
+def test_the_bar_knows_the_total(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    source: str,
+) -> None:
+    served = ThreadPortal(products=60, images_per_product=1, page_mode="offset")
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# all of them\n" + "".join(f"{n}\n" for n in range(1, 61)))
+    chosen = ("--iblock", "14") if source == "iblock" else ("--products-file", str(ids))
+    try:
+        code, out, _ = run_cli(
+            capsys, "mirror", "out", *chosen, "--rate", "1000", "--webhook", served.url
+        )
+    finally:
+        served.close()
+    assert code == 0
+    assert out.startswith("60 products, 60 images (60 downloaded")
+    shown = terminal.getvalue()
+    # catalog.product.list's total (50 a page: learnt on the first), or the file counted.
+    assert "60/60 products" in shown
+    assert "100%" in shown
+    assert "60 downloaded" in shown
