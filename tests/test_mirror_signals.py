@@ -59,6 +59,13 @@ def start_mirror(dest: Path, webhook: str, *extra: str) -> subprocess.Popen[str]
     )
 
 
+def under_way(dest: Path, webhook: str, rate: str = "2") -> subprocess.Popen[str]:
+    """A mirror slowed to *rate* requests a second, once its first images are on disk."""
+    mirror = start_mirror(dest, webhook, "--rate", rate, "--burst", "1")
+    wait_until(lambda: images_in(dest) >= 2, "the first images")
+    return mirror
+
+
 def images_in(dest: Path) -> int:
     return sum(1 for path in dest.rglob("*.png"))
 
@@ -73,8 +80,7 @@ def test_sigterm_is_handled_like_ctrl_c(
     _, webhook = portal_process
     dest = tmp_path / "out"
     # Two requests a second: the run is still going when the signal comes.
-    mirror = start_mirror(dest, webhook, "--rate", "2", "--burst", "1")
-    wait_until(lambda: images_in(dest) >= 2, "the first images")
+    mirror = under_way(dest, webhook)
     mirror.send_signal(signal.SIGTERM)
     out, err = mirror.communicate(timeout=PATIENCE)
     assert mirror.returncode == 143, err
@@ -92,8 +98,7 @@ def test_sigkill_leftovers_are_removed_on_resume(
 ) -> None:
     _, webhook = portal_process
     dest = tmp_path / "out"
-    mirror = start_mirror(dest, webhook, "--rate", "2", "--burst", "1")
-    wait_until(lambda: images_in(dest) >= 2, "the first images")
+    mirror = under_way(dest, webhook)
     mirror.kill()
     mirror.communicate(timeout=PATIENCE)
     # Whatever the kill left, plus one planted as a dead run's of this host would be.
@@ -121,8 +126,7 @@ def test_a_dead_portal_stops_the_run_promptly_with_one_error_and_the_summary(
 ) -> None:
     portal, webhook = portal_process
     dest = tmp_path / "out"
-    mirror = start_mirror(dest, webhook, "--rate", "4", "--burst", "1")
-    wait_until(lambda: images_in(dest) >= 3, "the first images")
+    mirror = under_way(dest, webhook, rate="4")
     portal.kill()
     portal.wait(timeout=PATIENCE)
     out, err = mirror.communicate(timeout=PATIENCE * 3)
