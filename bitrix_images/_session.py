@@ -24,7 +24,7 @@ from . import _protocol
 from ._auth import OAuthAuth, WebhookAuth
 from ._protocol import BatchResult, Envelope, Retry
 from ._retry import RetryPolicy, backoff_delay
-from ._throttle import RESET_GRAIN, LeakyBucket, OperatingBudget, RateLimit
+from ._throttle import RESET_GRAIN, LeakyBucket, OperatingBudget, RateLimit, Reservation
 from .exceptions import (
     AuthError,
     BitrixError,
@@ -43,6 +43,8 @@ _CHUNK: Final = 64 * 1024
 _INLINE_COMMIT: Final = 1024 * 1024  # bytes a non-durable download may commit on the loop
 # general-principles.md, "Request Headers": a named User-Agent; downloads fail without one.
 _USER_AGENT: Final = "bitrix_images/0.1 (+aiohttp)"
+# Refusals the portal answers before processing a request: they cost no operating time.
+_REFUSALS: Final = frozenset({Retry.BACKOFF, Retry.WAIT_RESET})
 
 
 @attrs.define
@@ -90,7 +92,9 @@ class Session:
         self._owned: aiohttp.ClientSession | None = None
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._bucket = LeakyBucket(rate_limit.rate, rate_limit.burst)
-        self._budget = OperatingBudget(rate_limit.operating_limit, rate_limit.operating_headroom)
+        self._budget = OperatingBudget(
+            rate_limit.operating_limit, rate_limit.operating_headroom, rate_limit.operating_window
+        )
         self._in_flight = asyncio.Semaphore(rate_limit.max_in_flight)
         self._refresh_lock = asyncio.Lock()
         self._refreshing: asyncio.Future[None] | None = None
@@ -123,33 +127,39 @@ class Session:
     # --- calls ---------------------------------------------------------------------------
 
     async def call(
+        self, method: str, params: Mapping[str, object], *, idempotent: bool | None = None
+    ) -> Envelope:
+        """Call *method* with throttling, retries and token refresh; return its envelope."""
+        if idempotent is None:
+            idempotent = _protocol.is_idempotent(method)
+        envelope, reservation = await self._call(method, params, idempotent, {method: 1})
+        self._budget.settle(reservation, {method: envelope.time}, spent=True)
+        return envelope
+
+    async def _call(
         self,
         method: str,
         params: Mapping[str, object],
-        *,
-        idempotent: bool | None = None,
-        operating_methods: Iterable[str] | None = None,
-    ) -> Envelope:
+        idempotent: bool,
+        spends: Mapping[str, float],
+    ) -> tuple[Envelope, Reservation]:
         """
-        Call *method* with throttling, retries and token refresh; return its envelope.
-
-        *operating_methods* are the methods whose operating time this call spends (a batch
-        spends its commands', not its own: limits.md).
+        The call loop; returns the envelope with the operating time it reserved, which the
+        caller settles. *spends* is the work per method whose operating time it may cost.
         """
-        if idempotent is None:
-            idempotent = _protocol.is_idempotent(method)
-        spends = tuple(operating_methods) if operating_methods is not None else (method,)
         attempt = 0
         waited = 0.0
         refreshed = False
         while True:
             attempt += 1
-            await self._pace(spends)
+            reservation = await self._pace(spends)
             token = self.auth.tokens.access_token if isinstance(self.auth, OAuthAuth) else None
             try:
                 envelope = await self._exchange(method, params, idempotent=idempotent)
             except BitrixError as error:
                 kind = _protocol.retry_kind(error)
+                # A refusal was not processed; any other error may have cost time.
+                self._budget.settle(reservation, {}, spent=kind not in _REFUSALS)
                 if kind is Retry.REFRESH and isinstance(self.auth, OAuthAuth) and not refreshed:
                     await self._refresh(self.auth, token)
                     refreshed = True
@@ -158,11 +168,10 @@ class Session:
                     error, attempt, waited, idempotent=idempotent, methods=spends, label=method
                 )
                 continue
-            if operating_methods is None:
-                # A batch's own time block is not its commands' (limits.md: the outer batch
-                # is not counted); batch() books each command's result_time instead.
-                self._budget.record(method, envelope.time)
-            return envelope
+            except BaseException:
+                self._budget.settle(reservation, {}, spent=True)  # cancelled: maybe processed
+                raise
+            return envelope, reservation
 
     async def batch(
         self, commands: Mapping[str, _protocol.Command], *, halt: bool = False
@@ -171,19 +180,28 @@ class Session:
         Send one ``batch`` request; return its per-command parts.
 
         The request is idempotent when every command is, so a lost answer is resent.
-        Per-command operating time (``result_time``) is booked under each command's method.
+        Operating time is booked where the portal reports it, since portals disagree on who
+        pays (limits.md: each command, under its method; b24jssdk PR #539: the ``batch``
+        method, for the whole request): the envelope's ``time`` under ``batch``, each
+        method's last ``result_time`` under that method. The work is reserved under both.
         """
         methods = {key: method for key, (method, _) in commands.items()}
-        envelope = await self.call(
+        spends: dict[str, float] = {"batch": len(commands)}
+        for method in methods.values():
+            spends[method] = spends.get(method, 0) + 1
+        envelope, reservation = await self._call(
             "batch",
             _protocol.encode_batch(commands, halt=halt),
-            idempotent=all(_protocol.is_idempotent(m) for m in methods.values()),
-            operating_methods=set(methods.values()),
+            all(_protocol.is_idempotent(m) for m in methods.values()),
+            spends,
         )
-        result = _protocol.decode_batch(envelope.result, methods=methods)
-        for key, info in result.times.items():
-            if key in methods:
-                self._budget.record(methods[key], info)
+        try:
+            result = _protocol.decode_batch(envelope.result, methods=methods)
+        except BaseException:
+            self._budget.settle(reservation, {"batch": envelope.time}, spent=True)
+            raise
+        reports = {**result.times, "batch": envelope.time}
+        self._budget.settle(reservation, reports, spent=True)
         return result
 
     def command_delay(
@@ -246,14 +264,25 @@ class Session:
 
     # --- the steps -----------------------------------------------------------------------
 
-    async def _pace(self, methods: Iterable[str]) -> None:
-        operating = max((self._budget.delay(m) for m in methods), default=0.0)
-        delay = max(operating, self._bucket.reserve())
+    async def _pace(self, spends: Mapping[str, float]) -> Reservation:
+        """Wait until the operating-time budget and then the bucket let a request go."""
+        while True:
+            operating, reservation = self._budget.reserve(spends)
+            if reservation is not None:
+                break
+            log.debug("%s: waiting %.3fs for the operating time", _names(spends), operating)
+            self.stats.throttle_wait += operating
+            await self._sleep(operating)
+        delay = self._bucket.reserve()
         if delay > 0:
-            why = "operating time" if operating >= delay else "rate limit"
-            log.debug("%s: waiting %.3fs for the %s", "/".join(sorted(methods)), delay, why)
+            log.debug("%s: waiting %.3fs for the rate limit", _names(spends), delay)
             self.stats.throttle_wait += delay
-            await self._sleep(delay)
+            try:
+                await self._sleep(delay)
+            except BaseException:
+                self._budget.settle(reservation, {}, spent=False)
+                raise
+        return reservation
 
     async def _exchange(
         self, method: str, params: Mapping[str, object], *, idempotent: bool
@@ -349,6 +378,10 @@ class Session:
             self._bucket.penalize()
             return backoff_delay(self.retry, attempt)
         if kind is Retry.WAIT_RESET:
+            # limits.md: the method is blocked until its window moves on; hold its other
+            # requests too, and retry after operating_reset_at.
+            for method in methods:
+                self._budget.refused(method)
             resets = [r for m in methods if (r := self._budget.reset_at(m)) is not None]
             if not resets:
                 return self.retry.max_delay
@@ -405,14 +438,21 @@ class Session:
         waited = 0.0
         while True:
             attempt += 1
-            await self._pace(("download",))
+            reservation = await self._pace({"download": 1})
             try:
                 body = await self._fetch(url, part)
             except BitrixError as error:
+                kind = _protocol.retry_kind(error)
+                self._budget.settle(reservation, {}, spent=kind not in _REFUSALS)
                 waited += await self._pause_or_raise(
                     error, attempt, waited, idempotent=True, methods=("download",), label="download"
                 )
                 continue
+            except BaseException:
+                self._budget.settle(reservation, {}, spent=True)
+                raise
+            # A file carries no time block: the request is booked at what it reserved.
+            self._budget.settle(reservation, {}, spent=True)
             if not durable and body.size <= _INLINE_COMMIT:
                 # Writing a small file to the page cache and renaming it takes about as
                 # long as handing it to a thread (measured: the hop cost 0.4 ms of CPU a
@@ -551,6 +591,10 @@ def _lost(exc: BaseException, method: str, idempotent: bool) -> TransportError:
         "applied it, so it was not replayed",
         method=method,
     )
+
+
+def _names(spends: Mapping[str, float]) -> str:
+    return "/".join(sorted(spends))
 
 
 def _code_text(error: BitrixError) -> str:
