@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -22,7 +23,7 @@ from yarl import URL
 
 from . import _protocol
 from ._auth import OAuthAuth, WebhookAuth
-from ._protocol import BatchResult, Envelope, Retry
+from ._protocol import BatchResult, Envelope, Retry, TimeInfo
 from ._retry import RetryPolicy, backoff_delay
 from ._throttle import RESET_GRAIN, LeakyBucket, OperatingBudget, RateLimit, Reservation
 from .exceptions import (
@@ -96,6 +97,7 @@ class Session:
             rate_limit.operating_limit, rate_limit.operating_headroom, rate_limit.operating_window
         )
         self._in_flight = asyncio.Semaphore(rate_limit.max_in_flight)
+        self._settled_future: asyncio.Future[None] | None = None
         self._refresh_lock = asyncio.Lock()
         self._refreshing: asyncio.Future[None] | None = None
         self._sleep = sleep
@@ -133,7 +135,7 @@ class Session:
         if idempotent is None:
             idempotent = _protocol.is_idempotent(method)
         envelope, reservation = await self._call(method, params, idempotent, {method: 1})
-        self._budget.settle(reservation, {method: envelope.time}, spent=True)
+        self._settle(reservation, {method: envelope.time}, spent=True)
         return envelope
 
     async def _call(
@@ -159,7 +161,7 @@ class Session:
             except BitrixError as error:
                 kind = _protocol.retry_kind(error)
                 # A refusal was not processed; any other error may have cost time.
-                self._budget.settle(reservation, {}, spent=kind not in _REFUSALS)
+                self._settle(reservation, {}, spent=kind not in _REFUSALS)
                 if kind is Retry.REFRESH and isinstance(self.auth, OAuthAuth) and not refreshed:
                     await self._refresh(self.auth, token)
                     refreshed = True
@@ -169,7 +171,7 @@ class Session:
                 )
                 continue
             except BaseException:
-                self._budget.settle(reservation, {}, spent=True)  # cancelled: maybe processed
+                self._settle(reservation, {}, spent=True)  # cancelled: maybe processed
                 raise
             return envelope, reservation
 
@@ -198,10 +200,10 @@ class Session:
         try:
             result = _protocol.decode_batch(envelope.result, methods=methods)
         except BaseException:
-            self._budget.settle(reservation, {"batch": envelope.time}, spent=True)
+            self._settle(reservation, {"batch": envelope.time}, spent=True)
             raise
         reports = {**result.times, "batch": envelope.time}
-        self._budget.settle(reservation, reports, spent=True)
+        self._settle(reservation, reports, spent=True)
         return result
 
     def command_delay(
@@ -264,6 +266,22 @@ class Session:
 
     # --- the steps -----------------------------------------------------------------------
 
+    @property
+    def _settled(self) -> asyncio.Future[None]:
+        """Done when the next request's operating time is settled."""
+        if self._settled_future is None or self._settled_future.done():
+            self._settled_future = asyncio.get_running_loop().create_future()
+        return self._settled_future
+
+    def _settle(
+        self, reservation: Reservation, reports: Mapping[str, TimeInfo | None], *, spent: bool
+    ) -> None:
+        """Settle a request's reservation and wake whoever waits on the operating time."""
+        self._budget.settle(reservation, reports, spent=spent)
+        waiting, self._settled_future = self._settled_future, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
+
     async def _pace(self, spends: Mapping[str, float]) -> Reservation:
         """Wait until the operating-time budget and then the bucket let a request go."""
         while True:
@@ -271,8 +289,12 @@ class Session:
             if reservation is not None:
                 break
             log.debug("%s: waiting %.3fs for the operating time", _names(spends), operating)
-            self.stats.throttle_wait += operating
-            await self._sleep(operating)
+            # Wait for the window to move on, or for a request in flight to be answered,
+            # which may free or teach what is needed.
+            settled = self._settled
+            started = time.monotonic()
+            await asyncio.wait({settled}, timeout=None if math.isinf(operating) else operating)
+            self.stats.throttle_wait += time.monotonic() - started
         delay = self._bucket.reserve()
         if delay > 0:
             log.debug("%s: waiting %.3fs for the rate limit", _names(spends), delay)
@@ -280,7 +302,7 @@ class Session:
             try:
                 await self._sleep(delay)
             except BaseException:
-                self._budget.settle(reservation, {}, spent=False)
+                self._settle(reservation, {}, spent=False)
                 raise
         return reservation
 
@@ -443,16 +465,16 @@ class Session:
                 body = await self._fetch(url, part)
             except BitrixError as error:
                 kind = _protocol.retry_kind(error)
-                self._budget.settle(reservation, {}, spent=kind not in _REFUSALS)
+                self._settle(reservation, {}, spent=kind not in _REFUSALS)
                 waited += await self._pause_or_raise(
                     error, attempt, waited, idempotent=True, methods=("download",), label="download"
                 )
                 continue
             except BaseException:
-                self._budget.settle(reservation, {}, spent=True)
+                self._settle(reservation, {}, spent=True)
                 raise
             # A file carries no time block: the request is booked at what it reserved.
-            self._budget.settle(reservation, {}, spent=True)
+            self._settle(reservation, {}, spent=True)
             if not durable and body.size <= _INLINE_COMMIT:
                 # Writing a small file to the page cache and renaming it takes about as
                 # long as handing it to a thread (measured: the hop cost 0.4 ms of CPU a

@@ -115,9 +115,11 @@ class MethodBudget:
     Unix time) and when its oldest basket leaves (limits.md). ``cost``: the learned seconds
     per unit of work (one call, or one command of a batch), from the figures' increases
     (``high``, ``increase``, ``units``). ``outstanding``: seconds reserved by requests in
-    flight. ``spent``: this client's own answered seconds by slot of the window, so that
-    they are known to leave the window one window after they were booked. ``probe_at``: when
-    one request may go to learn what the reset gave back.
+    flight, ``pending`` how many. ``known``: a request of the method has been processed, so
+    the portal's reporting (or silence) is known. ``spent``: this client's own answered
+    seconds by slot of the window, so that they are known to leave the window one window
+    after they were booked. ``probe_at``: when one request may go to learn what the reset
+    gave back.
     """
 
     operating: float = 0.0
@@ -129,6 +131,8 @@ class MethodBudget:
     increase: float = 0.0
     units: float = 0.0
     outstanding: float = 0.0
+    pending: int = 0
+    known: bool = False
     spent: dict[int, float] = attrs.Factory(dict)
 
 
@@ -148,23 +152,28 @@ def decide(
     state: MethodBudget, units: float, now: float, *, threshold: float, window: float
 ) -> float:
     """
-    Seconds until a request of *units* may reserve its cost of *state*'s method; 0: go now.
+    Seconds until a request of *units* may reserve its cost of *state*'s method; 0: go now;
+    ``math.inf``: not before a request in flight is answered (the caller also looks again
+    whenever one is, as that may change the answer).
 
-    A request may go when what is used, plus the reservations in flight, plus its own cost
-    stays within *threshold*; or when nothing is in use (one request alone is never held);
-    or, once the portal's oldest basket has left, as the one probe that learns the new figure.
+    The first request of a method goes alone: its answer tells whether the portal reports
+    the method's time, and what it costs. Then a request may go when what is used, plus the
+    reservations in flight, plus its own cost stays within *threshold*; or when nothing is
+    in use (one request alone is never held); or, once the portal's oldest basket has left,
+    as the one probe that learns the new figure.
     """
+    if not state.known:
+        return 0.0 if state.pending == 0 else math.inf
     _expire(state, now, window)
     cost = (state.cost or 0.0) * units
     used = state.operating + state.outstanding
     if used + cost <= threshold + _EPSILON or used <= _EPSILON:
         return 0.0
-    if state.probe_at is not None and state.outstanding <= _EPSILON:
+    candidates = [math.inf]
+    if state.probe_at is not None and state.pending == 0:
         if now >= state.probe_at:
             return 0.0
-        candidates = [state.probe_at]
-    else:
-        candidates = []
+        candidates.append(state.probe_at)
     # When this client's own seconds leave the window, and when the whole report has.
     slot = window / SLOTS
     left = state.operating
@@ -173,10 +182,8 @@ def decide(
         if left + state.outstanding + cost <= threshold + _EPSILON:
             candidates.append((index + 1) * slot + window)
             break
-    candidates.append(state.seen + window)
-    if state.outstanding > _EPSILON:
-        # What is in flight may cost less than reserved: look again after a basket at most.
-        candidates.append(now + min(window / 10, RESET_GRAIN))
+    if state.seen > -math.inf:
+        candidates.append(state.seen + window)
     return max(min(candidates) - now, 0.0)
 
 
@@ -249,6 +256,7 @@ class OperatingBudget:
                 state.probe_at = None  # this request is the probe: one at a time
             costs[method] = cost
             state.outstanding += cost
+            state.pending += 1
         return 0.0, Reservation(costs, dict(units))
 
     def settle(
@@ -267,11 +275,14 @@ class OperatingBudget:
         now = self._clock()
         for method, cost in reservation.costs.items():
             state = self.state(method)
-            state.outstanding = max(0.0, state.outstanding - cost)
+            state.pending = max(0, state.pending - 1)
+            # Nothing in flight: nothing reserved (no rounding left over from the sums).
+            state.outstanding = max(0.0, state.outstanding - cost) if state.pending else 0.0
             info = reports.get(method)
             if info is not None and info.operating is not None:
                 self._learn(state, info, reservation.units[method], now)
             if spent:
+                state.known = True
                 # Reserved before the cost was known: book what it is now thought to be.
                 booked = cost or (state.cost or 0.0) * reservation.units[method]
                 index = int(now // (self._window / SLOTS))
@@ -287,9 +298,12 @@ class OperatingBudget:
         stale = now >= state.seen + self._window
         if state.high is None or moved or stale:
             # A first figure, or the window moved on: a new baseline, not a sample. Until a
-            # sample exists, the first figure over its units is the (pessimistic) cost.
-            if state.units == 0 and state.high is None and units > 0:
-                state.cost = operating / units
+            # sample exists, the cost is taken as the lowest such figure over its units: a
+            # figure counts its own request, so the cost is no higher (pessimistic still,
+            # when another application's time is in it).
+            if state.units == 0 and units > 0:
+                bound = operating / units
+                state.cost = bound if state.cost is None else min(state.cost, bound)
             state.high = operating
         elif operating > state.high:
             # A figure higher than any seen: this request's cost, or more if answers came
@@ -321,6 +335,7 @@ class OperatingBudget:
         now = self._clock()
         state = self.state(method)
         _expire(state, now, self._window)
+        state.known = True
         state.operating = max(state.operating, self._limit)
         state.seen = now
         if state.reset_at is not None and state.reset_at + RESET_GRAIN > now:
