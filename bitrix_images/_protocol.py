@@ -63,6 +63,7 @@ class TimeInfo:
     processing: float | None = None
     operating: float | None = None
     operating_reset_at: float | None = None
+    finish: float | None = None  # the portal's clock: orders answers that overtook others
 
 
 @attrs.frozen
@@ -106,6 +107,7 @@ def parse_time(block: object) -> TimeInfo | None:
         processing=_number(block.get("processing")),
         operating=_number(block.get("operating")),
         operating_reset_at=_number(block.get("operating_reset_at")),
+        finish=_number(block.get("finish")),
     )
 
 

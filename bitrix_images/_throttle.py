@@ -111,8 +111,9 @@ class MethodBudget:
     live anywhere (this process, or a shared store); :func:`decide` and the methods below
     are the logic.
 
-    ``operating``/``seen``/``reset_at``: the figure the portal last reported, when (local
-    Unix time) and when its oldest basket leaves (limits.md). ``cost``: the learned seconds
+    ``operating``/``seen``/``reset_at``/``finish``: the figure the portal last reported,
+    when (local Unix time), when its oldest basket leaves (limits.md) and the portal's own
+    time of the answer, which orders answers that overtake each other. ``cost``: the learned seconds
     per unit of work (one call, or one command of a batch), from the figures' increases
     (``high``, ``increase``, ``units``). ``outstanding``: seconds reserved by requests in
     flight, ``pending`` how many. ``known``: a request of the method has been processed, so
@@ -126,6 +127,7 @@ class MethodBudget:
     seen: float = -math.inf
     reset_at: float | None = None
     probe_at: float | None = None
+    finish: float | None = None
     cost: float | None = None
     high: float | None = None
     increase: float = 0.0
@@ -291,12 +293,18 @@ class OperatingBudget:
     def _learn(self, state: MethodBudget, info: TimeInfo, units: float, now: float) -> None:
         operating = info.operating
         assert operating is not None  # noqa: S101 -- checked by the caller
+        finish, last = info.finish, state.finish
+        ordered = finish is not None and last is not None
+        if finish is not None and last is not None and finish < last:
+            return  # an answer overtaken by a later one: its figure is older
         moved = info.operating_reset_at is not None and (
             state.reset_at is None or info.operating_reset_at > state.reset_at
         )
         _expire(state, now, self._window)
         stale = now >= state.seen + self._window
-        if state.high is None or moved or stale:
+        # A later figure below the last one: baskets have left the portal's window.
+        dropped = ordered and state.high is not None and operating < state.high
+        if state.high is None or moved or stale or dropped:
             # A first figure, or the window moved on: a new baseline, not a sample. Until a
             # sample exists, the cost is taken as the lowest such figure over its units: a
             # figure counts its own request, so the cost is no higher (pessimistic still,
@@ -304,25 +312,29 @@ class OperatingBudget:
             if state.units == 0 and units > 0:
                 bound = operating / units
                 state.cost = bound if state.cost is None else min(state.cost, bound)
-            state.high = operating
-        elif operating > state.high:
-            # A figure higher than any seen: this request's cost, or more if answers came
-            # back out of order (then the estimate is high: slower, never over the limit).
-            state.increase += operating - state.high
+        elif operating > state.high or ordered:
+            # The figure grew by this request's cost. Without the portal's ``finish`` to
+            # order answers, only a figure higher than any seen counts, so answers out of
+            # order make the estimate high (slower, never over the limit).
+            state.increase += max(operating - state.high, 0.0)
             state.units += units
+            if state.units > 0:
+                state.cost = state.increase / state.units
+        if ordered or state.high is None or operating > state.high:
             state.high = operating
-            state.cost = state.increase / state.units
-        if moved or stale or operating >= state.operating:
+        if ordered or moved or stale or operating >= state.operating:
+            if operating < state.operating:
+                # Own seconds that were in the baskets that left must not be taken off the
+                # figure again. Those answered within two baskets of a window ago are
+                # surely still counted (a basket opens at most one basket before a booking).
+                slot = self._window / SLOTS
+                horizon = now - self._window + self._window / 5
+                for index in [i for i in state.spent if i * slot <= horizon]:
+                    del state.spent[index]
             state.operating = operating
             state.seen = now
-        if moved:
-            # The oldest basket has left and the figure no longer counts what was in it: own
-            # seconds that may have been there must not be taken off the figure again. Those
-            # answered within a basket of a window ago surely are still counted.
-            slot = self._window / SLOTS
-            horizon = now - self._window + self._window / 10
-            for index in [i for i in state.spent if i * slot <= horizon]:
-                del state.spent[index]
+        if info.finish is not None:
+            state.finish = info.finish
         if info.operating_reset_at is not None and moved:
             state.reset_at = info.operating_reset_at
             state.probe_at = info.operating_reset_at + RESET_GRAIN

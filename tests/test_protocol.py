@@ -94,6 +94,7 @@ class TestDecode:
             processing=0.6726489067077637,
             operating=0.6726338863372803,
             operating_reset_at=1757425271.0,
+            finish=1757424672.203906,
         )
 
     @pytest.mark.parametrize(
