@@ -152,9 +152,10 @@ class Session:
         attempt = 0
         waited = 0.0
         refreshed = False
+        probe = False
         while True:
             attempt += 1
-            reservation = await self._pace(spends)
+            reservation = await self._pace(spends, probe=probe)
             token = self.auth.tokens.access_token if isinstance(self.auth, OAuthAuth) else None
             try:
                 envelope = await self._exchange(method, params, idempotent=idempotent)
@@ -169,6 +170,8 @@ class Session:
                 waited += await self._pause_or_raise(
                     error, attempt, waited, idempotent=idempotent, methods=spends, label=method
                 )
+                # Refused for operating time, it has waited for the reset: it is the probe.
+                probe = kind is Retry.WAIT_RESET
                 continue
             except BaseException:
                 self._settle(reservation, {}, spent=True)  # cancelled: maybe processed
@@ -282,10 +285,13 @@ class Session:
         if waiting is not None and not waiting.done():
             waiting.set_result(None)
 
-    async def _pace(self, spends: Mapping[str, float]) -> Reservation:
-        """Wait until the operating-time budget and then the bucket let a request go."""
+    async def _pace(self, spends: Mapping[str, float], *, probe: bool = False) -> Reservation:
+        """
+        Wait until the operating-time budget and then the bucket let a request go. A *probe*
+        (a retry that has waited out OPERATION_TIME_LIMIT) skips the budget's wait.
+        """
         while True:
-            operating, reservation = self._budget.reserve(spends)
+            operating, reservation = self._budget.reserve(spends, force=probe)
             if reservation is not None:
                 break
             log.debug("%s: waiting %.3fs for the operating time", _names(spends), operating)
@@ -458,9 +464,10 @@ class Session:
         """
         attempt = 0
         waited = 0.0
+        probe = False
         while True:
             attempt += 1
-            reservation = await self._pace({"download": 1})
+            reservation = await self._pace({"download": 1}, probe=probe)
             try:
                 body = await self._fetch(url, part)
             except BitrixError as error:
@@ -469,6 +476,7 @@ class Session:
                 waited += await self._pause_or_raise(
                     error, attempt, waited, idempotent=True, methods=("download",), label="download"
                 )
+                probe = kind is Retry.WAIT_RESET
                 continue
             except BaseException:
                 self._settle(reservation, {}, spent=True)

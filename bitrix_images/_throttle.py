@@ -120,7 +120,8 @@ class MethodBudget:
     the portal's reporting (or silence) is known. ``spent``: this client's own answered
     seconds by slot of the window, so that they are known to leave the window one window
     after they were booked. ``probe_at``: when one request may go to learn what the reset
-    gave back.
+    gave back; ``refused_at``: the figure before the portal refused the method, which is
+    taken as spent until a request of it succeeds again.
     """
 
     operating: float = 0.0
@@ -135,6 +136,7 @@ class MethodBudget:
     outstanding: float = 0.0
     pending: int = 0
     known: bool = False
+    refused_at: float | None = None
     spent: dict[int, float] = attrs.Factory(dict)
 
 
@@ -232,16 +234,19 @@ class OperatingBudget:
             found = self._methods[key] = MethodBudget()
         return found
 
-    def reserve(self, units: Mapping[str, float]) -> tuple[float, Reservation | None]:
+    def reserve(
+        self, units: Mapping[str, float], *, force: bool = False
+    ) -> tuple[float, Reservation | None]:
         """
         Reserve a request spending *units* of work per method, or say how long to wait.
 
         Returns ``(0, reservation)`` when the request may go, else ``(seconds, None)``:
-        wait, then ask again.
+        wait, then ask again. *force* reserves at once: a request that has waited out a
+        refusal goes as the probe.
         """
         now = self._clock()
         wait = 0.0
-        for method, count in units.items():
+        for method, count in units.items() if not force else ():
             state = self.state(method)
             wait = max(
                 wait,
@@ -281,6 +286,13 @@ class OperatingBudget:
             # Nothing in flight: nothing reserved (no rounding left over from the sums).
             state.outstanding = max(0.0, state.outstanding - cost) if state.pending else 0.0
             info = reports.get(method)
+            reported = info is not None and info.operating is not None
+            if spent and state.refused_at is not None:
+                # It went through: the method is no longer blocked. Its figure is the one
+                # now reported, or else the one from before the refusal.
+                state.operating = state.refused_at if state.cost else 0.0
+                state.refused_at = None
+                state.high = None if reported else state.high
             if info is not None and info.operating is not None:
                 self._learn(state, info, reservation.units[method], now)
             if spent:
@@ -348,6 +360,8 @@ class OperatingBudget:
         state = self.state(method)
         _expire(state, now, self._window)
         state.known = True
+        if state.refused_at is None:
+            state.refused_at = state.operating
         state.operating = max(state.operating, self._limit)
         state.seen = now
         if state.reset_at is not None and state.reset_at + RESET_GRAIN > now:
