@@ -8,7 +8,7 @@ values. ``bitrix_images.testing`` holds an embedded portal for tests.
 
 from ._paginate import AsyncPaginator, Page
 from ._retry import RetryPolicy
-from ._session import ClientStats
+from ._stats import ClientStats
 from ._throttle import RateLimit
 from .client import BitrixClient
 from .exceptions import (
@@ -25,6 +25,7 @@ from .exceptions import (
     ServerError,
     TransportError,
 )
+from .images import Images
 from .models import FieldInfo, ImageType, OAuthTokens, ProductImage
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "ClientStats",
     "FieldInfo",
     "ImageType",
+    "Images",
     "InvalidRequest",
     "MalformedResponse",
     "NotFound",
