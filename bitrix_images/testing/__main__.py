@@ -47,6 +47,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="full",
         help="what the time blocks say (a self-hosted portal may leave parts out)",
     )
+    parser.add_argument(
+        "--max-request-body",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="answer 413 to a REST request with a longer body (as nginx does); default: no limit",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--webhook-code", default=None)
     return parser.parse_args(argv)
@@ -70,6 +77,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
             operating_cost=args.operating_cost,
             operating_billing=args.operating_billing,
             operating_report=args.operating_report,
+            max_request_body=args.max_request_body,
             image_size=args.image_size,
             seed=args.seed,
             host=args.host,

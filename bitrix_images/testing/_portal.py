@@ -74,7 +74,8 @@ _NGINX_PAGE = (
     "<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
     "</body>\r\n</html>\r\n"
 )
-_REASONS = {404: "Not Found", 500: "Internal Server Error", 502: "Bad Gateway"}
+_REASONS = {404: "Not Found", 413: "Request Entity Too Large", 500: "Internal Server Error"}
+_REASONS |= {502: "Bad Gateway"}
 _REASONS |= {503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
 
 
@@ -200,9 +201,11 @@ class FakePortal:
     DOCS limits.md), "batch" (the method ``batch`` the sum, every ``result_time`` carrying
     its figure: b24jssdk PR #539) or "both"; ``operating_report`` what the ``time`` blocks
     say: "full", "operating" (no ``operating_reset_at``) or "none" (b24jssdk issue #459: a
-    self-hosted portal's three states; the limit still applies); ``image_size`` pads PNGs
-    to about that many bytes; ``record_calls`` keeps ``counters.calls``; ``clock`` drives
-    the limits and token expiry in tests.
+    self-hosted portal's three states; the limit still applies); ``max_request_body``
+    refuses a REST request whose body is longer with nginx's 413 page
+    (``client_max_body_size``; None: no limit); ``image_size`` pads PNGs to about that many
+    bytes; ``record_calls`` keeps ``counters.calls``; ``clock`` drives the limits and token
+    expiry in tests.
     """
 
     def __init__(
@@ -218,6 +221,7 @@ class FakePortal:
         operating_cost: float | Mapping[str, float] = 0.0,
         operating_billing: Literal["inner", "batch", "both"] = "inner",
         operating_report: Literal["full", "operating", "none"] = "full",
+        max_request_body: int | None = None,
         image_size: int | None = None,
         seed: int = 0,
         host: str = "127.0.0.1",
@@ -250,6 +254,7 @@ class FakePortal:
         self.counters = Counters()
         self.page_mode: Literal["source", "offset"] = page_mode
         self.record_calls = record_calls
+        self.max_request_body = max_request_body
         self.host = host
         self.user_id = user_id
         self.webhook_code = webhook_code if webhook_code is not None else secrets.token_hex(8)
@@ -563,6 +568,10 @@ class FakePortal:
         started = self._clock()
         counters = self.counters
         counters.by_method[method] += 1
+        limit = self.max_request_body
+        if limit is not None and (request.content_length or 0) > limit:
+            # nginx's client_max_body_size: refused before PHP sees it, with its own page.
+            return self._send(self._html(413))
         params = await self._params(request)
         if self.record_calls:
             counters.calls.append(ReceivedCall(request.method, method, params))
