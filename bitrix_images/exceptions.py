@@ -134,6 +134,14 @@ class OutcomeUnknown(TransportError):
     """
 
 
+class NotSent(TransportError):
+    """
+    Internal: the connection failed before the request left, so any method may be resent.
+
+    Never raised to users (the retry driver turns it into ``TransportError``); not exported.
+    """
+
+
 class PortalMoved(BitrixError):
     """
     The portal answered with a redirect (the portal's domain changed).

@@ -1,12 +1,12 @@
 """``Images.list_many`` cleans up when its consumer stops early.
 
-A consumer that is cancelled, or that breaks out of the loop and closes the generator,
-must leave no batch request of it running (no connection of the client's pool still
-checked out for one) and must close its source of product ids at once, not whenever the
-garbage collector gets to an abandoned generator. The batches are made very late (a
-minute), so anything ``list_many`` left running is still running when the test looks; the
-checks are made right after the consumer stopped, without waiting. Without the
-``finally:`` of ``list_many`` both checks fail.
+A consumer that is cancelled, or that breaks out of the loop and closes the generator, must
+leave no batch request of it running (``client.stats.in_flight``, the client's requests on
+the wire, back to zero) and must close its source of product ids at once, not whenever the
+garbage collector gets to an abandoned generator. The batches are made very late (a minute),
+so anything ``list_many`` left running is still running when the test looks; the checks are
+made right after the consumer stopped, without waiting. Without the ``finally:`` of
+``list_many`` both checks fail.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 
-from reliability_support import acquired, webhook_client
+from support import webhook_client
 
 from bitrix_images.testing import FakePortal
 
@@ -67,14 +67,14 @@ async def test_a_cancelled_consumer_leaves_no_batch_running() -> None:
 
             task = asyncio.ensure_future(consume())
             await _until_late(portal, BATCHES_IN_FLIGHT)
-            assert acquired(client) == BATCHES_IN_FLIGHT
+            assert client.stats.in_flight == BATCHES_IN_FLIGHT
             task.cancel()
             await asyncio.wait([task])
             assert task.cancelled()
             # The task's CancelledError holds list_many's frame, and so the ids: let it go.
             del task
-            # At once: no batch task is left holding a connection, the ids are closed.
-            assert acquired(client) == 0
+            # At once: no batch request of the client is left on the wire, the ids are closed.
+            assert client.stats.in_flight == 0
             assert source.closed
             assert images == []
             sent = portal.counters.by_method["batch"]
@@ -99,10 +99,10 @@ async def test_breaking_out_of_list_many_leaves_no_batch_running() -> None:
                         await _until_late(portal, 1)
                     if len(first) == 75:  # in the second batch: the sixth is out too
                         await _until_late(portal, 2)
-                        assert acquired(client) == 2
+                        assert client.stats.in_flight == 2
                         break
             # At once: the late batches were cancelled, the ids are closed.
-            assert acquired(client) == 0
+            assert client.stats.in_flight == 0
             assert source.closed
             assert first == list(range(1, 76))
             portal.clear_faults()
