@@ -35,6 +35,7 @@ from . import _protocol
 from ._listing import products
 from ._protocol import BatchResult, Retry
 from ._retry import Attempts, RetryPolicy, Verdict
+from ._terminal import printable
 from .exceptions import (
     AuthError,
     BitrixError,
@@ -352,6 +353,8 @@ class _Job:
         self.reshaped: list[_Op] = []  # refused for their packing: resend smaller, at once
 
     def warn(self, text: str) -> None:
+        # File and image names and portal messages may hold terminal escape sequences.
+        text = printable(text)
         if self.warnings is None:
             log.warning("%s", text)
         else:

@@ -227,3 +227,16 @@ def test_the_bar_knows_the_total(
     assert "60/60 products" in shown
     assert "100%" in shown
     assert "60 downloaded" in shown
+
+
+def test_upload_warnings_escape_file_names(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "src" / "1"
+    folder.mkdir(parents=True)
+    (folder / "\x1b]0;PWNED\x07notes.txt").write_text("not an image")
+    _, _, err = run_cli(capsys, "upload", str(tmp_path / "src"), "--webhook", served.url)
+    warnings = [line for line in err.splitlines() if ": warning: " in line]
+    assert warnings, err
+    assert "\\x1b]0;PWNED\\x07notes.txt" in warnings[0]
+    assert "\x1b" not in err
