@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import NoReturn
 
@@ -21,6 +20,7 @@ from yarl import URL
 
 from . import _files, _protocol
 from ._auth import OAuthAuth, WebhookAuth
+from ._committer import Committer
 from ._protocol import BatchResult, Envelope, Retry
 from ._retry import Attempts, RetryPolicy, Verdict
 from ._stats import ClientStats
@@ -73,10 +73,14 @@ class Caller:
         self._budget = OperatingBudget(rate_limit.operating_limit, rate_limit.operating_headroom)
         self._refresh_lock = asyncio.Lock()
         self._refreshing: asyncio.Future[None] | None = None
+        self.committer = Committer()
 
     async def close(self) -> None:
-        """Close the transport's session if it is ours."""
-        await self.transport.close()
+        """Close the transport's session if it is ours, and stop the committing thread."""
+        try:
+            await self.transport.close()
+        finally:
+            await self.committer.close()
 
     # --- calls ---------------------------------------------------------------------------
 
@@ -143,7 +147,7 @@ class Caller:
                 self._budget.record(methods[key], info)
         return result
 
-    async def download(self, url: URL, part: Path, target: Path, *, durable: bool) -> int:
+    async def download(self, url: URL, part: str, target: str, *, durable: bool) -> int:
         """
         GET a signed download URL; the bytes end up at *target*, through *part*.
 
@@ -162,7 +166,7 @@ class Caller:
             except BitrixError as error:
                 await self._pause_or_raise(attempts, error, ("download",), label="download")
                 continue
-            return await _files.commit(spool, target, durable=durable)
+            return await self.committer.commit(spool, target, durable=durable)
 
     # --- retries -------------------------------------------------------------------------
 

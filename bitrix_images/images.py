@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import os
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -409,13 +410,13 @@ class Images:
                 f"refusing to fetch a download_url outside the portal's origin "
                 f"({url.scheme}://{url.host}:{url.port} is not {self._caller.auth.origin})"
             )
-        target, part = _files.reserve(Path(dest), image)
+        target, part = _files.reserve(os.fspath(dest), image)
         try:
             await self._caller.download(url, part, target, durable=durable)
         except BaseException:
             _files.discard(part)
             raise
-        return target
+        return Path(target)
 
     # --- answers -------------------------------------------------------------------------
 
