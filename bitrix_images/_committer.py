@@ -141,7 +141,7 @@ class Committer:
                         if self._queue.empty():
                             self._thread = None
                             return
-                    continue
+                    continue  # pragma: no cover -- a hand-over raced the idle timeout
                 stop = batch is None
                 jobs = batch or []
                 while not stop:  # everything handed over meanwhile joins this batch
