@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Iterable, Mapping
 from types import TracebackType
-from typing import NoReturn
+from typing import Final, NoReturn
 
 import aiohttp
 from yarl import URL
@@ -21,10 +23,10 @@ from yarl import URL
 from . import _files, _protocol
 from ._auth import OAuthAuth, WebhookAuth
 from ._committer import Committer
-from ._protocol import BatchResult, Envelope, Retry
+from ._protocol import BatchResult, Envelope, Retry, TimeInfo
 from ._retry import Attempts, RetryPolicy, Verdict
 from ._stats import ClientStats
-from ._throttle import LeakyBucket, OperatingBudget, RateLimit
+from ._throttle import LeakyBucket, OperatingBudget, RateLimit, Reservation
 from ._transport import Transport
 from .exceptions import AuthError, BitrixError
 
@@ -33,6 +35,8 @@ __all__ = ["Caller", "InstantRetries", "instant_retries"]
 log = logging.getLogger("bitrix_images")
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+# Refusals the portal answers before processing a request: they cost no operating time.
+_REFUSALS: Final = frozenset({Retry.BACKOFF, Retry.WAIT_RESET})
 
 
 class Caller:
@@ -70,7 +74,10 @@ class Caller:
             stats=self.stats,
         )
         self._bucket = LeakyBucket(rate_limit.rate, rate_limit.burst)
-        self._budget = OperatingBudget(rate_limit.operating_limit, rate_limit.operating_headroom)
+        self._budget = OperatingBudget(
+            rate_limit.operating_limit, rate_limit.operating_headroom, rate_limit.operating_window
+        )
+        self._settled_future: asyncio.Future[None] | None = None
         self._refresh_lock = asyncio.Lock()
         self._refreshing: asyncio.Future[None] | None = None
         self.committer = Committer()
@@ -85,43 +92,51 @@ class Caller:
     # --- calls ---------------------------------------------------------------------------
 
     async def call(
+        self, method: str, params: Mapping[str, object], *, idempotent: bool | None = None
+    ) -> Envelope:
+        """Call *method* with throttling, retries and token refresh; return its envelope."""
+        if idempotent is None:
+            idempotent = _protocol.is_idempotent(method)
+        envelope, reservation = await self._call(method, params, idempotent, {method: 1})
+        self._settle(reservation, {method: envelope.time}, spent=True)
+        return envelope
+
+    async def _call(
         self,
         method: str,
         params: Mapping[str, object],
-        *,
-        idempotent: bool | None = None,
-        operating_methods: Iterable[str] | None = None,
-    ) -> Envelope:
+        idempotent: bool,
+        spends: Mapping[str, float],
+    ) -> tuple[Envelope, Reservation]:
         """
-        Call *method* with throttling, retries and token refresh; return its envelope.
-
-        *operating_methods* are the methods whose operating time this call spends (a batch
-        spends its commands', not its own: limits.md).
+        The call loop; returns the envelope with the operating time it reserved, which the
+        caller settles. *spends* is the work per method whose operating time it may cost.
         """
-        if idempotent is None:
-            idempotent = _protocol.is_idempotent(method)
-        spends = tuple(operating_methods) if operating_methods is not None else (method,)
         attempts = self.attempts(idempotent=idempotent)
         refreshed = False
+        probe = False
         while True:
             attempts.begin()
-            await self._pace(spends)
+            reservation = await self._pace(spends, probe=probe)
             token = self.auth.tokens.access_token if isinstance(self.auth, OAuthAuth) else None
             try:
                 envelope = await self._exchange(method, params, idempotent=idempotent)
             except BitrixError as error:
                 kind = _protocol.retry_kind(error)
+                # A refusal was not processed; any other error may have cost time.
+                self._settle(reservation, {}, spent=kind not in _REFUSALS)
                 if kind is Retry.REFRESH and isinstance(self.auth, OAuthAuth) and not refreshed:
                     await self._refresh(self.auth, token)
                     refreshed = True
                     continue
                 await self._pause_or_raise(attempts, error, spends, label=method)
+                # Refused for operating time, it has waited for the reset: it is the probe.
+                probe = kind is Retry.WAIT_RESET
                 continue
-            if operating_methods is None:
-                # A batch's own time block is not its commands' (limits.md: the outer batch
-                # is not counted); batch() books each command's result_time instead.
-                self._budget.record(method, envelope.time)
-            return envelope
+            except BaseException:
+                self._settle(reservation, {}, spent=True)  # cancelled: maybe processed
+                raise
+            return envelope, reservation
 
     async def batch(
         self, commands: Mapping[str, _protocol.Command], *, halt: bool = False
@@ -130,21 +145,29 @@ class Caller:
         Send one ``batch`` request; return its per-command parts.
 
         The request is idempotent when every command is, so a lost answer is resent.
-        Per-command operating time (``result_time``) is booked under each command's method.
+        Operating time is booked where the portal reports it, since portals disagree on who
+        pays (limits.md: each command, under its method; b24jssdk PR #539: the ``batch``
+        method, for the whole request): the envelope's ``time`` under ``batch``, each
+        method's last ``result_time`` under that method. The work is reserved under both.
         Failed commands come back in ``errors``; resending them is the caller's, through
         ``attempts`` and ``judge`` like any call.
         """
         methods = {key: method for key, (method, _) in commands.items()}
-        envelope = await self.call(
+        spends: dict[str, float] = {"batch": len(commands)}
+        for method in methods.values():
+            spends[method] = spends.get(method, 0) + 1
+        envelope, reservation = await self._call(
             "batch",
             _protocol.encode_batch(commands, halt=halt),
-            idempotent=all(_protocol.is_idempotent(m) for m in methods.values()),
-            operating_methods=set(methods.values()),
+            all(_protocol.is_idempotent(m) for m in methods.values()),
+            spends,
         )
-        result = _protocol.decode_batch(envelope.result, methods=methods)
-        for key, info in result.times.items():
-            if key in methods:
-                self._budget.record(methods[key], info)
+        try:
+            result = _protocol.decode_batch(envelope.result, methods=methods)
+        except BaseException:
+            self._settle(reservation, {"batch": envelope.time}, spent=True)
+            raise
+        self._settle(reservation, {**result.times, "batch": envelope.time}, spent=True)
         return result
 
     async def download(self, url: URL, part: str, target: str, *, durable: bool) -> int:
@@ -157,15 +180,24 @@ class Caller:
         """
         attempts = self.attempts(idempotent=True)
         headers = {"Accept": "*/*", "Referer": str(self.auth.origin) + "/"}
+        probe = False
         while True:
             attempts.begin()
-            await self._pace(("download",))
+            reservation = await self._pace({"download": 1}, probe=probe)
             spool = _files.Spool(part)
             try:
                 await self.transport.fetch(url, spool, headers=headers)
             except BitrixError as error:
+                kind = _protocol.retry_kind(error)
+                self._settle(reservation, {}, spent=kind not in _REFUSALS)
                 await self._pause_or_raise(attempts, error, ("download",), label="download")
+                probe = kind is Retry.WAIT_RESET
                 continue
+            except BaseException:
+                self._settle(reservation, {}, spent=True)
+                raise
+            # A file carries no time block: the request is booked at what it reserved.
+            self._settle(reservation, {}, spent=True)
             return await self.committer.commit(spool, target, durable=durable)
 
     # --- retries -------------------------------------------------------------------------
@@ -181,10 +213,16 @@ class Caller:
         This is the one place the bucket is penalised for QUERY_LIMIT_EXCEEDED (limits.md:
         the portal's counter is full), and where retries are counted.
         """
+        methods = tuple(methods)
         resets = [r for m in methods if (r := self._budget.reset_at(m)) is not None]
         verdict = attempts.judge(error, reset_at=max(resets, default=None))
         if verdict.penalize:
             self._bucket.penalize()
+        if _protocol.retry_kind(error) is Retry.WAIT_RESET:
+            # limits.md: the method is blocked until its window moves on; hold its other
+            # requests too (a command refused inside a batch included).
+            for method in methods:
+                self._budget.refused(method)
         if verdict.delay is not None:
             self.stats.retries += 1
             self.stats.retry_wait += verdict.delay
@@ -211,14 +249,54 @@ class Caller:
 
     # --- the steps -----------------------------------------------------------------------
 
-    async def _pace(self, methods: Iterable[str]) -> None:
-        operating = max((self._budget.delay(m) for m in methods), default=0.0)
-        delay = max(operating, self._bucket.reserve())
+    async def _pace(self, spends: Mapping[str, float], *, probe: bool = False) -> Reservation:
+        """
+        Wait until the operating-time budget and then the bucket let a request go. A *probe*
+        (a retry that has waited out OPERATION_TIME_LIMIT) skips the budget's wait.
+        """
+        while True:
+            operating, reservation = self._budget.reserve(spends, force=probe)
+            if reservation is not None:
+                break
+            log.debug("%s: waiting %.3fs for the operating time", _names(spends), operating)
+            if _INSTANT and not math.isinf(operating):
+                # instant_retries(): the wait is recorded and taken as done.
+                _INSTANT[-1].waits.append(operating)
+                self.stats.throttle_wait += operating
+                probe = True
+                continue
+            # Wait for the window to move on, or for a request in flight to be answered,
+            # which may free or teach what is needed.
+            settled = self._settled
+            started = time.monotonic()
+            await asyncio.wait({settled}, timeout=None if math.isinf(operating) else operating)
+            self.stats.throttle_wait += time.monotonic() - started
+        delay = self._bucket.reserve()
         if delay > 0:
-            why = "operating time" if operating >= delay else "rate limit"
-            log.debug("%s: waiting %.3fs for the %s", "/".join(sorted(methods)), delay, why)
+            log.debug("%s: waiting %.3fs for the rate limit", _names(spends), delay)
             self.stats.throttle_wait += delay
-            await self.wait(delay)
+            try:
+                await self.wait(delay)
+            except BaseException:
+                self._settle(reservation, {}, spent=False)
+                raise
+        return reservation
+
+    @property
+    def _settled(self) -> asyncio.Future[None]:
+        """Done when the next request's operating time is settled."""
+        if self._settled_future is None or self._settled_future.done():
+            self._settled_future = asyncio.get_running_loop().create_future()
+        return self._settled_future
+
+    def _settle(
+        self, reservation: Reservation, reports: Mapping[str, TimeInfo | None], *, spent: bool
+    ) -> None:
+        """Settle a request's reservation and wake whoever waits on the operating time."""
+        self._budget.settle(reservation, reports, spent=spent)
+        waiting, self._settled_future = self._settled_future, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
 
     async def _exchange(
         self, method: str, params: Mapping[str, object], *, idempotent: bool
@@ -348,6 +426,10 @@ def _retrieve(task: asyncio.Future[None]) -> None:
     # asyncio from logging "exception was never retrieved" when every caller is gone.
     if not task.cancelled():
         task.exception()
+
+
+def _names(spends: Mapping[str, float]) -> str:
+    return "/".join(sorted(spends))
 
 
 def _code_text(error: BitrixError) -> str:
