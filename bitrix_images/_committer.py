@@ -71,6 +71,7 @@ class Committer:
         self._thread: threading.Thread | None = None
         self._pending: list[_Job] = []  # handed to the thread at the end of this loop turn
         self._closed = False
+        self._stopped: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
 
     async def commit(self, spool: Spool, target: str, *, durable: bool) -> int:
         """Put the spooled bytes at *target*; return their size."""
@@ -120,13 +121,19 @@ class Committer:
     async def close(self) -> None:
         """Let the thread finish what it has, then stop it (and its syncing threads)."""
         self._hand_over()
+        loop = asyncio.get_running_loop()
+        stopped = loop.create_future()
         with self._lock:
             self._closed = True
             thread = self._thread
             if thread is not None:
                 self._queue.put(None)
+                self._stopped = (loop, stopped)
         if thread is not None:
-            await asyncio.to_thread(thread.join)
+            # Told by the thread itself, not through the loop's executor (which may be
+            # shut down already when a client is closed late).
+            await asyncio.shield(stopped)
+            thread.join()
 
     # --- the thread ----------------------------------------------------------------------
 
@@ -155,6 +162,11 @@ class Committer:
                 if stop:
                     with self._lock:
                         self._thread = None
+                        stopping = self._stopped
+                    if stopping is not None:  # pragma: no branch -- close() set it with the stop
+                        loop, stopped = stopping
+                        with contextlib.suppress(RuntimeError):  # its loop closed: none waits
+                            loop.call_soon_threadsafe(_set_done, stopped)
                     return
         finally:
             syncers.shutdown()
@@ -221,6 +233,11 @@ def _fsync(pair: tuple[_Job, int]) -> None:
         os.fsync(fd)
     except BaseException as error:  # handed to its download, raised there
         job.error = error
+
+
+def _set_done(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _settle(jobs: list[_Job]) -> None:
