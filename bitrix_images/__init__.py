@@ -6,6 +6,7 @@ keeps to the portal's limits, retries what is safe to retry, and returns frozen 
 values. ``bitrix_images.testing`` holds an embedded portal for tests.
 """
 
+from ._coordinator import RedisCoordinator
 from ._paginate import AsyncPaginator, Page
 from ._retry import RetryPolicy
 from ._session import ClientStats
@@ -16,6 +17,7 @@ from .exceptions import (
     AuthError,
     BatchError,
     BitrixError,
+    CoordinatorUnavailable,
     InvalidRequest,
     MalformedResponse,
     NotFound,
@@ -35,6 +37,7 @@ __all__ = [
     "BitrixClient",
     "BitrixError",
     "ClientStats",
+    "CoordinatorUnavailable",
     "FieldInfo",
     "ImageType",
     "InvalidRequest",
@@ -47,6 +50,7 @@ __all__ = [
     "ProductImage",
     "RateLimit",
     "RateLimited",
+    "RedisCoordinator",
     "RetryPolicy",
     "ServerError",
     "TransportError",

@@ -13,8 +13,10 @@ The tree::
     ├── ServerError             5xx answers (INTERNAL_SERVER_ERROR, ERROR_UNEXPECTED_ANSWER, ...)
     ├── TransportError          no usable answer: connection refused or reset, timeout,
     │   │                       an HTML page or truncated JSON from a proxy
-    │   └── OutcomeUnknown      a non-idempotent call (add, delete) whose answer was lost after
-    │                           it was sent: the portal may have applied it, so it is not replayed
+    │   ├── OutcomeUnknown      a non-idempotent call (add, delete) whose answer was lost after
+    │   │                       it was sent: the portal may have applied it, so it is not replayed
+    │   └── CoordinatorUnavailable  an OAuth refresh was due but the coordinator's Redis
+    │                           could not be reached (retryable: nothing was sent)
     ├── PortalMoved             the portal answered with a redirect to another address
     ├── MalformedResponse       the answer does not have the documented shape
     └── BatchError              a command inside a batch failed and could not be retried
@@ -35,6 +37,7 @@ __all__ = [
     "AuthError",
     "BatchError",
     "BitrixError",
+    "CoordinatorUnavailable",
     "InvalidRequest",
     "MalformedResponse",
     "NotFound",
@@ -131,6 +134,16 @@ class OutcomeUnknown(TransportError):
 
     The portal may or may not have applied it; the SDK never replays such a call,
     because a replay could duplicate an image. Check the portal's state before retrying.
+    """
+
+
+class CoordinatorUnavailable(TransportError):
+    """
+    The access token must be refreshed, but the coordinator's Redis cannot be reached.
+
+    A refresh rotates the refresh token, so one made outside the shared lock could lock
+    the other processes out; none is made. Nothing was sent to the portal: the call may be
+    retried once Redis answers.
     """
 
 

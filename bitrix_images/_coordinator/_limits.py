@@ -1,0 +1,120 @@
+"""
+``SharedLimits``: a client's pacing through the coordinator, or on its own when Redis fails.
+
+While Redis answers, every request is booked in the shared bucket and budget. When it does
+not, the client paces on its own ``LeakyBucket`` and ``OperatingBudget`` (which keep
+learning from every answer either way), logs one WARNING for the outage, and counts each
+request so paced. Its own bucket starts the outage as full: the other processes are still
+sending, and the portal's 503s, which are retried, teach it the rest.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from .._protocol import TimeInfo
+from .._throttle import RESET_GRAIN, LeakyBucket, OperatingBudget, RateLimit
+from ._redis import Link, Pacing, RedisDown
+
+__all__ = ["SharedLimits"]
+
+log = logging.getLogger("bitrix_images")
+
+# How long past its answer a method's reported operating time stays in Redis: the portal's
+# window is ten minutes (limits.md, "Resource Intensity Limits").
+_REPORT_KEEP = 600.0
+
+
+class SharedLimits:
+    """
+    The request bucket and operating-time budget of one client with a coordinator.
+
+    Args:
+        link: the credential's shared state.
+        rate_limit: the limits the client keeps to.
+        bucket, budget: the client's own limits, used while Redis fails.
+        hold: seconds a reservation of operating time outlives its request at the most
+            (the request timeout): a process that dies never settles its reservations.
+    """
+
+    def __init__(
+        self,
+        link: Link,
+        rate_limit: RateLimit,
+        bucket: LeakyBucket,
+        budget: OperatingBudget,
+        *,
+        hold: float,
+    ) -> None:
+        self.link = link
+        self._bucket = bucket
+        self._budget = budget
+        self._threshold = rate_limit.operating_limit * rate_limit.operating_headroom
+        self._hold = hold
+        self._down = False
+        self.fallbacks = 0  # requests paced by the client's own limits while Redis failed
+
+    async def pace(self, methods: Iterable[str]) -> Pacing:
+        """
+        Book one request of *methods*; say how long to wait.
+
+        When the reason is ``"operating"`` nothing was booked: wait, then ask again.
+        """
+        methods = tuple(methods)
+        try:
+            pacing = await self.link.pace(
+                methods,
+                interval=self._bucket.interval,
+                tolerance=self._bucket.tolerance,
+                threshold=self._threshold,
+                grain=RESET_GRAIN,
+                hold=self._hold,
+            )
+        except RedisDown as exc:
+            self._fell_back(exc)
+            operating = max((self._budget.delay(m) for m in methods), default=0.0)
+            if operating > 0:
+                return Pacing(operating, "operating", None)
+            return Pacing(self._bucket.reserve(), "bucket", None)
+        self._back()
+        return pacing
+
+    async def penalize(self) -> None:
+        """The portal said QUERY_LIMIT_EXCEEDED: the shared bucket (and ours) is full."""
+        self._bucket.penalize()
+        try:
+            await self.link.penalize(
+                interval=self._bucket.interval, tolerance=self._bucket.tolerance
+            )
+        except RedisDown as exc:
+            self._fell_back(exc)
+        else:
+            self._back()
+
+    async def settle(self, ticket: str | None, method: str, info: TimeInfo | None) -> None:
+        """Record an answer's ``time`` block for *method*, here and in Redis."""
+        self._budget.record(method, info)
+        if ticket is None:
+            return
+        try:
+            await self.link.settle(ticket, method, info, _REPORT_KEEP)
+        except RedisDown as exc:
+            # The reservation expires by itself after *hold* seconds.
+            self._fell_back(exc)
+
+    def _fell_back(self, exc: RedisDown) -> None:
+        self.fallbacks += 1
+        if not self._down:
+            self._down = True
+            self._bucket.penalize()
+            log.warning(
+                "Redis is unreachable (%s): this client keeps to its own limits until it "
+                "answers again",
+                exc,
+            )
+
+    def _back(self) -> None:
+        if self._down:
+            self._down = False
+            log.warning("Redis answers again: the limits are shared again")
