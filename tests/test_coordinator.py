@@ -125,8 +125,12 @@ async def test_processes_share_one_bucket(coordinators: list[bx.RedisCoordinator
 
 async def test_a_refusal_fills_the_shared_bucket(coordinators: list[bx.RedisCoordinator]) -> None:
     first, second = (limits_of(c) for c in coordinators)
-    await first.penalize()
+    await first.flush()  # nothing to tell
+    first.penalize()
+    await first.flush()
     assert (await second.pace(("m",))).wait == pytest.approx(100.0, abs=5.0)
+    second.penalize()  # told with the next booking
+    assert (await second.pace(("m",))).wait == pytest.approx(200.0, abs=5.0)
 
 
 async def test_an_unlimited_bucket_never_waits(coordinators: list[bx.RedisCoordinator]) -> None:
@@ -141,14 +145,14 @@ async def test_processes_share_the_operating_budget(
     now = float((await coordinators[0].redis.time())[0])
     ticket = (await first.pace(["batch", "M"])).ticket
     assert ticket is not None
-    await first.settle(ticket, "m", TimeInfo(operating=440.0, operating_reset_at=now + 100))
+    await first.settle(ticket, {"m": TimeInfo(operating=440.0, operating_reset_at=now + 100)})
     pacing = await second.pace(["m"])
     assert pacing.reason == "operating"
     assert pacing.ticket is None
     assert pacing.wait == pytest.approx(101.0, abs=5.0)  # one more second: reset_at is whole
     assert (await second.pace(["other"])).reason == "bucket"
     # A report without a reset time gives nothing to wait for, as in the local budget.
-    await first.settle(ticket, "m", TimeInfo(operating=470.0))
+    await first.settle(None, {"m": TimeInfo(operating=470.0)})
     assert (await second.pace(["m"])).wait == 0.0
 
 
@@ -161,13 +165,13 @@ async def test_reservations_count_towards_the_budget(
     assert ticket is not None
     # 420 s reported, 5 s a call learned: 432 is reached with two more calls in flight.
     info = TimeInfo(processing=5.0, operating=420.0, operating_reset_at=now + 100)
-    await first.settle(ticket, "m", info)
+    await first.settle(ticket, {"m": info})
     held = [await first.pace(["m"]), await second.pace(["m"])]
     assert [p.reason for p in held] == ["bucket", "bucket"]
     assert (await second.pace(["m"])).reason == "operating"
     for pacing in held:  # answers without a time block settle their reservations too
         assert pacing.ticket is not None
-        await second.settle(pacing.ticket, "m", None)
+        await second.settle(pacing.ticket, {"m": None})
     assert (await second.pace(["m"])).reason == "bucket"
 
 
@@ -325,8 +329,10 @@ async def test_limits_fall_back_when_redis_fails(
     shared = limits_of(bx.RedisCoordinator(client, timeout=0.2))
     with caplog.at_level(logging.WARNING, logger="bitrix_images"):
         waits = [(await shared.pace(["m"])).wait for _ in range(3)]
-        await shared.penalize()
-        await shared.settle("ticket", "m", TimeInfo(operating=1.0))
+        shared.penalize()
+        await shared.flush()
+        await shared.settle("ticket", {"m": TimeInfo(operating=1.0)})
+        await shared.settle(None, {"m": None})  # nothing to tell Redis
     # The local bucket starts the outage full: it paces at once.
     assert waits == pytest.approx([100.0, 200.0, 300.0], abs=5.0)
     assert shared.fallbacks == 5
@@ -339,7 +345,7 @@ async def test_limits_fall_back_when_redis_fails(
 async def test_the_local_budget_paces_during_an_outage(closed_port: int) -> None:
     client = aioredis.Redis(host="127.0.0.1", port=closed_port)
     shared = limits_of(bx.RedisCoordinator(client), RateLimit(rate=1000, burst=1000))
-    await shared.settle(None, "m", TimeInfo(operating=470.0, operating_reset_at=4e9))
+    await shared.settle(None, {"m": TimeInfo(operating=470.0, operating_reset_at=4e9)})
     pacing = await shared.pace(["m"])
     assert pacing.reason == "operating"
     assert pacing.wait > 0
@@ -355,9 +361,11 @@ async def test_sharing_resumes_when_redis_is_back(caplog: pytest.LogCaptureFixtu
             await shared.pace(["m"])
             server.start()
             await shared.pace(["m"])
-            await shared.penalize()
+            shared.penalize()
+            await shared.flush()
             server.stop()
-            await shared.penalize()
+            shared.penalize()
+            await shared.flush()
         messages = [r.getMessage() for r in caplog.records]
         assert [m.split(" (")[0].split(":")[0] for m in messages] == [
             "Redis is unreachable",

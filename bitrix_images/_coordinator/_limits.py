@@ -11,7 +11,7 @@ sending, and the portal's 503s, which are retried, teach it the rest.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from .._protocol import TimeInfo
 from .._throttle import RESET_GRAIN, LeakyBucket, OperatingBudget, RateLimit
@@ -53,6 +53,7 @@ class SharedLimits:
         self._threshold = rate_limit.operating_limit * rate_limit.operating_headroom
         self._hold = hold
         self._down = False
+        self._penalty = False  # a QUERY_LIMIT_EXCEEDED Redis has not heard of yet
         self.fallbacks = 0  # requests paced by the client's own limits while Redis failed
 
     async def pace(self, methods: Iterable[str]) -> Pacing:
@@ -70,6 +71,7 @@ class SharedLimits:
                 threshold=self._threshold,
                 grain=RESET_GRAIN,
                 hold=self._hold,
+                penalize=self._penalty,
             )
         except RedisDown as exc:
             self._fell_back(exc)
@@ -77,34 +79,54 @@ class SharedLimits:
             if operating > 0:
                 return Pacing(operating, "operating", None)
             return Pacing(self._bucket.reserve(), "bucket", None)
+        self._penalty = False
         self._back()
         return pacing
 
-    async def penalize(self) -> None:
-        """The portal said QUERY_LIMIT_EXCEEDED: the shared bucket (and ours) is full."""
+    def penalize(self) -> None:
+        """
+        The portal said QUERY_LIMIT_EXCEEDED: the shared bucket (and ours) is full.
+
+        Redis learns it with this client's next round trip (``pace`` or ``flush``).
+        """
         self._bucket.penalize()
+        self._penalty = True
+
+    async def flush(self) -> None:
+        """Tell Redis of a penalty now, before this client sleeps on its backoff."""
+        if not self._penalty:
+            return
         try:
-            await self.link.penalize(
-                interval=self._bucket.interval, tolerance=self._bucket.tolerance
+            await self.link.pace(
+                (),
+                interval=self._bucket.interval,
+                tolerance=self._bucket.tolerance,
+                threshold=self._threshold,
+                grain=RESET_GRAIN,
+                hold=self._hold,
+                penalize=True,
             )
         except RedisDown as exc:
             self._fell_back(exc)
         else:
+            self._penalty = False
             self._back()
 
-    async def settle(self, ticket: str | None, method: str, info: TimeInfo | None) -> None:
-        """Record an answer's ``time`` block for *method*, here and in Redis."""
-        self._budget.record(method, info)
-        if ticket is None:
+    async def settle(self, ticket: str | None, reports: Mapping[str, TimeInfo | None]) -> None:
+        """Record each method's ``time`` block, here and in Redis; drop the reservation."""
+        for method, info in reports.items():
+            self._budget.record(method, info)
+        if ticket is None and not any(i and i.operating is not None for i in reports.values()):
             return
         try:
-            await self.link.settle(ticket, method, info, _REPORT_KEEP)
+            await self.link.settle(ticket, reports, _REPORT_KEEP)
         except RedisDown as exc:
             # The reservation expires by itself after *hold* seconds.
             self._fell_back(exc)
 
     def _fell_back(self, exc: RedisDown) -> None:
         self.fallbacks += 1
+        self._penalty = False  # stale by the time Redis answers again
         if not self._down:
             self._down = True
             self._bucket.penalize()

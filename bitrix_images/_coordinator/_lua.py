@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["PACE", "PENALIZE", "READ_TOKENS", "RELEASE", "SETTLE", "STORE_TOKENS", "TRY_LOCK"]
+__all__ = ["PACE", "READ_TOKENS", "RELEASE", "SETTLE", "STORE_TOKENS", "TRY_LOCK"]
 
 _NOW: Final = """
 local t = redis.call('TIME')
@@ -17,7 +17,9 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 """
 
 # KEYS[1] the bucket; KEYS[2k], KEYS[2k+1] each method's operating hash and reservations.
-# ARGV: interval, tolerance, operating threshold, reset grain, hold seconds, reservation id.
+# ARGV: interval, tolerance, operating threshold, reset grain, hold seconds, reservation id,
+# and '1' when this process saw QUERY_LIMIT_EXCEEDED since its last round trip ('only': tell
+# that and book nothing).
 # When a method is near its operating limit nothing is booked and the wait for its reset is
 # returned as {'operating', wait}; otherwise one bucket slot (GCRA: the theoretical arrival
 # time moves on by one interval) and one reservation per method are booked, and the wait
@@ -28,6 +30,15 @@ PACE: Final = (
 local interval, tolerance = tonumber(ARGV[1]), tonumber(ARGV[2])
 local threshold, grain = tonumber(ARGV[3]), tonumber(ARGV[4])
 local hold, id = tonumber(ARGV[5]), ARGV[6]
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+if ARGV[7] ~= '0' and tat < now + tolerance + interval then
+  -- The portal's counter is full (the local LeakyBucket.penalize rule).
+  tat = now + tolerance + interval
+  redis.call('SET', KEYS[1], string.format('%.6f', tat),
+             'PX', math.ceil((tat - now) * 1000) + 1000)
+end
+if ARGV[7] == 'only' then return {'penalized', '0'} end
 local wait = 0
 for i = 2, #KEYS, 2 do
   redis.call('ZREMRANGEBYSCORE', KEYS[i + 1], '-inf', now)
@@ -41,8 +52,6 @@ for i = 2, #KEYS, 2 do
   end
 end
 if wait > 0 then return {'operating', string.format('%.6f', wait)} end
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
 local next_tat = tat + interval
 redis.call('SET', KEYS[1], string.format('%.6f', next_tat),
            'PX', math.ceil((next_tat - now) * 1000) + 1000)
@@ -56,39 +65,29 @@ return {'bucket', string.format('%.6f', delay)}
 """
 )
 
-# KEYS[1] the bucket. ARGV: interval, tolerance. The portal said QUERY_LIMIT_EXCEEDED:
-# take its counter as full from now on (the same rule as the local LeakyBucket.penalize).
-PENALIZE: Final = (
-    _NOW
-    + """
-local floor = now + tonumber(ARGV[2]) + tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < floor then tat = floor end
-redis.call('SET', KEYS[1], string.format('%.6f', tat), 'PX', math.ceil((tat - now) * 1000) + 1000)
-return 1
-"""
-)
-
-# KEYS[1] a method's operating hash, KEYS[2] its reservations. ARGV: reservation id,
-# reported operating seconds ('' when the answer had none), operating_reset_at (''), this
-# call's processing seconds (''), and how long the report is worth keeping.
+# KEYS[2k-1], KEYS[2k] each method's operating hash and reservations. ARGV: reservation id
+# ('' for none), how long a report is worth keeping, then per method: the reported operating
+# seconds ('' when the answer had none), operating_reset_at (''), and the seconds of
+# processing this request spent on the method ('').
 SETTLE: Final = """
-redis.call('ZREM', KEYS[2], ARGV[1])
-if ARGV[2] ~= '' then
-  redis.call('HSET', KEYS[1], 'operating', ARGV[2])
-  if ARGV[3] ~= '' then
-    redis.call('HSET', KEYS[1], 'reset_at', ARGV[3])
-  else
-    redis.call('HDEL', KEYS[1], 'reset_at')
+local id, keep = ARGV[1], math.ceil(tonumber(ARGV[2]) * 1000)
+for i = 1, #KEYS, 2 do
+  local a = 3 + (i - 1) / 2 * 3
+  if id ~= '' then redis.call('ZREM', KEYS[i + 1], id) end
+  if ARGV[a] ~= '' then
+    redis.call('HSET', KEYS[i], 'operating', ARGV[a])
+    if ARGV[a + 1] ~= '' then
+      redis.call('HSET', KEYS[i], 'reset_at', ARGV[a + 1])
+    else
+      redis.call('HDEL', KEYS[i], 'reset_at')
+    end
   end
-end
-if ARGV[4] ~= '' then
-  local old, sample = tonumber(redis.call('HGET', KEYS[1], 'cost')), tonumber(ARGV[4])
-  if old then sample = old * 0.75 + sample * 0.25 end
-  redis.call('HSET', KEYS[1], 'cost', string.format('%.6f', sample))
-end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[5]) * 1000))
+  if ARGV[a + 2] ~= '' then
+    local old, sample = tonumber(redis.call('HGET', KEYS[i], 'cost')), tonumber(ARGV[a + 2])
+    if old then sample = old * 0.75 + sample * 0.25 end
+    redis.call('HSET', KEYS[i], 'cost', string.format('%.6f', sample))
+  end
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('PEXPIRE', KEYS[i], keep) end
 end
 return 1
 """

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Final
 
@@ -32,7 +32,6 @@ __all__ = ["Link", "Pacing", "RedisCoordinator", "RedisDown"]
 
 _SCRIPTS: Final = {
     "pace": _lua.PACE,
-    "penalize": _lua.PENALIZE,
     "settle": _lua.SETTLE,
     "read_tokens": _lua.READ_TOKENS,
     "try_lock": _lua.TRY_LOCK,
@@ -155,41 +154,51 @@ class Link:
         threshold: float,
         grain: float,
         hold: float,
+        penalize: bool = False,
     ) -> Pacing:
-        """Book one request in the shared bucket and budget, or say how long to wait."""
+        """
+        Book one request in the shared bucket and budget, or say how long to wait.
+
+        With *penalize*, the bucket is first taken as full (the portal said
+        QUERY_LIMIT_EXCEEDED to this process since its last round trip). With *penalize*
+        and no *methods*, that is all: nothing is booked.
+        """
         methods = sorted({m.lower() for m in methods})
         ticket = secrets.token_hex(8)
         keys = [self.keys.bucket]
         for method in methods:
             keys += [self.keys.operating(method), self.keys.held(method)]
-        reason, wait = await self.coordinator._run(
-            "pace", keys, [interval, tolerance, threshold, grain, hold, ticket]
-        )
-        reason = _text(reason)
+        args: list[str | float] = [interval, tolerance, threshold, grain, hold, ticket]
+        args.append(("1" if methods else "only") if penalize else "0")
+        reason, wait = await self.coordinator._run("pace", keys, args)
+        booked = _text(reason) == "bucket"
         return Pacing(
             float(_text(wait) or 0.0),
-            reason or "bucket",
-            ticket if methods and reason == "bucket" else None,
+            "bucket" if booked else "operating",
+            ticket if methods and booked else None,
         )
 
-    async def penalize(self, *, interval: float, tolerance: float) -> None:
-        """The portal refused for load: take the shared bucket as full from now on."""
-        await self.coordinator._run("penalize", [self.keys.bucket], [interval, tolerance])
+    async def settle(
+        self, ticket: str | None, reports: Mapping[str, TimeInfo | None], keep: float
+    ) -> None:
+        """
+        Record what an answer said of each method's operating time; drop the reservation.
 
-    async def settle(self, ticket: str, method: str, info: TimeInfo | None, keep: float) -> None:
-        """Record what an answer said of *method*'s operating time; drop its reservation."""
-        info = info or TimeInfo()
-        await self.coordinator._run(
-            "settle",
-            [self.keys.operating(method), self.keys.held(method)],
-            [
-                ticket,
+        *reports* maps each method the request spent to its ``time`` block (or ``None``).
+        """
+        keys: list[str] = []
+        args: list[str | float] = [ticket or "", keep]
+        for method, report in reports.items():
+            keys += [self.keys.operating(method), self.keys.held(method)]
+            info = report or TimeInfo()
+            reported = info.operating is not None
+            args += [
                 _number(info.operating),
-                _number(info.operating_reset_at if info.operating is not None else None),
+                _number(info.operating_reset_at if reported else None),
                 _number(info.processing),
-                keep,
-            ],
-        )
+            ]
+        if keys:
+            await self.coordinator._run("settle", keys, args)
 
     async def read_tokens(self, seed: OAuthTokens | None = None) -> OAuthTokens | None:
         """The stored pair; *seed* is stored first when there is none."""
