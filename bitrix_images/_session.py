@@ -22,17 +22,26 @@ from yarl import URL
 
 from . import _protocol
 from ._auth import OAuthAuth, WebhookAuth
-from ._protocol import BatchResult, Envelope, Retry
+from ._coordinator import (
+    RedisCoordinator,
+    SharedLimits,
+    SharedTokens,
+    oauth_credential,
+    webhook_credential,
+)
+from ._protocol import BatchResult, Envelope, Retry, TimeInfo
 from ._retry import RetryPolicy, backoff_delay
 from ._throttle import RESET_GRAIN, LeakyBucket, OperatingBudget, RateLimit
 from .exceptions import (
     AuthError,
     BitrixError,
+    CoordinatorUnavailable,
     OutcomeUnknown,
     PortalMoved,
     RateLimited,
     TransportError,
 )
+from .models import OAuthTokens
 
 __all__ = ["ClientStats", "Session"]
 
@@ -54,6 +63,7 @@ class ClientStats:
     refreshes: int = 0
     throttle_wait: float = 0.0  # seconds spent waiting on the client-side limits
     retry_wait: float = 0.0  # seconds spent in backoff or waiting out OPERATION_TIME_LIMIT
+    coordinator_fallbacks: int = 0  # requests paced on the client's own limits: Redis failed
 
 
 class _NotSent(TransportError):
@@ -70,6 +80,7 @@ class Session:
         retry: how refused or failed calls are retried.
         session: a session to borrow (never closed here), or ``None`` to own one.
         timeout: seconds one request may take (limits.md: the portal stops at 60).
+        coordinator: shares the limits (and OAuth tokens) with other processes, or ``None``.
     """
 
     def __init__(
@@ -81,6 +92,7 @@ class Session:
         session: aiohttp.ClientSession | None,
         timeout: float,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        coordinator: RedisCoordinator | None = None,
     ) -> None:
         self.auth = auth
         self.rate_limit = rate_limit
@@ -96,6 +108,19 @@ class Session:
         self._refreshing: asyncio.Future[None] | None = None
         self._sleep = sleep
         self._closed = False
+        self._shared: SharedLimits | None = None
+        self._shared_tokens: SharedTokens | None = None
+        if coordinator is not None:
+            if isinstance(auth, OAuthAuth):
+                link = coordinator.link(auth.origin, oauth_credential(auth.client_id))
+                self._shared_tokens = SharedTokens(link, auth.origin)
+            else:
+                link = coordinator.link(auth.origin, webhook_credential(auth.secrets[0]))
+            self._shared = SharedLimits(
+                link, rate_limit, self._bucket, self._budget, hold=timeout, stats=self.stats
+            )
+        self._tokens_lock = asyncio.Lock()
+        self._tokens_loaded = self._shared_tokens is None
 
     # --- lifetime ------------------------------------------------------------------------
 
@@ -138,31 +163,58 @@ class Session:
         """
         if idempotent is None:
             idempotent = _protocol.is_idempotent(method)
+        envelope, ticket = await self._call(method, params, idempotent, operating_methods)
+        if operating_methods is None:
+            # A batch's own time block is not its commands' (limits.md: the outer batch
+            # is not counted); batch() books each command's result_time instead.
+            await self._settle(ticket, {method: envelope.time})
+        else:
+            await self._settle(ticket, dict.fromkeys(operating_methods))
+        return envelope
+
+    async def _call(
+        self,
+        method: str,
+        params: Mapping[str, object],
+        idempotent: bool,
+        operating_methods: Iterable[str] | None,
+    ) -> tuple[Envelope, str | None]:
+        """``call`` without the booking of operating time: the envelope and its ticket."""
         spends = tuple(operating_methods) if operating_methods is not None else (method,)
         attempt = 0
         waited = 0.0
         refreshed = False
+        await self._load_tokens()
         while True:
             attempt += 1
-            await self._pace(spends)
+            ticket = await self._pace(spends)
             token = self.auth.tokens.access_token if isinstance(self.auth, OAuthAuth) else None
             try:
                 envelope = await self._exchange(method, params, idempotent=idempotent)
             except BitrixError as error:
+                await self._settle(ticket, dict.fromkeys(spends))
                 kind = _protocol.retry_kind(error)
                 if kind is Retry.REFRESH and isinstance(self.auth, OAuthAuth) and not refreshed:
-                    await self._refresh(self.auth, token)
+                    try:
+                        await self._refresh(self.auth, token)
+                    except CoordinatorUnavailable as unavailable:
+                        # Nothing was sent: retry as a request that never left.
+                        waited += await self._pause_or_raise(
+                            unavailable,
+                            attempt,
+                            waited,
+                            idempotent=True,
+                            methods=spends,
+                            label=method,
+                        )
+                        continue
                     refreshed = True
                     continue
                 waited += await self._pause_or_raise(
                     error, attempt, waited, idempotent=idempotent, methods=spends, label=method
                 )
                 continue
-            if operating_methods is None:
-                # A batch's own time block is not its commands' (limits.md: the outer batch
-                # is not counted); batch() books each command's result_time instead.
-                self._budget.record(method, envelope.time)
-            return envelope
+            return envelope, ticket
 
     async def batch(
         self, commands: Mapping[str, _protocol.Command], *, halt: bool = False
@@ -174,16 +226,22 @@ class Session:
         Per-command operating time (``result_time``) is booked under each command's method.
         """
         methods = {key: method for key, (method, _) in commands.items()}
-        envelope = await self.call(
+        envelope, ticket = await self._call(
             "batch",
             _protocol.encode_batch(commands, halt=halt),
-            idempotent=all(_protocol.is_idempotent(m) for m in methods.values()),
-            operating_methods=set(methods.values()),
+            all(_protocol.is_idempotent(m) for m in methods.values()),
+            set(methods.values()),
         )
-        result = _protocol.decode_batch(envelope.result, methods=methods)
+        try:
+            result = _protocol.decode_batch(envelope.result, methods=methods)
+        except BaseException:
+            await self._settle(ticket, dict.fromkeys(methods.values()))
+            raise
+        reports: dict[str, TimeInfo | None] = dict.fromkeys(methods.values())
         for key, info in result.times.items():
             if key in methods:
-                self._budget.record(methods[key], info)
+                reports[methods[key]] = _later(reports[methods[key]], info)
+        await self._settle(ticket, reports)
         return result
 
     def command_delay(
@@ -233,6 +291,8 @@ class Session:
             kind = _protocol.retry_kind(error)
             raise self._final(error, kind, attempt, idempotent=idempotent) from None
         log.debug("%s: %s, retry %d in %.3fs", label, _code_text(error), attempt, delay)
+        if self._shared is not None:
+            await self._shared.flush()  # the others should hold back during our backoff too
         await self._sleep(delay)
         return delay
 
@@ -246,14 +306,46 @@ class Session:
 
     # --- the steps -----------------------------------------------------------------------
 
-    async def _pace(self, methods: Iterable[str]) -> None:
+    async def _pace(self, methods: Iterable[str]) -> str | None:
+        """Wait for the limits; return the ticket of the operating time booked, if shared."""
+        if self._shared is not None:
+            while True:
+                pacing = await self._shared.pace(methods)
+                booked = pacing.reason == "bucket"
+                why = "rate limit" if booked else "operating time"
+                await self._throttle(methods, pacing.wait, why)
+                if booked:
+                    return pacing.ticket
         operating = max((self._budget.delay(m) for m in methods), default=0.0)
         delay = max(operating, self._bucket.reserve())
+        await self._throttle(
+            methods, delay, "operating time" if operating >= delay else "rate limit"
+        )
+        return None
+
+    async def _throttle(self, methods: Iterable[str], delay: float, why: str) -> None:
         if delay > 0:
-            why = "operating time" if operating >= delay else "rate limit"
             log.debug("%s: waiting %.3fs for the %s", "/".join(sorted(methods)), delay, why)
             self.stats.throttle_wait += delay
             await self._sleep(delay)
+
+    async def _settle(self, ticket: str | None, reports: Mapping[str, TimeInfo | None]) -> None:
+        """Book what the portal said of each method's operating time; free the ticket."""
+        if self._shared is not None:
+            await self._shared.settle(ticket, reports)
+            return
+        for method, info in reports.items():
+            self._budget.record(method, info)
+
+    async def _load_tokens(self) -> None:
+        """Take the OAuth pair from the coordinator once (ours seeds it when it has none)."""
+        if self._tokens_loaded:
+            return
+        async with self._tokens_lock:
+            shared = self._shared_tokens
+            if not self._tokens_loaded and shared is not None and isinstance(self.auth, OAuthAuth):
+                self.auth.adopt(await shared.load(self.auth.tokens))
+            self._tokens_loaded = True
 
     async def _exchange(
         self, method: str, params: Mapping[str, object], *, idempotent: bool
@@ -315,12 +407,32 @@ class Session:
         await asyncio.shield(refreshing)
 
     async def _run_refresh(self, auth: OAuthAuth, used_token: str | None) -> None:
+        if self._shared_tokens is None or used_token is None:
+            tokens = await self._refresh_request(auth, used_token)
+        else:
+
+            async def run(newest: OAuthTokens) -> OAuthTokens:
+                auth.adopt(newest)  # refresh the pair the other processes know as newest
+                return await self._refresh_request(auth, used_token)
+
+            # Under the coordinator's lock: one refresh across every process.
+            tokens, refreshed = await self._shared_tokens.refresh(used_token, auth.tokens, run)
+            auth.adopt(tokens)
+            if not refreshed:
+                log.debug("took the OAuth tokens another process refreshed")
+                return
+        self.stats.refreshes += 1
+        if auth.on_token_refresh is not None:
+            await auth.on_token_refresh(tokens)
+
+    async def _refresh_request(self, auth: OAuthAuth, used_token: str | None) -> OAuthTokens:
+        """Ask the OAuth server for a new pair; remember a refusal for *used_token*."""
         log.debug("refreshing the OAuth access token")
         try:
             status, body = await self._send(
                 "POST", auth.oauth_url, "oauth.token", True, data=auth.refresh_form()
             )
-            tokens = auth.accept(status, body)
+            return auth.accept(status, body)
         except BitrixError as error:
             auth.failed_token = used_token
             if isinstance(error, AuthError):
@@ -331,9 +443,6 @@ class Session:
                 status=error.status,
                 method="oauth.token",
             ) from None
-        self.stats.refreshes += 1
-        if auth.on_token_refresh is not None:
-            await auth.on_token_refresh(tokens)
 
     def _retry_delay(
         self,
@@ -346,7 +455,10 @@ class Session:
         """Seconds to wait before the next attempt, or ``None`` when it must not be made."""
         if kind is Retry.BACKOFF:
             # The portal refused before processing (limits.md): safe for every method.
-            self._bucket.penalize()
+            if self._shared is not None:
+                self._shared.penalize()
+            else:
+                self._bucket.penalize()
             return backoff_delay(self.retry, attempt)
         if kind is Retry.WAIT_RESET:
             resets = [r for m in methods if (r := self._budget.reset_at(m)) is not None]
@@ -512,6 +624,13 @@ class _Body:
         finally:
             self.chunks.clear()
         return self.size
+
+
+def _later(known: TimeInfo | None, info: TimeInfo) -> TimeInfo:
+    """Of two reports of one method in a batch, the one with more operating time used."""
+    if known is None or (info.operating or 0.0) >= (known.operating or 0.0):
+        return info
+    return known
 
 
 def _retrieve(task: asyncio.Future[None]) -> None:

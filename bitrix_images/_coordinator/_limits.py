@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 from .._protocol import TimeInfo
 from .._throttle import RESET_GRAIN, LeakyBucket, OperatingBudget, RateLimit
@@ -26,6 +27,10 @@ log = logging.getLogger("bitrix_images")
 _REPORT_KEEP = 600.0
 
 
+class _Counts(Protocol):
+    coordinator_fallbacks: int
+
+
 class SharedLimits:
     """
     The request bucket and operating-time budget of one client with a coordinator.
@@ -36,6 +41,8 @@ class SharedLimits:
         bucket, budget: the client's own limits, used while Redis fails.
         hold: seconds a reservation of operating time outlives its request at the most
             (the request timeout): a process that dies never settles its reservations.
+        stats: the client's counters; ``coordinator_fallbacks`` counts each round trip
+            that failed so that the client's own limits decided.
     """
 
     def __init__(
@@ -46,6 +53,7 @@ class SharedLimits:
         budget: OperatingBudget,
         *,
         hold: float,
+        stats: _Counts | None = None,
     ) -> None:
         self.link = link
         self._bucket = bucket
@@ -53,8 +61,9 @@ class SharedLimits:
         self._threshold = rate_limit.operating_limit * rate_limit.operating_headroom
         self._hold = hold
         self._down = False
+        self._fallbacks = 0
         self._penalty = False  # a QUERY_LIMIT_EXCEEDED Redis has not heard of yet
-        self.fallbacks = 0  # requests paced by the client's own limits while Redis failed
+        self._stats = stats
 
     async def pace(self, methods: Iterable[str]) -> Pacing:
         """
@@ -124,8 +133,15 @@ class SharedLimits:
             # The reservation expires by itself after *hold* seconds.
             self._fell_back(exc)
 
+    @property
+    def fallbacks(self) -> int:
+        """Round trips that failed, so that the client's own limits decided."""
+        return self._fallbacks
+
     def _fell_back(self, exc: RedisDown) -> None:
-        self.fallbacks += 1
+        self._fallbacks += 1
+        if self._stats is not None:
+            self._stats.coordinator_fallbacks += 1
         self._penalty = False  # stale by the time Redis answers again
         if not self._down:
             self._down = True
