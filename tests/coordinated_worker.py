@@ -11,7 +11,8 @@ One client process for the coordinator's multi-process tests (and benchmark W6).
 * ``ready``: when true, print ``ready`` and wait for a line on stdin before starting.
 
 Prints one JSON line: ``images`` (the ids listed, in order), ``stats`` (the client's),
-``error`` (``"ClassName: message"`` or null). SDK log records go to stderr.
+``error`` (``"ClassName: message"`` or null), ``wall`` and ``cpu`` (seconds of the listing
+alone). SDK log records go to stderr.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import resource
 import sys
+import time
 from typing import Any
 
 import attrs
@@ -56,15 +59,28 @@ async def work(config: dict[str, Any]) -> dict[str, Any]:
     first, last = config["products"]
     images: list[int] = []
     error = None
+    started, cpu = time.perf_counter(), _cpu()
     async with client:
         try:
             async for image in client.images.list_many(range(first, last + 1)):
                 images.append(image.id)
         except bx.BitrixError as exc:
             error = f"{type(exc).__name__}: {exc}"
+    wall, cpu = time.perf_counter() - started, _cpu() - cpu
     if redis_client is not None:
         await redis_client.aclose()
-    return {"images": images, "stats": attrs.asdict(client.stats), "error": error}
+    return {
+        "images": images,
+        "stats": attrs.asdict(client.stats),
+        "error": error,
+        "wall": wall,
+        "cpu": cpu,
+    }
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main() -> None:

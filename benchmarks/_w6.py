@@ -1,0 +1,240 @@
+"""
+W6: four processes sharing one portal's bucket, with and without ``RedisCoordinator``.
+
+``python -m benchmarks._w6 [--quick]`` (also ``python -m benchmarks --only W6``).
+
+1. **Shared bucket.** A ``FakePortal`` with a 20/s, burst-50 bucket serves four worker
+   processes (``tests/coordinated_worker.py``), each listing a quarter of the catalog with
+   ``list_many`` at the portal's own numbers (``RateLimit(rate=20, burst=50)``). Run once
+   with a coordinator on a real ``redis-server`` and once without. Reported: the portal's
+   503s, the batches it received, and the wall time from the release of the workers to the
+   last one's end against the bound ``(batches - burst) / rate``.
+2. **Round-trip cost.** In one process, the client-side work of pacing one request: the
+   local ``LeakyBucket`` + ``OperatingBudget`` against ``SharedLimits`` (one ``pace`` and
+   one ``settle`` round trip to Redis over loopback). Reported: wall and CPU per request in
+   the client, and the Redis server's CPU per request (``INFO cpu``).
+
+The last line printed is one JSON object with the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKER = ROOT / "tests" / "coordinated_worker.py"
+RATE, BURST = 20.0, 50
+SCALES = {
+    "full": {"products": 10_000, "runs": 3, "round_trips": 20_000},  # 200 batches
+    "quick": {"products": 8_000, "runs": 1, "round_trips": 3_000},  # 160 batches
+}
+
+
+async def _workers(url: str, redis_url: str | None, products: int) -> dict[str, Any]:
+    from bitrix_images.testing import FakePortal
+
+    async with FakePortal(
+        products=products, images_per_product=1, rate=RATE, burst=BURST, operating_limit=None
+    ) as portal:
+        share = products // 4
+        namespace = "w6" + uuid.uuid4().hex[:8]
+        procs = []
+        for k in range(4):
+            config = {
+                "webhook": str(portal.webhook_url),
+                "redis": redis_url,
+                "namespace": namespace,
+                "products": [1 + k * share, (k + 1) * share],
+                "rate": RATE,
+                "burst": BURST,
+                "retry": {"max_attempts": 100, "max_delay": 2.0, "max_wait": 600.0},
+                "ready": True,
+            }
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                str(WORKER),
+                json.dumps(config),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            procs.append(proc)
+        for proc in procs:
+            assert proc.stdout is not None
+            assert (await asyncio.wait_for(proc.stdout.readline(), 120)).strip() == b"ready"
+        started = time.perf_counter()
+        for proc in procs:
+            assert proc.stdin is not None
+            proc.stdin.write(b"go\n")
+        outputs = await asyncio.gather(*(p.communicate() for p in procs))
+        wall = time.perf_counter() - started
+        results = [json.loads(out.decode().splitlines()[-1]) for out, _ in outputs]
+        images = sorted(i for r in results for i in r["images"])
+        expected = sorted(r.id for p in range(1, products + 1) for r in portal.catalog.records(p))
+        batches = portal.counters.by_method["batch"]
+        return {
+            "correct": images == expected and all(r["error"] is None for r in results),
+            "wall": wall,
+            "bound": max(0.0, (-(-products // 50) - BURST) / RATE),
+            "503s": portal.counters.rate_limited,
+            "batches": batches,
+            "client_cpu": sum(r["cpu"] for r in results),
+            "fallbacks": sum(r["stats"]["coordinator_fallbacks"] for r in results),
+        }
+
+
+async def _round_trips(redis_url: str, n: int) -> dict[str, Any]:
+    import redis.asyncio as aioredis
+    from yarl import URL
+
+    import bitrix_images as bx
+    from bitrix_images._coordinator import SharedLimits, webhook_credential
+    from bitrix_images._protocol import TimeInfo
+    from bitrix_images._throttle import LeakyBucket, OperatingBudget
+
+    unlimited = bx.RateLimit(rate=float("inf"))
+    info = TimeInfo(processing=0.01, operating=1.0, operating_reset_at=time.time() + 600)
+    method = "catalog.productImage.list"
+    bucket = LeakyBucket(unlimited.rate, unlimited.burst)
+    budget = OperatingBudget(unlimited.operating_limit, unlimited.operating_headroom)
+
+    started, cpu = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        budget.delay(method)
+        bucket.reserve()
+        budget.record(method, info)
+    local = {"wall_us": 0.0, "cpu_us": 0.0}
+    local["wall_us"] = (time.perf_counter() - started) / n * 1e6
+    local["cpu_us"] = (time.process_time() - cpu) / n * 1e6
+
+    client = aioredis.Redis.from_url(redis_url)
+    coordinator = bx.RedisCoordinator(client, namespace="w6" + uuid.uuid4().hex[:8])
+    shared = SharedLimits(
+        coordinator.link(URL("https://example.bitrix24.com"), webhook_credential("w6")),
+        unlimited,
+        LeakyBucket(unlimited.rate, unlimited.burst),
+        OperatingBudget(unlimited.operating_limit, unlimited.operating_headroom),
+        hold=75.0,
+    )
+    for _ in range(200):  # warm up: connection, script cache
+        pacing = await shared.pace([method])
+        await shared.settle(pacing.ticket, {method: info})
+    server_cpu = await _server_cpu(client)
+    latencies = []
+    started, cpu = time.perf_counter(), time.process_time()
+    for _ in range(n):
+        tick = time.perf_counter()
+        pacing = await shared.pace([method])
+        await shared.settle(pacing.ticket, {method: info})
+        latencies.append(time.perf_counter() - tick)
+    wall = time.perf_counter() - started
+    client_cpu = time.process_time() - cpu
+    server_cpu = await _server_cpu(client) - server_cpu
+    await client.aclose()
+    latencies.sort()
+    return {
+        "local": local,
+        "redis": {
+            "wall_us": wall / n * 1e6,
+            "p50_us": statistics.median(latencies) * 1e6,
+            "p99_us": latencies[int(len(latencies) * 0.99)] * 1e6,
+            "client_cpu_us": client_cpu / n * 1e6,
+            "server_cpu_us": server_cpu / n * 1e6,
+            "fallbacks": shared.fallbacks,
+        },
+    }
+
+
+async def _server_cpu(client: Any) -> float:
+    info = await client.info("cpu")
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
+def run(quick: bool) -> dict[str, Any]:
+    """Run W6; return its figures (medians over the runs)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from redis_server import RedisServer
+
+    scale = SCALES["quick" if quick else "full"]
+    server = RedisServer()
+    server.start()
+    try:
+        runs: dict[str, list[dict[str, Any]]] = {"coordinated": [], "alone": []}
+        for _ in range(scale["runs"]):
+            for label, url in (("coordinated", server.url), ("alone", None)):
+                runs[label].append(asyncio.run(_workers(server.url, url, scale["products"])))
+        cost = asyncio.run(_round_trips(server.url, scale["round_trips"]))
+    finally:
+        server.close()
+    summary: dict[str, Any] = {"scale": scale, "cost": cost}
+    for label, results in runs.items():
+        wall = statistics.median(r["wall"] for r in results)
+        bound = results[0]["bound"]
+        summary[label] = {
+            "correct": all(r["correct"] for r in results),
+            "wall": wall,
+            "bound": bound,
+            "wall_over_bound": wall / bound if bound else None,
+            "503s": statistics.median(r["503s"] for r in results),
+            "batches": statistics.median(r["batches"] for r in results),
+            "client_cpu": statistics.median(r["client_cpu"] for r in results),
+            "fallbacks": max(r["fallbacks"] for r in results),
+            "runs": len(results),
+        }
+    return summary
+
+
+def render(summary: dict[str, Any]) -> str:
+    """The W6 tables in Markdown."""
+    scale = summary["scale"]
+    lines = [
+        f"### W6: 4 processes x {scale['products'] // 4} products, portal bucket "
+        f"{RATE:g}/s, burst {BURST} (bound {summary['coordinated']['bound']:.2f} s)",
+        "",
+        "| | correct | wall s | wall / bound | 503s | batches sent | client CPU s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for label in ("coordinated", "alone"):
+        r = summary[label]
+        name = "with RedisCoordinator" if label == "coordinated" else "without (each alone)"
+        lines.append(
+            f"| {name} | {'yes' if r['correct'] else 'NO'} | {r['wall']:.2f} | "
+            f"{r['wall_over_bound']:.2f}x | {r['503s']:g} | {r['batches']:g} | "
+            f"{r['client_cpu']:.2f} |"
+        )
+    cost = summary["cost"]
+    lines += [
+        "",
+        f"Pacing one request, {scale['round_trips']} requests, no waits (unlimited bucket):",
+        "",
+        "| | wall per request | p50 | p99 | client CPU | Redis server CPU |",
+        "|---|---|---|---|---|---|",
+        f"| local bucket + budget | {cost['local']['wall_us']:.1f} us | | | "
+        f"{cost['local']['cpu_us']:.1f} us | |",
+        f"| RedisCoordinator (pace + settle) | {cost['redis']['wall_us']:.0f} us | "
+        f"{cost['redis']['p50_us']:.0f} us | {cost['redis']['p99_us']:.0f} us | "
+        f"{cost['redis']['client_cpu_us']:.0f} us | {cost['redis']['server_cpu_us']:.0f} us |",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks._w6")
+    parser.add_argument("--quick", action="store_true", help="a smaller catalog, one run")
+    args = parser.parse_args(argv)
+    summary = run(args.quick)
+    print(render(summary))
+    print(json.dumps(summary, separators=(",", ":")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
