@@ -4,11 +4,13 @@ W6: four processes sharing one portal's bucket, with and without ``RedisCoordina
 ``python -m benchmarks._w6 [--quick]`` (also ``python -m benchmarks --only W6``).
 
 1. **Shared bucket.** A ``FakePortal`` with a 20/s, burst-50 bucket serves four worker
-   processes (``tests/coordinated_worker.py``), each listing a quarter of the catalog with
-   ``list_many`` at the portal's own numbers (``RateLimit(rate=20, burst=50)``). Run once
-   with a coordinator on a real ``redis-server`` and once without. Reported: the portal's
-   503s, the batches it received, and the wall time from the release of the workers to the
-   last one's end against the bound ``(batches - burst) / rate``.
+   processes (``tests/coordinated_worker.py``), each listing a quarter of the catalog at the
+   portal's own numbers (``RateLimit(rate=20, burst=50)``): one ``list`` call per product,
+   four at a time (cheap requests: the bucket, not the portal's CPU, is the bound), then with
+   ``list_many`` (50 products a request). Each with a coordinator on a real
+   ``redis-server`` and without. Reported: the portal's 503s, the requests it received, and
+   the wall time from the release of the workers to the last one's end against the bound
+   ``(requests needed - burst) / rate``.
 2. **Round-trip cost.** In one process, the client-side work of pacing one request: the
    local ``LeakyBucket`` + ``OperatingBudget`` against ``SharedLimits`` (one ``pace`` and
    one ``settle`` round trip to Redis over loopback). Reported: wall and CPU per request in
@@ -33,12 +35,12 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKER = ROOT / "tests" / "coordinated_worker.py"
 RATE, BURST = 20.0, 50
 SCALES = {
-    "full": {"products": 10_000, "runs": 3, "round_trips": 20_000},  # 200 batches
-    "quick": {"products": 8_000, "runs": 1, "round_trips": 3_000},  # 160 batches
+    "full": {"products": 10_000, "calls": 600, "runs": 3, "round_trips": 20_000},
+    "quick": {"products": 4_000, "calls": 250, "runs": 1, "round_trips": 3_000},
 }
 
 
-async def _workers(url: str, redis_url: str | None, products: int) -> dict[str, Any]:
+async def _workers(redis_url: str | None, products: int, *, each: bool) -> dict[str, Any]:
     from bitrix_images.testing import FakePortal
 
     async with FakePortal(
@@ -52,11 +54,12 @@ async def _workers(url: str, redis_url: str | None, products: int) -> dict[str, 
                 "webhook": str(portal.webhook_url),
                 "redis": redis_url,
                 "namespace": namespace,
-                "products": [1 + k * share, (k + 1) * share],
+                "products": [1 + k * share, products if k == 3 else (k + 1) * share],
                 "rate": RATE,
                 "burst": BURST,
                 "retry": {"max_attempts": 100, "max_delay": 2.0, "max_wait": 600.0},
                 "ready": True,
+                "each": each,
             }
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
@@ -79,13 +82,14 @@ async def _workers(url: str, redis_url: str | None, products: int) -> dict[str, 
         results = [json.loads(out.decode().splitlines()[-1]) for out, _ in outputs]
         images = sorted(i for r in results for i in r["images"])
         expected = sorted(r.id for p in range(1, products + 1) for r in portal.catalog.records(p))
-        batches = portal.counters.by_method["batch"]
+        requests = portal.counters.requests
+        needed = products if each else -(-products // 50)
         return {
             "correct": images == expected and all(r["error"] is None for r in results),
             "wall": wall,
-            "bound": max(0.0, (-(-products // 50) - BURST) / RATE),
+            "bound": max(0.0, (needed - BURST) / RATE),
             "503s": portal.counters.rate_limited,
-            "batches": batches,
+            "requests": requests,
             "client_cpu": sum(r["cpu"] for r in results),
             "fallbacks": sum(r["stats"]["coordinator_fallbacks"] for r in results),
         }
@@ -158,6 +162,21 @@ async def _server_cpu(client: Any) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
+# The rows of the table: (one list call per product?, with a coordinator?).
+_LABELS = {
+    "list_coordinated": (True, True),
+    "list_alone": (True, False),
+    "list_many_coordinated": (False, True),
+    "list_many_alone": (False, False),
+}
+_NAMES = {
+    "list_coordinated": "`list` per product, with RedisCoordinator",
+    "list_alone": "`list` per product, without (each alone)",
+    "list_many_coordinated": "`list_many`, with RedisCoordinator",
+    "list_many_alone": "`list_many`, without (each alone)",
+}
+
+
 def run(quick: bool) -> dict[str, Any]:
     """Run W6; return its figures (medians over the runs)."""
     sys.path.insert(0, str(ROOT / "tests"))
@@ -167,10 +186,12 @@ def run(quick: bool) -> dict[str, Any]:
     server = RedisServer()
     server.start()
     try:
-        runs: dict[str, list[dict[str, Any]]] = {"coordinated": [], "alone": []}
+        runs: dict[str, list[dict[str, Any]]] = {key: [] for key in _LABELS}
         for _ in range(scale["runs"]):
-            for label, url in (("coordinated", server.url), ("alone", None)):
-                runs[label].append(asyncio.run(_workers(server.url, url, scale["products"])))
+            for key, (each, coordinated) in _LABELS.items():
+                count = scale["calls"] if each else scale["products"]
+                url = server.url if coordinated else None
+                runs[key].append(asyncio.run(_workers(url, count, each=each)))
         cost = asyncio.run(_round_trips(server.url, scale["round_trips"]))
     finally:
         server.close()
@@ -184,7 +205,7 @@ def run(quick: bool) -> dict[str, Any]:
             "bound": bound,
             "wall_over_bound": wall / bound if bound else None,
             "503s": statistics.median(r["503s"] for r in results),
-            "batches": statistics.median(r["batches"] for r in results),
+            "requests": statistics.median(r["requests"] for r in results),
             "client_cpu": statistics.median(r["client_cpu"] for r in results),
             "fallbacks": max(r["fallbacks"] for r in results),
             "runs": len(results),
@@ -196,19 +217,19 @@ def render(summary: dict[str, Any]) -> str:
     """The W6 tables in Markdown."""
     scale = summary["scale"]
     lines = [
-        f"### W6: 4 processes x {scale['products'] // 4} products, portal bucket "
-        f"{RATE:g}/s, burst {BURST} (bound {summary['coordinated']['bound']:.2f} s)",
+        f"### W6: 4 processes, portal bucket {RATE:g}/s, burst {BURST}: "
+        f"{scale['calls']} products listed one call each, then {scale['products']} with "
+        "`list_many` (50 a request)",
         "",
-        "| | correct | wall s | wall / bound | 503s | batches sent | client CPU s |",
-        "|---|---|---|---|---|---|---|",
+        "| | correct | requests | bound s | wall s | wall / bound | 503s | client CPU s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for label in ("coordinated", "alone"):
-        r = summary[label]
-        name = "with RedisCoordinator" if label == "coordinated" else "without (each alone)"
+    for key, name in _NAMES.items():
+        r = summary[key]
         lines.append(
-            f"| {name} | {'yes' if r['correct'] else 'NO'} | {r['wall']:.2f} | "
-            f"{r['wall_over_bound']:.2f}x | {r['503s']:g} | {r['batches']:g} | "
-            f"{r['client_cpu']:.2f} |"
+            f"| {name} | {'yes' if r['correct'] else 'NO'} | {r['requests']:g} | "
+            f"{r['bound']:.2f} | {r['wall']:.2f} | {r['wall_over_bound']:.2f}x | "
+            f"{r['503s']:g} | {r['client_cpu']:.2f} |"
         )
     cost = summary["cost"]
     lines += [

@@ -26,6 +26,7 @@ from ._coordinator import (
     RedisCoordinator,
     SharedLimits,
     SharedTokens,
+    merge_report,
     oauth_credential,
     webhook_credential,
 )
@@ -240,7 +241,7 @@ class Session:
         reports: dict[str, TimeInfo | None] = dict.fromkeys(methods.values())
         for key, info in result.times.items():
             if key in methods:
-                reports[methods[key]] = _later(reports[methods[key]], info)
+                reports[methods[key]] = merge_report(reports[methods[key]], info)
         await self._settle(ticket, reports)
         return result
 
@@ -624,13 +625,6 @@ class _Body:
         finally:
             self.chunks.clear()
         return self.size
-
-
-def _later(known: TimeInfo | None, info: TimeInfo) -> TimeInfo:
-    """Of two reports of one method in a batch, the one with more operating time used."""
-    if known is None or (info.operating or 0.0) >= (known.operating or 0.0):
-        return info
-    return known
 
 
 def _retrieve(task: asyncio.Future[None]) -> None:

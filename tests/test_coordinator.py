@@ -16,6 +16,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 
+import attrs
 import pytest
 import redis.asyncio as aioredis
 from redis_server import RedisServer, running_redis
@@ -26,6 +27,7 @@ from bitrix_images._coordinator import (
     Keys,
     SharedLimits,
     SharedTokens,
+    merge_report,
     oauth_credential,
     webhook_credential,
 )
@@ -143,9 +145,9 @@ async def test_processes_share_the_operating_budget(
 ) -> None:
     first, second = (limits_of(c, RateLimit(rate=1000, burst=1000)) for c in coordinators)
     now = float((await coordinators[0].redis.time())[0])
-    ticket = (await first.pace(["batch", "M"])).ticket
-    assert ticket is not None
-    await first.settle(ticket, {"m": TimeInfo(operating=440.0, operating_reset_at=now + 100)})
+    # Nothing reported yet: nothing to reserve (downloads never have a report).
+    assert (await first.pace(["batch", "M"])).ticket is None
+    await first.settle(None, {"m": TimeInfo(operating=440.0, operating_reset_at=now + 100)})
     pacing = await second.pace(["m"])
     assert pacing.reason == "operating"
     assert pacing.ticket is None
@@ -162,7 +164,6 @@ async def test_reservations_count_towards_the_budget(
     first, second = (limits_of(c, RateLimit(rate=1000, burst=1000)) for c in coordinators)
     now = float((await coordinators[0].redis.time())[0])
     ticket = (await first.pace(["m"])).ticket
-    assert ticket is not None
     # 420 s reported, 5 s a call learned: 432 is reached with two more calls in flight.
     info = TimeInfo(processing=5.0, operating=420.0, operating_reset_at=now + 100)
     await first.settle(ticket, {"m": info})
@@ -411,3 +412,13 @@ async def test_a_pair_redis_cannot_store_is_kept(caplog: pytest.LogCaptureFixtur
     finally:
         server.close()
         await client.aclose()
+
+
+def test_a_batchs_reports_of_one_method_merge() -> None:
+    early = TimeInfo(processing=1.0, operating=10.0, operating_reset_at=100.0)
+    late = TimeInfo(processing=2.0, operating=12.0, operating_reset_at=100.0)
+    assert merge_report(None, early) == early
+    assert merge_report(early, late) == attrs.evolve(late, processing=3.0)
+    assert merge_report(late, early) == attrs.evolve(late, processing=3.0)
+    assert merge_report(late, TimeInfo()) == late
+    assert merge_report(TimeInfo(), early) == early

@@ -14,11 +14,13 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
+import attrs
+
 from .._protocol import TimeInfo
 from .._throttle import RESET_GRAIN, LeakyBucket, OperatingBudget, RateLimit
 from ._redis import Link, Pacing, RedisDown
 
-__all__ = ["SharedLimits"]
+__all__ = ["SharedLimits", "merge_report"]
 
 log = logging.getLogger("bitrix_images")
 
@@ -156,3 +158,16 @@ class SharedLimits:
         if self._down:
             self._down = False
             log.warning("Redis answers again: the limits are shared again")
+
+
+def merge_report(known: TimeInfo | None, info: TimeInfo) -> TimeInfo:
+    """
+    Two commands' reports of one method in one batch as one: the later use of the window
+    (the larger ``operating``, with its reset) and the processing of both.
+    """
+    if known is None:
+        return info
+    latest = info if (info.operating or 0.0) >= (known.operating or 0.0) else known
+    if known.processing is None or info.processing is None:
+        return attrs.evolve(latest, processing=known.processing or info.processing)
+    return attrs.evolve(latest, processing=known.processing + info.processing)

@@ -22,8 +22,8 @@ local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 # that and book nothing).
 # When a method is near its operating limit nothing is booked and the wait for its reset is
 # returned as {'operating', wait}; otherwise one bucket slot (GCRA: the theoretical arrival
-# time moves on by one interval) and one reservation per method are booked, and the wait
-# before sending is returned as {'bucket', wait}.
+# time moves on by one interval) and one reservation per method with a report are booked, and
+# the wait before sending is returned as {'bucket', wait, reservations}.
 PACE: Final = (
     _NOW
     + """
@@ -57,11 +57,16 @@ redis.call('SET', KEYS[1], string.format('%.6f', next_tat),
            'PX', math.ceil((next_tat - now) * 1000) + 1000)
 local delay = tat - tolerance - now
 if delay < 0 then delay = 0 end
+local reserved = 0
 for i = 2, #KEYS, 2 do
-  redis.call('ZADD', KEYS[i + 1], now + delay + hold, id)
-  redis.call('PEXPIRE', KEYS[i + 1], math.ceil((delay + hold) * 1000))
+  -- Only a method the portal reports on has a budget to reserve from (downloads have none).
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('ZADD', KEYS[i + 1], now + delay + hold, id)
+    redis.call('PEXPIRE', KEYS[i + 1], math.ceil((delay + hold) * 1000))
+    reserved = reserved + 1
+  end
 end
-return {'bucket', string.format('%.6f', delay)}
+return {'bucket', string.format('%.6f', delay), reserved}
 """
 )
 

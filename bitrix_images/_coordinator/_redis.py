@@ -170,12 +170,12 @@ class Link:
             keys += [self.keys.operating(method), self.keys.held(method)]
         args: list[str | float] = [interval, tolerance, threshold, grain, hold, ticket]
         args.append(("1" if methods else "only") if penalize else "0")
-        reason, wait = await self.coordinator._run("pace", keys, args)
+        reason, wait, *reserved = await self.coordinator._run("pace", keys, args)
         booked = _text(reason) == "bucket"
         return Pacing(
             float(_text(wait) or 0.0),
             "bucket" if booked else "operating",
-            ticket if methods and booked else None,
+            ticket if booked and reserved and reserved[0] else None,
         )
 
     async def settle(
