@@ -9,7 +9,7 @@ values. ``bitrix_images.testing`` holds an embedded portal for tests.
 from ._coordinator import RedisCoordinator
 from ._paginate import AsyncPaginator, Page
 from ._retry import RetryPolicy
-from ._session import ClientStats
+from ._stats import ClientStats
 from ._throttle import RateLimit
 from .client import BitrixClient
 from .exceptions import (
@@ -27,6 +27,7 @@ from .exceptions import (
     ServerError,
     TransportError,
 )
+from .images import Images
 from .models import FieldInfo, ImageType, OAuthTokens, ProductImage
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "CoordinatorUnavailable",
     "FieldInfo",
     "ImageType",
+    "Images",
     "InvalidRequest",
     "MalformedResponse",
     "NotFound",

@@ -75,8 +75,6 @@ def check_portal_url(url: str | URL, *, allow_insecure: bool, what: str) -> URL:
 class WebhookAuth:
     """An incoming webhook: ``https://portal/rest/{user_id}/{code}/`` (local-webhooks.md)."""
 
-    refreshable = False
-
     def __init__(self, url: URL) -> None:
         segments = [s for s in url.path.split("/") if s]
         if len(segments) < 3 or segments[-3] != "rest":
@@ -108,8 +106,6 @@ class OAuthAuth:
     The access token travels as the ``auth`` parameter of the JSON body; it is refreshed
     through ``oauth_url`` with ``grant_type=refresh_token`` (settings/oauth/auto-renewal.md).
     """
-
-    refreshable = True
 
     def __init__(
         self,
@@ -172,6 +168,7 @@ class OAuthAuth:
         try:
             data: Any = loads(body)
         except ValueError:
+            # from None: the decoder's error quotes the body, which may hold a token.
             raise AuthError(
                 "the token refresh failed: the OAuth server's answer is not JSON",
                 status=status,

@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING, Final, NoReturn
 import attrs
 from tqdm import tqdm
 
+from ._files import safe_name
 from .exceptions import (
     AccessDenied,
     AuthError,
@@ -29,27 +30,18 @@ from .exceptions import (
     NotFound,
     RateLimited,
 )
-from .images import safe_name
 from .models import ProductImage
 
 if TYPE_CHECKING:
     from .client import BitrixClient
-    from .testing import FakePortal
 
 __all__ = [
-    "DEMO_BURST",
-    "DEMO_RATE",
     "MirrorStats",
     "catalog_ids",
-    "demo_portal",
     "file_ids",
     "mirror",
 ]
 
-# The demo portal keeps a leaky bucket like a real one, only faster, so that the demo shows
-# the throttle at work and still ends in seconds.
-DEMO_RATE: Final = 200.0
-DEMO_BURST: Final = 100
 # Errors after which every further download would fail too: stop at once.
 _FATAL: Final = (AuthError, RateLimited)
 # A product's own listing errors that another product would not share: skip it, go on.
@@ -378,21 +370,3 @@ def _is_file(path: Path) -> bool:
 
 def _size(path: Path) -> int:
     return path.stat().st_size
-
-
-def demo_portal() -> FakePortal:
-    """
-    The sample catalog of ``mirror --demo`` (not started yet).
-
-    300 products with 3 images, 8 with 12, and one with two files of the same name, as
-    real catalogs have: 1 000 small PNG images in all.
-    """
-    from .testing import FakePortal  # noqa: PLC0415 -- only the demo needs the portal
-
-    portal = FakePortal(products=300, images_per_product=3, rate=DEMO_RATE, burst=DEMO_BURST)
-    for _ in range(8):
-        portal.catalog.add_product(images=12)
-    twins = portal.catalog.add_product(images=3)
-    first = portal.catalog.images(twins)[0]
-    portal.catalog.add_image(twins, name=first.name, content=first.content)
-    return portal

@@ -121,6 +121,7 @@ def decode(status: int, body: bytes, *, method: str) -> Envelope:
     try:
         data = loads(body)
     except orjson.JSONDecodeError:
+        # from None: the decoder's error quotes the body, which may echo a secret.
         raise TransportError(
             "the portal's answer is not JSON" if body else "the portal sent an empty answer",
             status=status,

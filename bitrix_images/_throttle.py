@@ -15,7 +15,7 @@ from collections.abc import Callable
 import attrs
 
 from ._protocol import TimeInfo
-from ._retry import check_number
+from ._validate import check_int, check_number
 
 __all__ = ["LeakyBucket", "OperatingBudget", "RateLimit"]
 
@@ -48,9 +48,7 @@ class RateLimit:
         if not self.rate > 0:
             raise ValueError(f"rate must be > 0, got {self.rate!r}")
         for name in ("burst", "max_in_flight"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            check_int(name, getattr(self, name), minimum=1)
         if not self.operating_limit > 0:
             raise ValueError("operating_limit must be > 0")
         if not 0 < self.operating_headroom <= 1:

@@ -32,7 +32,7 @@ import attrs
 from yarl import URL
 
 from ._coordinator import RedisCoordinator
-from ._mirror import DEMO_BURST, DEMO_RATE, catalog_ids, demo_portal, file_ids, mirror
+from ._mirror import catalog_ids, file_ids, mirror
 from ._throttle import RateLimit
 from .client import DEFAULT_OAUTH_URL, BitrixClient
 from .exceptions import BitrixError
@@ -519,6 +519,9 @@ async def _coordinator(url: str | None) -> AsyncIterator[RedisCoordinator | None
 
 
 async def _run_demo(args: argparse.Namespace) -> int:
+    # Only the demo needs the embedded portal (and aiohttp.web): imported here, not above.
+    from .testing import DEMO_BURST, DEMO_RATE, demo_portal  # noqa: PLC0415
+
     async with demo_portal() as fake:
         catalog = fake.catalog
         print(

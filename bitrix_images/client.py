@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
@@ -12,13 +11,15 @@ import aiohttp
 from yarl import URL
 
 from ._auth import OAuthAuth, TokenCallback, WebhookAuth, check_method, check_portal_url
+from ._caller import Caller
 from ._converters import Converter
 from ._coordinator import RedisCoordinator
 from ._paginate import AsyncPaginator, Page
 from ._protocol import items_of
 from ._retry import RetryPolicy
-from ._session import ClientStats, Session
+from ._stats import ClientStats
 from ._throttle import RateLimit
+from ._validate import check_int, check_number
 from .images import Images
 from .models import OAuthTokens
 
@@ -54,14 +55,8 @@ class BitrixClient:
             raise TypeError("session must be an aiohttp.ClientSession")
         if coordinator is not None and not isinstance(coordinator, RedisCoordinator):
             raise TypeError("coordinator must be a bitrix_images.RedisCoordinator or None")
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ValueError("timeout must be a positive, finite number of seconds")
-        self._session = Session(
+        timeout = check_number("timeout", timeout, positive=True, finite=True)
+        self._caller = Caller(
             auth,
             rate_limit=rate_limit or RateLimit(),
             retry=retry or RetryPolicy(),
@@ -69,7 +64,7 @@ class BitrixClient:
             timeout=float(timeout),
             coordinator=coordinator,
         )
-        self.images = Images(self._session, Converter(auth.origin))
+        self.images = Images(self._caller, Converter(auth.origin))
 
     @classmethod
     def from_webhook(
@@ -183,7 +178,7 @@ class BitrixClient:
 
     async def close(self) -> None:
         """Close the pooled session if the client created it."""
-        await self._session.close()
+        await self._caller.close()
 
     # --- calls ---------------------------------------------------------------------------
 
@@ -206,7 +201,7 @@ class BitrixClient:
             params = {}
         if not isinstance(params, Mapping):
             raise TypeError(f"params must be a mapping, got {type(params).__name__}")
-        envelope = await self._session.call(method, params, idempotent=idempotent)
+        envelope = await self._caller.call(method, params, idempotent=idempotent)
         return envelope.result
 
     def paginate(
@@ -233,12 +228,11 @@ class BitrixClient:
             raise ValueError("pass start= to paginate(), not inside params")
         if not isinstance(key, str) or not key:
             raise ValueError("key must name the list in the result, like 'products'")
-        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
-            raise ValueError("start must be an int >= 0")
-        session = self._session
+        start = check_int("start", start, minimum=0)
+        caller = self._caller
 
         async def fetch(offset: int) -> Page[Any]:
-            envelope = await session.call(method, {**params, "start": offset})
+            envelope = await caller.call(method, {**params, "start": offset})
             items = items_of(envelope.result, key, method=method)
             return Page(tuple(items), total=envelope.total, next=envelope.next, start=offset)
 
@@ -247,23 +241,23 @@ class BitrixClient:
     @property
     def stats(self) -> ClientStats:
         """Requests made, retries, refreshes and seconds spent waiting so far."""
-        return self._session.stats
+        return self._caller.stats
 
     @property
     def rate_limit(self) -> RateLimit:
         """The client-side limits in force."""
-        return self._session.rate_limit
+        return self._caller.rate_limit
 
     @property
     def retry_policy(self) -> RetryPolicy:
         """The retry policy in force."""
-        return self._session.retry
+        return self._caller.retry
 
     @property
     def origin(self) -> URL:
         """The portal's origin (``https://example.bitrix24.com``)."""
-        return self._session.auth.origin
+        return self._caller.auth.origin
 
     def __repr__(self) -> str:
-        kind = "webhook" if isinstance(self._session.auth, WebhookAuth) else "oauth"
+        kind = "webhook" if isinstance(self._caller.auth, WebhookAuth) else "oauth"
         return f"BitrixClient(<{self.origin.host}>, {kind})"

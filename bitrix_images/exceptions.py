@@ -137,7 +137,15 @@ class OutcomeUnknown(TransportError):
     """
 
 
-class CoordinatorUnavailable(TransportError):
+class NotSent(TransportError):
+    """
+    Internal: the connection failed before the request left, so any method may be resent.
+
+    Never raised to users (the retry driver turns it into ``TransportError``); not exported.
+    """
+
+
+class CoordinatorUnavailable(NotSent):
     """
     The access token must be refreshed, but the coordinator's Redis cannot be reached.
 

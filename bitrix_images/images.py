@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
-import itertools
-import os
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -26,11 +24,14 @@ from pathlib import Path
 from typing import Any, Final
 
 import attrs
+from yarl import URL
 
-from . import _protocol
+from . import _files, _protocol
+from ._caller import Caller
 from ._converters import SELECTABLE, Converter, to_wire_name
 from ._paginate import AsyncPaginator, Page
-from ._session import Session
+from ._retry import Attempts
+from ._validate import check_int
 from .exceptions import BatchError, BitrixError, MalformedResponse
 from .models import FieldInfo, ImageType, ProductImage
 
@@ -56,11 +57,7 @@ _MAGIC: Final = (
 
 def check_id(value: object, what: str) -> int:
     """A positive ``int`` id (``bool`` and numeric strings are refused)."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{what} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{what} must be a positive int, got {value}")
-    return value
+    return check_int(what, value, minimum=1)
 
 
 def check_select(select: object) -> tuple[str, ...] | None:
@@ -113,17 +110,16 @@ async def _ids(source: Iterable[int] | AsyncIterable[int]) -> AsyncGenerator[int
 @attrs.define
 class _Command:
     product_id: int
+    attempts: Attempts
     start: int = 0
-    attempt: int = 0
-    waited: float = 0.0
     images: list[ProductImage] = attrs.Factory(list)
 
 
 class Images:
     """``client.images``: list, list_many, get, add, delete, fields and download."""
 
-    def __init__(self, session: Session, converter: Converter, *, batches_in_flight: int = 4):
-        self._session = session
+    def __init__(self, caller: Caller, converter: Converter, *, batches_in_flight: int = 4):
+        self._caller = caller
         self._converter = converter
         self._batches_in_flight = batches_in_flight
 
@@ -140,13 +136,10 @@ class Images:
         """
         product_id = check_id(product_id, "product_id")
         names = check_select(select)
-        if isinstance(start, bool) or not isinstance(start, int):
-            raise TypeError(f"start must be an int, got {type(start).__name__}")
-        if start < 0:
-            raise ValueError(f"start must be >= 0, got {start}")
+        start = check_int("start", start, minimum=0)
 
         async def fetch(offset: int) -> Page[ProductImage]:
-            envelope = await self._session.call(LIST, _list_params(product_id, names, offset))
+            envelope = await self._caller.call(LIST, _list_params(product_id, names, offset))
             return Page(
                 items=tuple(self._images(envelope.result, LIST)),
                 total=envelope.total,
@@ -220,7 +213,10 @@ class Images:
         every command before the first failed one is complete, so the images yielded before
         a ``BatchError`` are whole products, and a product is never yielded half-listed.
         """
-        commands = {f"p{i}": _Command(product_id) for i, product_id in enumerate(product_ids)}
+        commands = {
+            f"p{i}": _Command(product_id, self._caller.attempts(idempotent=True))
+            for i, product_id in enumerate(product_ids)
+        }
         order = {key: index for index, key in enumerate(commands)}
         common = _list_query(select)
         pending = dict(commands)
@@ -229,7 +225,7 @@ class Images:
         while pending:
             # The query strings are built here directly: ids and offsets are plain ints, and
             # a generic PHP encoder per command was the costliest step per product.
-            result = await self._session.batch(
+            result = await self._caller.batch(
                 {
                     key: (LIST, f"productId={command.product_id}{common}&start={command.start}")
                     for key, command in pending.items()
@@ -240,14 +236,15 @@ class Images:
             for key, command in pending.items():
                 error = result.errors.get(key)
                 if error is not None:
-                    command.attempt += 1
-                    error.attempts = command.attempt
-                    wait = self._session.command_delay(error, command.attempt, LIST, command.waited)
-                    if wait is not None:
-                        command.waited += wait
+                    # Each command has its own retry driver: the same rules, attempts and
+                    # wait budget as a whole call (README, "The portal's limits").
+                    command.attempts.begin()
+                    verdict = self._caller.judge(command.attempts, error, (LIST,))
+                    if verdict.delay is not None:
                         again[key] = command
-                        delay = max(delay, wait)
+                        delay = max(delay, verdict.delay)
                         continue
+                    error = verdict.error
                 else:
                     error = self._advance(command, result.results, result.nexts, key, again)
                     if error is None:
@@ -256,7 +253,7 @@ class Images:
                 cutoff = min(cutoff, order[key])
             pending = {key: c for key, c in again.items() if order[key] < cutoff}
             if pending and delay > 0:
-                await self._session.sleep(delay)
+                await self._caller.wait(delay)
         outcomes: builtins.list[_Command | BatchError] = []
         for key, command in commands.items():
             if order[key] == cutoff:
@@ -310,12 +307,12 @@ class Images:
             "productId": check_id(product_id, "product_id"),
             "id": check_id(image_id, "image_id"),
         }
-        envelope = await self._session.call(GET, params)
+        envelope = await self._caller.call(GET, params)
         return self._one(envelope.result, GET)
 
     async def fields(self) -> Mapping[str, FieldInfo]:
         """The image fields, keyed by wire name (``"productId"``)."""
-        envelope = await self._session.call(FIELDS, {})
+        envelope = await self._caller.call(FIELDS, {})
         result = envelope.result
         if not isinstance(result, Mapping) or "productImage" not in result:
             raise MalformedResponse("the answer has no 'productImage' map", method=FIELDS)
@@ -363,7 +360,7 @@ class Images:
             # catalog-product-image-add.md: [name, base64] at the top level, no data: prefix.
             "fileContent": [name, base64.b64encode(content).decode("ascii")],
         }
-        envelope = await self._session.call(ADD, params, idempotent=False)
+        envelope = await self._caller.call(ADD, params, idempotent=False)
         return self._one(envelope.result, ADD)
 
     async def delete(self, product_id: int, image_id: int) -> None:
@@ -372,7 +369,7 @@ class Images:
             "productId": check_id(product_id, "product_id"),
             "id": check_id(image_id, "image_id"),
         }
-        envelope = await self._session.call(DELETE, params, idempotent=False)
+        envelope = await self._caller.call(DELETE, params, idempotent=False)
         if envelope.result is not True:
             raise MalformedResponse(
                 f"the portal answered {envelope.result!r} instead of true", method=DELETE
@@ -393,6 +390,9 @@ class Images:
         partial file under the final name; ``durable=False`` skips that (about a third
         faster on a busy disk, benchmarks/RESULTS.md W4) where a crash is handled otherwise.
         Only the portal's own origin is fetched, because the signed URL carries credentials.
+        A target or a folder that is a symbolic link is refused with an ``OSError``
+        (``errno.ELOOP``) before anything is fetched; catch ``OSError`` with ``BitrixError``
+        to skip one image and go on.
         """
         if not isinstance(image, ProductImage):
             raise TypeError(f"image must be a ProductImage, got {type_name(image)}")
@@ -403,15 +403,17 @@ class Images:
         url = image.download_url
         if url is None:
             raise ValueError("the image has no download_url (was it left out of select?)")
-        if url.origin() != self._session.auth.origin:
+        if not _same_origin(url, self._caller.auth.origin):
+            # The signed URL carries the portal's credentials: it goes to the portal only.
             raise ValueError(
-                f"refusing to send the portal's signed URL to another origin ({url.host})"
+                f"refusing to fetch a download_url outside the portal's origin "
+                f"({url.scheme}://{url.host}:{url.port} is not {self._caller.auth.origin})"
             )
-        target, part = _reserve(Path(dest), image)
+        target, part = _files.reserve(Path(dest), image)
         try:
-            await self._session.download(url, part, target, durable=durable)
+            await self._caller.download(url, part, target, durable=durable)
         except BaseException:
-            _discard(part)
+            _files.discard(part)
             raise
         return target
 
@@ -430,34 +432,21 @@ class Images:
         return self._converter.image(result["productImage"], method=method)
 
 
+def _same_origin(url: URL, origin: URL) -> bool:
+    """Scheme, host and port equal, the way browsers compare them (RFC 6454)."""
+    # yarl keeps an explicit default port (":443") and compares URLs as text, so the parts
+    # are compared one by one, with the scheme's default port filled in.
+    return (
+        url.scheme.lower() == origin.scheme.lower()
+        and (url.host or "").lower().rstrip(".") == (origin.host or "").lower().rstrip(".")
+        and url.port == origin.port
+    )
+
+
 def _read_file(path: Path) -> bytes:
     if not path.is_file():
         raise ValueError(f"no such file: {path}")
     return path.read_bytes()
-
-
-_PID: Final = os.getpid()
-_PARTS: Final = itertools.count()
-
-
-def _reserve(dest: Path, image: ProductImage) -> tuple[Path, Path]:
-    """The final path for *image* under *dest*, and a temporary name beside it."""
-    target = dest / safe_name(image) if dest.is_dir() else dest
-    if not target.parent.is_dir():
-        raise ValueError(f"no such directory: {target.parent}")
-    # A fresh name per download (process id and a counter), so concurrent downloads of one
-    # target never share a temporary file.
-    return target, target.with_name(f".{target.name}.{_PID}-{next(_PARTS)}.part")
-
-
-def _discard(part: Path) -> None:
-    part.unlink(missing_ok=True)
-
-
-def safe_name(image: ProductImage) -> str:
-    """The image's file name without any directory part; its id when it has none."""
-    name = Path(image.name or "").name
-    return name if name not in ("", ".", "..") else f"image-{image.id}"
 
 
 def type_name(value: object) -> str:

@@ -28,6 +28,7 @@ import pytest
 from support import FAST_RETRY, UNLIMITED, secrets_of
 
 import bitrix_images as bx
+from bitrix_images._auth import OAuthAuth, WebhookAuth
 from bitrix_images._converters import Converter
 from bitrix_images.testing import FakePortal
 
@@ -64,8 +65,9 @@ def _text_of(obj: object) -> list[str]:
                 stack.extend(item.errors.values())
             stack.extend(getattr(item, "exceptions", ()))  # an exception group's members
         elif isinstance(item, bx.BitrixClient):
-            auth = item._session.auth
-            stack.extend((item.stats, auth, getattr(auth, "tokens", None)))
+            stack.append(item.stats)
+        elif isinstance(item, (WebhookAuth, OAuthAuth)):
+            stack.append(getattr(item, "tokens", None))
         else:
             texts.append(_shown(str, item))
     return [text for text in texts if text]
@@ -107,6 +109,7 @@ class SecretWatch(logging.Handler):
         self.secrets: set[str] = set()
         self.errors: list[BaseException] = []  # every BitrixError created during the test
         self.clients: list[bx.BitrixClient] = []
+        self.auths: list[object] = []  # every client's auth (and so its OAuth tokens)
         self.images: list[bx.ProductImage] = []
         self.checked = 0  # objects whose text was scanned
         self._match: _Matcher | None = None
@@ -154,7 +157,7 @@ class SecretWatch(logging.Handler):
         assert not leaks, f"secrets in str()/repr(): {leaks[:3]}"
 
     def final_leaks(self) -> list[str]:
-        objects: list[object] = [*self.errors, *self.clients, *self.images]
+        objects: list[object] = [*self.errors, *self.clients, *self.auths, *self.images]
         return self.leaks() + self.scan(*objects)
 
 
@@ -193,6 +196,9 @@ def _install(watch: SecretWatch, monkeypatch: pytest.MonkeyPatch) -> None:
     def client_made(client: bx.BitrixClient, _: object, __: tuple[Any, ...]) -> None:
         watch.clients.append(client)
 
+    def auth_made(auth: object, _: object, __: tuple[Any, ...]) -> None:
+        watch.auths.append(auth)
+
     def image_made(_: object, image: bx.ProductImage, __: tuple[Any, ...]) -> None:
         if len(watch.images) < _IMAGES_CHECKED:
             watch.images.append(image)
@@ -203,6 +209,8 @@ def _install(watch: SecretWatch, monkeypatch: pytest.MonkeyPatch) -> None:
     _wrap(monkeypatch, bx.BitrixError, "__init__", error_made)
     _wrap(monkeypatch, bx.BitrixClient, "__init__", client_made)
     _wrap(monkeypatch, Converter, "image", image_made)
+    _wrap(monkeypatch, WebhookAuth, "__init__", auth_made)
+    _wrap(monkeypatch, OAuthAuth, "__init__", auth_made)
 
 
 @pytest.fixture(autouse=True)

@@ -1,14 +1,25 @@
-"""Helpers shared by the test modules (fixtures live in conftest.py)."""
+"""
+What the tests share (fixtures live in conftest.py): fast clients, the test image, the
+checks that a call left nothing behind, a portal in a process or a thread, and the raw
+HTTP helpers of the embedded-portal tests. Everything here uses the SDK's public surface.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import json
 import math
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Coroutine
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
+
+import aiohttp
+import yarl
 
 import bitrix_images as bx
 from bitrix_images.testing import FakePortal
@@ -18,6 +29,18 @@ T = TypeVar("T")
 # Production delays are seconds; tests keep the same logic with milliseconds.
 FAST_RETRY = bx.RetryPolicy(max_attempts=6, initial_delay=0.001, max_delay=0.01, max_wait=10.0)
 UNLIMITED = bx.RateLimit(rate=math.inf)
+# The smallest bytes both the SDK and the portal take for a PNG image.
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(24)
+
+
+# --- clients ---------------------------------------------------------------------------------
+
+
+def webhook_client(portal: FakePortal, **options: object) -> bx.BitrixClient:
+    """A webhook client for *portal* with millisecond retries and no client-side bucket."""
+    settings: dict[str, object] = {"retry": FAST_RETRY, "rate_limit": UNLIMITED}
+    settings.update(options)
+    return bx.BitrixClient.from_webhook(portal.webhook_url, **settings)  # type: ignore[arg-type]
 
 
 def secrets_of(portal: FakePortal) -> set[str]:
@@ -38,6 +61,67 @@ def oauth_client(portal: FakePortal, **kwargs: object) -> bx.BitrixClient:
         oauth_url=portal.oauth_url,
         **options,  # type: ignore[arg-type]
     )
+
+
+# --- what a call leaves behind ----------------------------------------------------------------
+
+
+def idle(client: bx.BitrixClient) -> bool:
+    """Whether the client has no request on the wire (every connection given back)."""
+    return client.stats.in_flight == 0
+
+
+async def settle(portal: FakePortal, timeout: float = 5.0) -> None:
+    """Wait until the portal has no request in flight (a late, delayed answer included)."""
+    deadline = time.monotonic() + timeout
+    while portal.counters.in_flight:
+        assert time.monotonic() < deadline, f"{portal.counters.in_flight} requests still running"
+        await asyncio.sleep(0.01)
+
+
+def partial_files(root: Path) -> list[Path]:
+    """Temporary download files (``.name.XXXX.part``) left under *root*."""
+    return sorted(p for p in root.rglob("*.part"))
+
+
+def snapshot(portal: FakePortal) -> dict[int, list[tuple[int, str, str, str]]]:
+    """Every product's images as the portal stores them: id, name, type and content digest."""
+    return {
+        pid: [
+            (image.id, image.name, image.type, hashlib.sha256(image.content).hexdigest()[:16])
+            for image in portal.catalog.images(pid)
+        ]
+        for pid in portal.catalog.product_ids()
+    }
+
+
+def id_checksum(ids: Iterable[int]) -> tuple[int, int]:
+    """An order-sensitive checksum of a sequence of ids, and its length."""
+    digest = 0
+    count = 0
+    for value in ids:
+        count += 1
+        digest = (digest * 1_000_003 + value) % (1 << 61)
+    return count, digest
+
+
+async def tasks_settle(before: set[asyncio.Task[object]], timeout: float = 2.0) -> set[str]:
+    """
+    Wait for the tasks started since *before* to finish; return the ones still running.
+
+    A cancelled async generator is closed by the loop a few iterations later, so a leak is
+    only a task that is still alive after *timeout*.
+    """
+    current = asyncio.current_task()
+    deadline = time.monotonic() + timeout
+    while True:
+        alive = {t for t in asyncio.all_tasks() - before if t is not current and not t.done()}
+        if not alive or time.monotonic() > deadline:
+            return {repr(t.get_coro()) for t in alive}
+        await asyncio.sleep(0.01)
+
+
+# --- portals in a process or a thread ---------------------------------------------------------
 
 
 @contextlib.asynccontextmanager
@@ -100,3 +184,48 @@ class ThreadPortal:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
+
+
+# --- raw HTTP for the embedded-portal tests -----------------------------------------------------
+
+
+class FakeClock:
+    """A settable clock for the portal's limits and token expiry."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def _decode(response: aiohttp.ClientResponse) -> tuple[int, Any]:
+    text = await response.text()
+    return response.status, json.loads(text)
+
+
+async def call(
+    session: aiohttp.ClientSession, url: yarl.URL | str, payload: Any = None, **kwargs: Any
+) -> tuple[int, Any]:
+    """POST ``payload`` as JSON; return (status, decoded body)."""
+    async with session.post(url, json=payload if payload is not None else {}, **kwargs) as r:
+        return await _decode(r)
+
+
+async def post_form(
+    session: aiohttp.ClientSession, url: yarl.URL | str, body: str, **kwargs: Any
+) -> tuple[int, Any]:
+    """POST a raw ``application/x-www-form-urlencoded`` body."""
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
+    async with session.post(url, data=body.encode(), headers=headers, **kwargs) as r:
+        return await _decode(r)
+
+
+async def get(
+    session: aiohttp.ClientSession, url: yarl.URL | str, **kwargs: Any
+) -> tuple[int, Any]:
+    async with session.get(url, **kwargs) as r:
+        return await _decode(r)

@@ -18,8 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reliability_support import PNG, acquired, partial_files, settle, webhook_client
-from support import oauth_client
+from support import PNG, idle, oauth_client, partial_files, settle, webhook_client
 
 import bitrix_images as bx
 from bitrix_images._mirror import mirror
@@ -97,10 +96,7 @@ async def assert_clean(
             break
         await asyncio.sleep(0.005)
     assert {repr(t.get_coro()) for t in _client_tasks(before)} == set()
-    assert acquired(client) == 0
-    session = client._session
-    assert session._in_flight._value == session.rate_limit.max_in_flight
-    assert not session._refresh_lock.locked()
+    assert idle(client)
     await settle(portal)
     # A download cancelled during its final write leaves that write to its thread, which
     # may create the temporary file after the cancel (see
@@ -172,18 +168,18 @@ async def test_cancel_while_the_answer_is_late(name: str, tmp_path: Path) -> Non
 async def test_a_cancelled_download_does_not_write_afterwards(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bitrix_images import _session
+    from bitrix_images import _files
 
-    original = _session._Body.commit
+    original = _files.Spool.write
     in_thread = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def slow_commit(body: Any, part: Path, target: Path, durable: bool) -> int:
+    def slow_commit(spool: Any, target: Path, durable: bool) -> int:
         loop.call_soon_threadsafe(in_thread.set)
         time.sleep(0.2)  # a slow disk: the thread is still to write when the cancel comes
-        return original(body, part, target, durable)
+        return original(spool, target, durable)
 
-    monkeypatch.setattr(_session._Body, "commit", slow_commit)
+    monkeypatch.setattr(_files.Spool, "write", slow_commit)
     async with FakePortal(products=2, rate=None) as portal:
         async with webhook_client(portal) as client:
             image = await client.images.get(1, 1)

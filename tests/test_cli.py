@@ -24,7 +24,7 @@ from support import ThreadPortal
 
 import bitrix_images as bx
 from bitrix_images import _mirror, cli
-from bitrix_images.testing import INVALID_CREDENTIALS, FakePortal
+from bitrix_images.testing import INVALID_CREDENTIALS, FakePortal, demo_portal
 
 ACCESS_DENIED = {"error": "ACCESS_DENIED", "error_description": "Access denied."}
 
@@ -692,7 +692,7 @@ def test_mirror_demo_writes_every_image(capsys: pytest.CaptureFixture[str], tmp_
     assert "309 products and 1000 images" in banner
     assert summary.startswith("309 products, 1000 images (1000 downloaded, 0 skipped)")
 
-    sample = _mirror.demo_portal()  # the same seeded catalog, not started
+    sample = demo_portal()  # the same seeded catalog, not started
     expected = expected_files(sample, sample.catalog.product_ids())
     assert len(expected) == 1000
     assert files_of(tmp_path / "demo") == expected

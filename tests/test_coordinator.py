@@ -20,6 +20,7 @@ import attrs
 import pytest
 import redis.asyncio as aioredis
 from redis_server import RedisServer, running_redis
+from support import FAST_RETRY, PNG, oauth_client, webhook_client
 from yarl import URL
 
 import bitrix_images as bx
@@ -33,6 +34,7 @@ from bitrix_images._coordinator import (
 )
 from bitrix_images._protocol import TimeInfo
 from bitrix_images._throttle import LeakyBucket, OperatingBudget, RateLimit
+from bitrix_images.testing import QUERY_LIMIT_EXCEEDED, FakePortal, instant_retries
 
 ORIGIN = URL("http://127.0.0.1:8123")
 SLOW = RateLimit(rate=0.01, burst=5)  # a request every 100 s: waits far above any stall
@@ -422,3 +424,87 @@ def test_a_batchs_reports_of_one_method_merge() -> None:
     assert merge_report(late, early) == attrs.evolve(late, processing=3.0)
     assert merge_report(late, TimeInfo()) == late
     assert merge_report(TimeInfo(), early) == early
+
+
+# --- a client with a coordinator, in this process ---------------------------------------------
+
+
+async def test_no_refresh_and_no_replay_without_redis(
+    portal: FakePortal, closed_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    redis = aioredis.Redis(host="127.0.0.1", port=closed_port)
+    coordinator = bx.RedisCoordinator(redis, timeout=0.5)
+    async with oauth_client(portal, coordinator=coordinator) as client:
+        portal.expire_access_token()
+        with pytest.raises(bx.CoordinatorUnavailable, match="Redis is unreachable") as caught:
+            await client.images.add(1, PNG, name="a.png")
+    assert caught.value.attempts == FAST_RETRY.max_attempts
+    assert portal.counters.by_method["oauth.token"] == 0  # never without the lock
+    # Sent once and refused with expired_token; then only the refresh was tried again.
+    assert portal.counters.by_method["catalog.productimage.add"] == 1
+    assert client.stats.coordinator_fallbacks > 0
+    assert "Redis is unreachable" in caplog.text
+    await redis.aclose()
+
+
+async def test_a_refusal_holds_back_every_client(
+    portal: FakePortal, coordinators: list[bx.RedisCoordinator]
+) -> None:
+    rate = bx.RateLimit(rate=0.1, burst=10)  # 10 s a request: waits far above any stall
+    first = webhook_client(portal, rate_limit=rate, coordinator=coordinators[0])
+    second = webhook_client(portal, rate_limit=rate, coordinator=coordinators[1])
+    portal.inject("error", status=503, body=QUERY_LIMIT_EXCEEDED)
+    async with first, second:
+        with instant_retries() as clock:
+            await first.images.fields()
+            assert first.stats.retries == 1
+            await second.images.fields()
+    # The first client's refusal filled the shared bucket: its retry waited one interval,
+    # and the second client, which had sent nothing, the next one.
+    assert first.stats.throttle_wait == pytest.approx(10.0, abs=2.0)
+    assert second.stats.throttle_wait == pytest.approx(20.0, abs=2.0)
+    assert len(clock.waits) == 3
+    assert first.stats.coordinator_fallbacks == second.stats.coordinator_fallbacks == 0
+
+
+async def test_clients_share_one_oauth_pair(
+    portal: FakePortal, coordinators: list[bx.RedisCoordinator]
+) -> None:
+    saved: list[str] = []
+
+    async def save(tokens: bx.OAuthTokens) -> None:
+        saved.append(tokens.access_token)
+
+    first = oauth_client(portal, coordinator=coordinators[0], on_token_refresh=save)
+    async with first:
+        await first.images.fields()  # seeds Redis with the pair given
+        portal.expire_access_token()
+        await first.images.fields()
+    assert saved == [portal.access_token]
+    # A client given the old, dead pair takes the newer one from Redis: no refresh.
+    second = oauth_client(portal, coordinator=coordinators[1], on_token_refresh=save)
+    async with second:
+        await second.images.fields()
+    assert second.stats.refreshes == 0
+    assert portal.counters.refreshes == 1
+    assert saved == [portal.access_token]
+
+
+async def test_a_client_adopts_a_pair_refreshed_elsewhere(
+    portal: FakePortal, coordinators: list[bx.RedisCoordinator]
+) -> None:
+    first = oauth_client(portal, coordinator=coordinators[0])
+    second = oauth_client(portal, coordinator=coordinators[1])
+    async with first, second:
+        await first.images.fields()
+        await second.images.fields()  # both hold the same pair now
+        portal.expire_access_token()
+        await first.images.fields()  # refreshes
+        await second.images.fields()  # refused, finds the new pair in Redis
+    assert (first.stats.refreshes, second.stats.refreshes) == (1, 0)
+    assert portal.counters.by_method["oauth.token"] == 1
+
+
+def test_the_coordinator_must_be_one(portal: FakePortal) -> None:
+    with pytest.raises(TypeError, match="coordinator"):
+        webhook_client(portal, coordinator="redis://localhost")

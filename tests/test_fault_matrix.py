@@ -19,16 +19,17 @@ from typing import Any
 
 import attrs
 import pytest
-from reliability_support import (
+from support import (
+    FAST_RETRY,
     PNG,
-    acquired,
+    UNLIMITED,
+    idle,
+    oauth_client,
     partial_files,
-    record_sleep,
     settle,
     snapshot,
     webhook_client,
 )
-from support import FAST_RETRY, UNLIMITED, oauth_client
 
 import bitrix_images as bx
 from bitrix_images._mirror import mirror
@@ -39,6 +40,7 @@ from bitrix_images.testing import (
     QUERY_LIMIT_EXCEEDED,
     FakePortal,
     FaultKind,
+    instant_retries,
 )
 from bitrix_images.testing import Fault as InjectedFault
 
@@ -390,8 +392,7 @@ async def test_cell(fault_key: str, op: str, tmp_path: Path, secret_watch: Any) 
         client = (
             oauth_client(portal, **options) if fault.oauth else webhook_client(portal, **options)
         )
-        async with client:
-            clock = record_sleep(client)
+        async with client, instant_retries() as clock:
             cell = Cell(portal, client, tmp_path, doomed=portal.catalog.images(TARGET)[0].id)
             if op == "download":
                 cell.image = await client.images.get(TARGET, portal.catalog.images(TARGET)[2].id)
@@ -424,7 +425,7 @@ async def test_cell(fault_key: str, op: str, tmp_path: Path, secret_watch: Any) 
                 assert type(error) is outcome.error, f"expected {outcome.error.__name__}: {error!r}"
                 assert isinstance(error, bx.BitrixError)
             secret_watch.check(error, result, client)
-            assert acquired(client) == 0
+            assert idle(client)
 
             # Writes are never replayed once they may have reached the portal.
             if op in ("add", "delete") and outcome.error in (bx.OutcomeUnknown, bx.ServerError):
@@ -492,8 +493,7 @@ if __name__ == "__main__":  # pragma: no cover -- prints the table for the READM
 
 async def test_a_batch_command_does_not_wait_past_max_wait() -> None:
     async with FakePortal(products=3, images_per_product=1, rate=None) as portal:
-        async with webhook_client(portal) as client:
-            clock = record_sleep(client)
+        async with webhook_client(portal) as client, instant_retries() as clock:
             _ = [image async for image in client.images.list(1)]  # learns the reset: ~600 s
             portal.inject(
                 "command_error", method="catalog.productImage.list", body=OPERATION_TIME_LIMIT

@@ -18,8 +18,7 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from reliability_support import PNG
-from support import FAST_RETRY, UNLIMITED, secrets_of
+from support import FAST_RETRY, PNG, UNLIMITED, secrets_of
 from yarl import URL
 
 import bitrix_images as bx

@@ -7,33 +7,28 @@ import asyncio
 import gc
 import json
 import math
+import os
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from pathlib import Path
 
 import pytest
-from support import FAST_RETRY, UNLIMITED, portal_process
+from support import FAST_RETRY, PNG, UNLIMITED, partial_files, portal_process, webhook_client
 from yarl import URL
 
 import bitrix_images as bx
 from bitrix_images._converters import Converter
-from bitrix_images.images import is_image, safe_name
+from bitrix_images._files import safe_name
+from bitrix_images.images import is_image
 from bitrix_images.testing import INTERNAL_SERVER_ERROR, QUERY_LIMIT_EXCEEDED, FakePortal
 
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(24)
 SAMPLES = Path(__file__).parent / "samples"
 
 
 async def collect(stream: AsyncIterator[bx.ProductImage], into: list[bx.ProductImage]) -> None:
     async for image in stream:
         into.append(image)
-
-
-def webhook(portal: FakePortal, **kwargs: object) -> bx.BitrixClient:
-    options: dict[str, object] = {"retry": FAST_RETRY, "rate_limit": UNLIMITED}
-    options.update(kwargs)
-    return bx.BitrixClient.from_webhook(portal.webhook_url, **options)  # type: ignore[arg-type]
 
 
 # --- list and the paginator -------------------------------------------------------------
@@ -43,7 +38,7 @@ def webhook(portal: FakePortal, **kwargs: object) -> bx.BitrixClient:
 async def test_237_images_in_both_page_modes(mode: str, requests: int) -> None:
     async with FakePortal(products=1, images_per_product=0, rate=None, page_mode=mode) as portal:  # type: ignore[arg-type]
         pid = portal.catalog.add_product(images=237)
-        async with webhook(portal) as client:
+        async with webhook_client(portal) as client:
             images = [image async for image in client.images.list(pid)]
         assert portal.counters.by_method["catalog.productimage.list"] == requests
     ids = [image.id for image in images]
@@ -56,7 +51,7 @@ async def test_pages_expose_total_and_next() -> None:
     async with FakePortal(
         products=1, images_per_product=120, rate=None, page_mode="offset"
     ) as portal:
-        async with webhook(portal) as client:
+        async with webhook_client(portal) as client:
             pages = [page async for page in client.images.list(1).pages()]
             assert [(p.start, p.next, p.total, len(p.items)) for p in pages] == [
                 (0, 50, 120, 50),
@@ -102,7 +97,7 @@ async def test_the_docs_example_and_the_portal_decode_alike(portal: FakePortal) 
     stored = portal.catalog.add_image(
         pid, name="test.jpeg", content=PNG, type="MORE_PHOTO", created=created
     )
-    async with webhook(portal) as client:
+    async with webhook_client(portal) as client:
         (ours,) = [image async for image in client.images.list(pid)]
     assert ours.download_url is not None
     assert ours.detail_url is not None
@@ -140,7 +135,7 @@ async def test_list_many_1000_products_in_20_requests_lazily() -> None:
                 ahead.append(produced - consumed // 3)
                 yield pid
 
-        async with webhook(portal) as client:
+        async with webhook_client(portal) as client:
             order = []
             async for image in client.images.list_many(product_ids()):
                 consumed += 1
@@ -159,7 +154,7 @@ async def test_list_many_offset_mode_pages_products_with_many_images() -> None:
     ) as portal:
         big = portal.catalog.add_product(images=120)
         ids = [1, big, 2, 3, 1]
-        async with webhook(portal) as client:
+        async with webhook_client(portal) as client:
             got = [image async for image in client.images.list_many(ids)]
         expected = [i.id for pid in ids for i in portal.catalog.images(pid)]
         assert [i.id for i in got] == expected
@@ -184,7 +179,7 @@ async def test_list_many_retries_a_retryable_command_and_raises_for_a_fatal_one(
             "command_error", times=3, method="catalog.productImage.list", body=QUERY_LIMIT_EXCEEDED
         )
         got: list[bx.ProductImage] = []
-        async with webhook(portal) as client:
+        async with webhook_client(portal) as client:
             stream = client.images.list_many(range(1, 121))
             with pytest.raises(bx.BatchError) as info:
                 await collect(stream, got)
@@ -208,7 +203,7 @@ async def test_list_many_gives_up_on_a_command_that_keeps_failing() -> None:
             method="catalog.productImage.list",
             body=INTERNAL_SERVER_ERROR,
         )
-        async with webhook(portal) as client:
+        async with webhook_client(portal) as client:
             with pytest.raises(bx.BatchError) as info:
                 _ = [image async for image in client.images.list_many([1, 2])]
         assert info.value.attempts == FAST_RETRY.max_attempts
@@ -225,7 +220,7 @@ async def test_list_many_retries_whole_batches(portal: FakePortal, client: bx.Bi
 
 async def test_list_many_stops_cleanly_when_the_consumer_breaks() -> None:
     async with FakePortal(products=2000, images_per_product=1, rate=None) as portal:
-        async with webhook(portal) as client:
+        async with webhook_client(portal) as client:
             async for image in client.images.list_many(range(1, 2001)):
                 if image.product_id == 10:
                     break
@@ -477,15 +472,14 @@ def test_unlimited_client_uses_no_bucket() -> None:
 async def test_a_large_download_spills_to_disk(
     portal: FakePortal, client: bx.BitrixClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bitrix_images import _session
-
-    monkeypatch.setattr(_session._Body, "SPOOL", 16)
-    monkeypatch.setattr(_session, "_CHUNK", 16)
-    image = await client.images.get(1, 1)
+    # 10 MiB: past the 4 MiB kept in memory, and half of it (cut_body) is past it too.
+    content = PNG + bytes(10 * 1024 * 1024)
+    stored = portal.catalog.add_image(1, name="large.png", content=content)
+    image = await client.images.get(1, stored.id)
     portal.inject("cut_body", method="download")  # the first attempt dies after spilling
     written = await client.images.download(image, tmp_path)
-    assert written.read_bytes() == portal.catalog.images(1)[0].content
-    assert [p.name for p in tmp_path.iterdir()] == ["photo-1.png"]
+    assert written.read_bytes() == content
+    assert [p.name for p in tmp_path.iterdir()] == ["large.png"]
 
 
 async def test_a_failed_rename_leaves_no_temporary_file(
@@ -508,3 +502,102 @@ async def test_a_download_that_need_not_be_durable(
     assert [p.name for p in tmp_path.iterdir()] == ["photo-1.png"]
     with pytest.raises(TypeError, match="durable"):
         await client.images.download(image, tmp_path, durable="yes")  # type: ignore[arg-type]
+
+
+# --- the download's file: names, temporary files, links, origins -------------------------------
+
+
+async def test_a_legal_final_name_of_255_bytes_downloads(
+    client: bx.BitrixClient, tmp_path: Path
+) -> None:
+    # The temporary file's name is short, whatever the final one: a predictable
+    # ".<name>.<pid>-<n>.part" beside a 255-byte name was too long for the file system.
+    image = await client.images.get(1, 1)
+    target = tmp_path / ("a" * 251 + ".png")
+    assert await client.images.download(image, target) == target
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]
+    # The finished file has the mode a plain open() gives, not the temporary file's 0600.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+async def test_a_long_or_hostile_name_is_cut_by_bytes_and_stays_apart(
+    portal: FakePortal, client: bx.BitrixClient, tmp_path: Path
+) -> None:
+    long_name = "фото" * 60 + ".png"  # 480 bytes of UTF-8: over NAME_MAX (255)
+    first = portal.catalog.add_image(1, name=long_name, content=PNG)
+    second = portal.catalog.add_image(1, name=long_name[:-4] + "x.png", content=PNG)
+    hostile = portal.catalog.add_image(1, name="a\\..\\bc.png", content=PNG)
+    written = []
+    for stored in (first, second, hostile):
+        image = await client.images.get(1, stored.id)
+        written.append(await client.images.download(image, tmp_path))
+    for path in written[:2]:
+        assert len(path.name.encode()) <= 255 - 40  # room for an "<id>-" in front
+        assert path.name.endswith(".png")
+        assert path.name.startswith("фото")
+    assert written[0].name != written[1].name  # the image id keeps them apart
+    assert written[2].name == "bc.png"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in written)
+
+
+def test_safe_name_keeps_ordinary_names_and_cuts_at_a_character_boundary() -> None:
+    assert safe_name(bx.ProductImage(id=7, name="photo 1.JPG")) == "photo 1.JPG"
+    assert safe_name(bx.ProductImage(id=7, name="a\\b\x00\x1f\x7fc.png")) == "bc.png"
+    assert safe_name(bx.ProductImage(id=7, name="dir\\..")) == "image-7"
+    cut = safe_name(bx.ProductImage(id=7, name="é" * 300))
+    assert cut.endswith("-7")
+    assert len(cut.encode()) <= 215
+    assert set(cut[:-2]) == {"é"}
+    # An "extension" too long to be one is not kept whole.
+    odd = safe_name(bx.ProductImage(id=7, name="x." + "y" * 300))
+    assert odd.endswith("-7")
+    assert len(odd.encode()) <= 215
+
+
+async def test_a_symlinked_target_or_folder_is_refused(
+    portal: FakePortal, client: bx.BitrixClient, tmp_path: Path
+) -> None:
+    image = await client.images.get(1, 1)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    victim = elsewhere / "victim.png"
+    victim.write_bytes(b"keep")
+    link = tmp_path / "photo.png"
+    link.symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic link") as info:
+        await client.images.download(image, link)
+    assert info.value.filename == str(link)
+    folder = tmp_path / "product"
+    folder.symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OSError, match="symbolic link") as info:
+        await client.images.download(image, folder)
+    assert info.value.filename == str(folder)
+    assert victim.read_bytes() == b"keep"
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["victim.png"]
+    assert portal.counters.by_method["download"] == 0
+
+
+async def test_the_temporary_file_is_private_and_unguessable(
+    portal: FakePortal, client: bx.BitrixClient, tmp_path: Path
+) -> None:
+    image = await client.images.get(1, 1)
+    portal.inject("delay", method="download", delay=30.0)
+    task = asyncio.ensure_future(client.images.download(image, tmp_path))
+    try:
+        await asyncio.wait_for(_until(lambda: portal.counters.in_flight > 0), timeout=30)
+        (part,) = partial_files(tmp_path)
+        assert part.stat().st_mode & 0o777 == 0o600
+        assert image.name is not None
+        assert image.name not in part.name
+        assert len(part.name) < 20
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert partial_files(tmp_path) == []
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 import aiohttp
 import pytest
 import yarl
-from portal_support import FakeClock, call, get, post_form
+from support import FakeClock, call, get, post_form
 
 from bitrix_images.testing import (
     INTERNAL_SERVER_ERROR,

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, event, example, given, note, settings
 from hypothesis import strategies as st
-from reliability_support import webhook_client
+from support import webhook_client
 from yarl import URL
 
 import bitrix_images as bx

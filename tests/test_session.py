@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import aiohttp
+import aiohttp.abc
+import attrs
 import pytest
+import yarl
 from aiohttp import web
-from support import FAST_RETRY, UNLIMITED, oauth_client, secrets_of
+from support import FAST_RETRY, PNG, UNLIMITED, oauth_client, secrets_of
 
 import bitrix_images as bx
+from bitrix_images._auth import WebhookAuth
 from bitrix_images.testing import (
     EXPIRED_TOKEN,
     INTERNAL_SERVER_ERROR,
@@ -21,10 +26,10 @@ from bitrix_images.testing import (
     OVERLOAD_LIMIT,
     QUERY_LIMIT_EXCEEDED,
     FakePortal,
+    instant_retries,
 )
 
 LIST = "catalog.productImage.list"
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(32)
 
 
 def assert_clean(error: BaseException, portal: FakePortal) -> None:
@@ -79,21 +84,22 @@ async def test_add_under_a_503_creates_exactly_one_image(
 
 async def test_operation_time_limit_waits_for_the_reset() -> None:
     async with FakePortal(products=3, rate=None, operating_cost=0.2, operating_limit=100) as portal:
-        async with bx.BitrixClient.from_webhook(
-            portal.webhook_url, retry=FAST_RETRY, rate_limit=UNLIMITED
-        ) as client:
+        slow = bx.RetryPolicy(initial_delay=0.001, max_delay=0.01, max_wait=1.0)
+        async with (
+            bx.BitrixClient.from_webhook(
+                portal.webhook_url, retry=slow, rate_limit=UNLIMITED
+            ) as client,
+            instant_retries() as clock,
+        ):
             await client.images.get(1, 1)  # learns operating_reset_at from the time block
-            reset_at = client._session.operating_reset_at("catalog.productImage.get")
-            assert reset_at is not None
             portal.inject("error", status=429, body=OPERATION_TIME_LIMIT)
-            slow = bx.RetryPolicy(initial_delay=0.001, max_delay=0.01, max_wait=1.0)
-            client._session.retry = slow
-            # The reset is up to ten minutes away: more than the budget, so it gives up at once.
-            started = time.monotonic()
+            # The reset is up to ten minutes away: more than the budget, so it gives up at
+            # once (without a known reset it would wait max_delay and succeed).
             with pytest.raises(bx.RateLimited) as info:
                 await client.images.get(1, 1)
-            assert time.monotonic() - started < 0.5
             assert info.value.code == "OPERATION_TIME_LIMIT"
+            assert info.value.attempts == 1
+            assert clock.waits == []
             assert info.value.status == 429
 
 
@@ -417,13 +423,14 @@ def test_rejected_urls(url: object, error: type[Exception]) -> None:
 
 
 @pytest.fixture(name="mover")
-async def _mover() -> AsyncIterator[tuple[str, list[str]]]:
+async def _mover(request: pytest.FixtureRequest) -> AsyncIterator[tuple[str, list[str]]]:
     """A loopback server that answers every request with a redirect to another host."""
     hits: list[str] = []
+    target = getattr(request, "param", "https://new-portal.bitrix24.com{path}")
 
     async def moved(request: web.Request) -> web.Response:
         hits.append(request.path)
-        raise web.HTTPFound(location="https://new-portal.bitrix24.com" + request.path)
+        return web.Response(status=302, headers={"Location": target.format(path=request.path)})
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", moved)
@@ -449,6 +456,22 @@ async def test_a_moved_portal_is_not_followed(mover: tuple[str, list[str]]) -> N
     assert len(hits) == 1
 
 
+@pytest.mark.parametrize(
+    "mover", ["http://[::1{path}", "http://new-portal.example:99999{path}", ""], indirect=True
+)
+async def test_a_malformed_redirect_is_portal_moved_without_a_host(
+    mover: tuple[str, list[str]],
+) -> None:
+    url, hits = mover
+    async with bx.BitrixClient.from_webhook(url, retry=FAST_RETRY) as client:
+        with pytest.raises(bx.PortalMoved) as info:
+            await client.images.fields()
+    assert info.value.new_host is None
+    assert "an unknown address" in str(info.value)
+    assert "s3cretcode" not in str(info.value)
+    assert len(hits) == 1
+
+
 async def test_a_borrowed_session_stays_open(portal: FakePortal) -> None:
     async with aiohttp.ClientSession() as session:
         async with bx.BitrixClient.from_webhook(
@@ -460,9 +483,7 @@ async def test_a_borrowed_session_stays_open(portal: FakePortal) -> None:
             await again.images.fields()
     owned = bx.BitrixClient.from_webhook(portal.webhook_url)
     await owned.images.fields()
-    pool = owned._session.http
     await owned.close()
-    assert pool.closed
     with pytest.raises(RuntimeError, match="closed"):
         await owned.images.fields()
 
@@ -503,6 +524,9 @@ async def test_call_validates_before_sending(
         ({"params": {"start": 5}}, ValueError),
         ({"key": ""}, ValueError),
         ({"start": -1}, ValueError),
+        # A wrong type is a TypeError everywhere, as for images.list(start="1").
+        ({"start": "1"}, TypeError),
+        ({"start": True}, TypeError),
     ],
 )
 def test_paginate_validates(
@@ -521,7 +545,8 @@ def test_paginate_validates(
         ({"retry": 5}, TypeError),
         ({"session": 5}, TypeError),
         ({"timeout": 0}, ValueError),
-        ({"timeout": True}, ValueError),
+        ({"timeout": True}, TypeError),
+        ({"timeout": math.inf}, ValueError),
     ],
 )
 def test_client_options_are_checked(kwargs: dict[str, object], error: type) -> None:
@@ -551,15 +576,15 @@ def test_oauth_options_are_checked(kwargs: dict[str, object], error: type) -> No
 
 def test_reprs_and_properties(portal: FakePortal) -> None:
     client = oauth_client(portal)
-    text = repr(client) + repr(client._session.auth) + repr(client.stats)
+    auth = WebhookAuth(yarl.URL(str(portal.webhook_url)))
+    text = repr(client) + repr(client.stats)
     for secret in secrets_of(portal):
         assert secret not in text
     assert "oauth" in repr(client)
     assert client.rate_limit == UNLIMITED
     assert client.retry_policy == FAST_RETRY
-    webhook = bx.BitrixClient.from_webhook(portal.webhook_url)
-    assert portal.webhook_code not in repr(webhook._session.auth)
-    assert portal.webhook_code in webhook._session.auth.secrets
+    assert portal.webhook_code not in repr(auth)
+    assert portal.webhook_code in auth.secrets
 
 
 def test_version_is_exported() -> None:
@@ -586,11 +611,105 @@ async def test_a_batch_books_its_commands_operating_time_not_its_own() -> None:
     async with FakePortal(
         products=3, rate=None, operating_cost={"catalog.productimage.list": 0.5}
     ) as portal:
-        async with bx.BitrixClient.from_webhook(
-            portal.webhook_url, retry=FAST_RETRY, rate_limit=UNLIMITED
-        ) as client:
+        # 1.5 s of list time (three commands) is past 90 % of a 1 s limit; a get is not.
+        limits = bx.RateLimit(rate=math.inf, operating_limit=1.0)
+        async with (
+            bx.BitrixClient.from_webhook(
+                portal.webhook_url, retry=FAST_RETRY, rate_limit=limits
+            ) as client,
+            instant_retries() as clock,
+        ):
             _ = [image async for image in client.images.list_many([1, 2, 3])]
-            budget = client._session._budget
-            usage = budget._usage["catalog.productimage.list"]
-            assert usage.operating == pytest.approx(1.5)
-            assert "batch" not in budget._usage
+            await client.images.get(1, 1)
+            assert clock.waits == []  # the batch's time was not booked under get (or batch)
+            _ = [image async for image in client.images.list(1)]
+            assert len(clock.waits) == 1  # the commands' time was booked under list
+            assert client.stats.throttle_wait == clock.total
+
+
+# --- what tests and users can see: requests in flight, instant retries -----------------------
+
+
+async def test_stats_count_the_requests_in_flight(portal: FakePortal) -> None:
+    limits = bx.RateLimit(rate=math.inf, max_in_flight=3)
+    async with bx.BitrixClient.from_webhook(
+        portal.webhook_url, retry=FAST_RETRY, rate_limit=limits
+    ) as client:
+        portal.inject("delay", method="catalog.productImage.get", delay=0.2, times=6)
+        calls = [asyncio.ensure_future(client.images.get(1, 1)) for _ in range(6)]
+        await asyncio.wait_for(_until(lambda: client.stats.in_flight == 3), timeout=30)
+        await asyncio.gather(*calls)
+        assert client.stats.in_flight == 0
+        assert client.stats.max_in_flight == 3  # never more than max_in_flight at once
+        assert client.stats.requests == 6
+
+
+async def test_instant_retries_skip_the_waits_and_keep_the_rules(portal: FakePortal) -> None:
+    slow = bx.RetryPolicy(max_attempts=3, initial_delay=30.0, max_delay=60.0, max_wait=600.0)
+    async with bx.BitrixClient.from_webhook(
+        portal.webhook_url, retry=slow, rate_limit=UNLIMITED
+    ) as client:
+        portal.inject("error", status=503, body=QUERY_LIMIT_EXCEEDED, times=5)
+        with instant_retries() as clock, pytest.raises(bx.RateLimited) as info:
+            await client.images.get(1, 1)
+        assert info.value.attempts == 3
+        assert len(clock.waits) == 2  # two backoffs of up to 30 s and 60 s, not slept
+        assert all(0 <= w <= 60.0 for w in clock.waits)
+        assert client.stats.retry_wait == pytest.approx(clock.total)
+    with instant_retries() as outer:
+        async with instant_retries() as inner:
+            pass
+        assert inner.waits == outer.waits == []
+
+
+async def test_a_download_url_of_the_same_origin_written_otherwise_is_fetched(
+    portal: FakePortal, tmp_path: Path
+) -> None:
+    # "http://PORTAL.test:80" is "http://portal.test" (RFC 6454). The portal listens on a
+    # loopback port; a resolver (aiohttp's public API) sends portal.test:80 there.
+    resolver = _ToPortal(portal.port)
+    connector = aiohttp.TCPConnector(resolver=resolver)
+    webhook = f"http://portal.test/{portal.webhook_url.path.lstrip('/')}"
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        bx.BitrixClient.from_webhook(
+            webhook, session=session, retry=FAST_RETRY, allow_insecure=True
+        ) as client,
+    ):
+        image = await client.images.get(1, 1)
+        assert image.download_url is not None
+        spelled = yarl.URL(f"http://PORTAL.test:80{image.download_url.raw_path_qs}", encoded=True)
+        written = await client.images.download(attrs.evolve(image, download_url=spelled), tmp_path)
+    assert written.read_bytes() == portal.catalog.images(1)[0].content
+    assert {host.lower() for host in resolver.hosts} == {"portal.test"}
+
+
+class _ToPortal(aiohttp.abc.AbstractResolver):
+    """Resolves every name to the embedded portal on 127.0.0.1."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.hosts: set[str] = set()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[aiohttp.abc.ResolveResult]:
+        self.hosts.add(host)
+        return [
+            {
+                "hostname": host,
+                "host": "127.0.0.1",
+                "port": self.port,
+                "family": socket.AF_INET,
+                "proto": 0,
+                "flags": socket.AI_NUMERICHOST,
+            }
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    while not condition():
+        await asyncio.sleep(0.01)

@@ -18,7 +18,7 @@ from typing import Any
 
 import attrs
 import pytest
-from reliability_support import id_checksum, webhook_client
+from support import id_checksum, webhook_client
 
 import bitrix_images as bx
 from bitrix_images.testing import (

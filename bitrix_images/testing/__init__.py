@@ -6,7 +6,9 @@ OAuth auth (with token refresh), JSON / PHP-bracket form / query-string bodies, 
 business error codes, PHP ``json_encode`` quirks in batch answers, the request-rate leaky
 bucket, the per-method operating-time limit, signed ``downloadUrl`` links and fault
 injection. It depends on nothing else in ``bitrix_images``: it behaves like the server,
-not like our client expects.
+not like our client expects. The one piece of the SDK here is ``instant_retries()``, the
+switch that makes every client's waits instant in your own tests (like stamina's
+``set_testing()``); ``demo_portal()`` is the catalog of ``bitrix_images mirror --demo``.
 
     async with FakePortal(products=10, images_per_product=3) as portal:
         url = portal.webhook_url          # http://127.0.0.1:PORT/rest/1/<code>/
@@ -17,7 +19,9 @@ not like our client expects.
 Run one from the shell with ``python -m bitrix_images.testing --port 0``.
 """
 
+from .._caller import InstantRetries, instant_retries
 from ._catalog import Catalog, StoredImage
+from ._demo import DEMO_BURST, DEMO_RATE, demo_portal
 from ._errors import (
     EXPIRED_TOKEN,
     INTERNAL_SERVER_ERROR,
@@ -32,6 +36,8 @@ from ._errors import (
 from ._portal import FAULT_KINDS, Counters, FakePortal, Fault, FaultKind, ReceivedCall
 
 __all__ = [
+    "DEMO_BURST",
+    "DEMO_RATE",
     "EXPIRED_TOKEN",
     "FAULT_KINDS",
     "INTERNAL_SERVER_ERROR",
@@ -47,6 +53,9 @@ __all__ = [
     "FakePortal",
     "Fault",
     "FaultKind",
+    "InstantRetries",
     "ReceivedCall",
     "StoredImage",
+    "demo_portal",
+    "instant_retries",
 ]

@@ -13,6 +13,7 @@ from pathlib import Path
 from yarl import URL
 
 import bitrix_images as bx
+from bitrix_images.testing import instant_retries
 
 
 async def save(tokens: bx.OAuthTokens) -> None:
@@ -51,7 +52,12 @@ async def use() -> None:
         fields: Mapping[str, bx.FieldInfo] = await client.images.fields()
         raw: object = await client.call("user.current")
         stats: bx.ClientStats = client.stats
-        del one, fields, raw, stats
+        in_flight: int = stats.in_flight + stats.max_in_flight
+        resource: bx.Images = client.images
+        with instant_retries() as clock:
+            waits: list[float] = clock.waits
+            total: float = clock.total
+        del one, fields, raw, stats, in_flight, resource, waits, total
     oauth = bx.BitrixClient.from_oauth(
         "https://example.bitrix24.com/rest/",
         access_token="a",

@@ -1,0 +1,189 @@
+"""
+The aiohttp transport: the only module that uses aiohttp's client API.
+
+It owns (or borrows) the pooled ``aiohttp.ClientSession``, bounds the requests on the wire,
+never follows a redirect, and maps every aiohttp failure to our exceptions in one place
+(``_mapped``). It neither retries nor sleeps: ``_caller`` decides what follows a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Final, NoReturn
+
+import aiohttp
+from yarl import URL
+
+from . import _protocol
+from ._files import Spool
+from ._stats import ClientStats
+from .exceptions import NotSent, OutcomeUnknown, PortalMoved, TransportError
+
+__all__ = ["Transport"]
+
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+_CHUNK: Final = 64 * 1024
+# general-principles.md, "Request Headers": a named User-Agent; downloads fail without one.
+_USER_AGENT: Final = "bitrix_images/0.1 (+aiohttp)"
+
+
+class Transport:
+    """
+    One pooled ``aiohttp.ClientSession`` (owned or borrowed) and the requests made on it.
+
+    Args:
+        session: a session to borrow (never closed here), or ``None`` to own one.
+        max_in_flight: requests on the wire at once at the most.
+        timeout: seconds one request may take (limits.md: the portal stops at 60).
+        stats: where requests and requests in flight are counted.
+    """
+
+    def __init__(
+        self,
+        *,
+        session: aiohttp.ClientSession | None,
+        max_in_flight: int,
+        timeout: float,
+        stats: ClientStats,
+    ) -> None:
+        self.stats = stats
+        self._borrowed = session
+        self._owned: aiohttp.ClientSession | None = None
+        self._pool_size = max_in_flight * 2
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._closed = False
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The pooled session, created on first use when none was lent."""
+        if self._closed:
+            raise RuntimeError("this client is closed")
+        if self._borrowed is not None:
+            return self._borrowed
+        if self._owned is None:
+            self._owned = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._pool_size),
+                headers={"User-Agent": _USER_AGENT},
+            )
+        return self._owned
+
+    async def close(self) -> None:
+        """Close the session if it is ours; a borrowed one stays open."""
+        self._closed = True
+        if self._owned is not None:
+            await self._owned.close()
+            self._owned = None
+
+    async def post(
+        self,
+        url: URL,
+        method: str,
+        *,
+        idempotent: bool,
+        data: bytes | Mapping[str, str],
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, bytes]:
+        """POST *data*; return the status and the whole body."""
+        async with self._request(
+            "POST", url, method, idempotent=idempotent, data=data, headers=headers
+        ) as response:
+            return response.status, await response.read()
+
+    async def fetch(self, url: URL, spool: Spool, *, headers: Mapping[str, str]) -> None:
+        """GET a file into *spool* (a ``download``, a read); *spool* is discarded on failure."""
+        try:
+            async with self._request(
+                "GET", url, "download", idempotent=True, data=None, headers=headers
+            ) as response:
+                if response.status != 200:
+                    _refused(response.status, await response.read())
+                async for chunk in response.content.iter_chunked(_CHUNK):
+                    if spool.add(chunk):
+                        await asyncio.to_thread(spool.spill)
+        except BaseException:
+            spool.discard()
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _request(
+        self,
+        verb: str,
+        url: URL,
+        method: str,
+        *,
+        idempotent: bool,
+        data: bytes | Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """One HTTP exchange in a slot: never follows redirects, maps every network failure."""
+        async with self._slots:
+            stats = self.stats
+            stats.requests += 1
+            stats.in_flight += 1
+            stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+            try:
+                async with self.session.request(
+                    verb,
+                    url,
+                    data=data,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=self._timeout,
+                ) as response:
+                    _check_redirect(response, method)
+                    yield response
+            except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+                # from None: aiohttp's exceptions carry the request URL, and a webhook's URL
+                # holds its secret code; the traceback must not show it.
+                raise _mapped(exc, method, idempotent=idempotent) from None
+            finally:
+                stats.in_flight -= 1
+
+
+def _mapped(exc: BaseException, method: str, *, idempotent: bool) -> TransportError:
+    """Our exception for an aiohttp failure (the only place that maps them)."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        # The connection was never made, so the request never left: safe to resend.
+        return NotSent(f"cannot connect to the portal: {exc.os_error}", method=method)
+    what = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
+    if idempotent:
+        return TransportError(f"the request failed: {what}", method=method)
+    return OutcomeUnknown(
+        f"the answer was lost ({what}) after the request was sent; the portal may have "
+        "applied it, so it was not replayed",
+        method=method,
+    )
+
+
+def _refused(status: int, body: bytes) -> NoReturn:
+    """Raise for a download answered with something other than the file."""
+    _protocol.decode(status, body, method="download")  # raises when the body is an error
+    raise TransportError("the portal did not send the file", status=status, method="download")
+
+
+def _check_redirect(response: aiohttp.ClientResponse, method: str) -> None:
+    # change-domen.md: a moved portal answers 302 with the new address. We never follow it
+    # with credentials; the error names the new host only (the path holds the webhook code).
+    if response.status in _REDIRECTS:
+        host = _host_of(response.headers.get("Location", ""))
+        raise PortalMoved(
+            f"the portal moved to {host or 'an unknown address'}; update the portal URL",
+            new_host=host,
+            status=response.status,
+            method=method,
+        )
+
+
+def _host_of(location: str) -> str | None:
+    """The host a redirect names, or ``None`` when it names none we can read."""
+    if not location:
+        return None
+    try:
+        url = URL(location)
+        _ = url.port  # a port out of range is refused here, not later
+    except ValueError:
+        return None  # a malformed Location ("http://[::1", port 99999) names no host
+    return url.host
