@@ -13,6 +13,7 @@ import pytest
 import redis
 from redis_server import RedisServer, running_redis
 from support import ThreadPortal
+from test_cli import oauth_env, run_cli
 
 from bitrix_images import cli
 from bitrix_images._coordinator import Keys, oauth_credential, webhook_credential
@@ -36,15 +37,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in (cli.WEBHOOK_ENV, *cli.OAUTH_ENV, cli.OAUTH_URL_ENV, cli.REDIS_ENV):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def redis_keys(server: RedisServer, pattern: str) -> list[str]:
@@ -168,16 +160,6 @@ def test_a_bad_shard_is_a_usage_error(
     assert "K/N" in err
 
 
-def oauth_env(monkeypatch: pytest.MonkeyPatch, served: ThreadPortal) -> None:
-    portal = served.portal
-    monkeypatch.setenv("BITRIX_CLIENT_ENDPOINT", str(portal.client_endpoint))
-    monkeypatch.setenv("BITRIX_ACCESS_TOKEN", portal.access_token)
-    monkeypatch.setenv("BITRIX_REFRESH_TOKEN", portal.refresh_token)
-    monkeypatch.setenv("BITRIX_CLIENT_ID", portal.client_id)
-    monkeypatch.setenv("BITRIX_CLIENT_SECRET", portal.client_secret)
-    monkeypatch.setenv("BITRIX_OAUTH_URL", str(portal.oauth_url))
-
-
 def test_redis_is_the_source_of_truth_for_tokens(
     served: ThreadPortal,
     redis_server: RedisServer,
@@ -186,7 +168,7 @@ def test_redis_is_the_source_of_truth_for_tokens(
     tmp_path: Path,
 ) -> None:
     portal = served.portal
-    oauth_env(monkeypatch, served)
+    oauth_env(monkeypatch, portal)
     monkeypatch.setenv(cli.REDIS_ENV, redis_server.url)
     keys = Keys.of("bitrix_images", portal.origin, oauth_credential(portal.client_id))
     tokens = tmp_path / "tokens.json"
