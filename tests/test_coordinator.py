@@ -508,3 +508,14 @@ async def test_a_client_adopts_a_pair_refreshed_elsewhere(
 def test_the_coordinator_must_be_one(portal: FakePortal) -> None:
     with pytest.raises(TypeError, match="coordinator"):
         webhook_client(portal, coordinator="redis://localhost")
+
+
+async def test_a_client_that_decodes_responses_works_too(redis_url: str, namespace: str) -> None:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    coordinator = bx.RedisCoordinator(client, namespace=namespace)
+    shared = limits_of(coordinator)
+    assert (await shared.pace(["m"])).reason == "bucket"
+    tokens = SharedTokens(coordinator.link(ORIGIN, oauth_credential("app")), ORIGIN)
+    assert await tokens.load(pair(1)) == pair(1)
+    assert await tokens.load(pair(0)) == pair(1)
+    await client.aclose()
