@@ -734,6 +734,14 @@ def main(argv: list[str] | None = None) -> int:
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
+    if "W7" in only:  # upload packing: its own module and section of RESULTS.md
+        from . import _w7
+
+        _w7.main(quick=args.quick, write_results=not args.no_write, log=log)
+        only.discard("W7")
+        if not only:
+            return 0
+
     started = time.perf_counter()
     outcome = execute(scale, only, log)
     report: dict[str, Any] = {

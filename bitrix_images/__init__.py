@@ -3,14 +3,17 @@ bitrix_images: an asyncio SDK for Bitrix24 product images.
 
 ``BitrixClient`` talks to one portal (webhook or OAuth) through one pooled aiohttp session,
 keeps to the portal's limits, retries what is safe to retry, and returns frozen attrs
-values. ``bitrix_images.testing`` holds an embedded portal for tests.
+values. ``mirror`` and ``upload`` keep a folder and a catalog in step, in either
+direction. ``bitrix_images.testing`` holds an embedded portal for tests.
 """
 
 from ._coordinator import RedisCoordinator
+from ._mirror import MirrorResult, mirror
 from ._paginate import AsyncPaginator, Page
 from ._retry import RetryPolicy
 from ._stats import ClientStats
 from ._throttle import RateLimit
+from ._upload import UploadResult, upload
 from .client import BitrixClient
 from .exceptions import (
     AccessDenied,
@@ -44,6 +47,7 @@ __all__ = [
     "Images",
     "InvalidRequest",
     "MalformedResponse",
+    "MirrorResult",
     "NotFound",
     "OAuthTokens",
     "OutcomeUnknown",
@@ -56,7 +60,10 @@ __all__ = [
     "RetryPolicy",
     "ServerError",
     "TransportError",
+    "UploadResult",
     "__version__",
+    "mirror",
+    "upload",
 ]
 
 

@@ -1,18 +1,27 @@
 """
-The ``mirror`` job of the command line: every image of many products into local folders.
+The ``mirror`` job: every image of many products into local folders, kept in step.
 
 One stream, constant memory: product ids are read lazily (a list, a file, or the catalog
-itself through ``catalog.product.list``) into ``client.images.list_many``; each image is
-put on a bounded queue that a few worker tasks drain with ``client.images.download``.
+itself through ``catalog.product.list``) into ``client.images.list_many`` (through
+``_listing``, which hands over each product complete); each image to fetch is put on a
+bounded queue that a few worker tasks drain with ``client.images.download``.
 ``DEST/<product_id>/<file name>`` is the layout; downloads are atomic (temporary file, then
-rename), so a file already in place is complete and a second run skips it.
+rename).
+
+``DEST/.bitrix-images.sqlite`` (``_manifest``) lists every file this tool wrote, by image
+id. "Already here" is decided by image id: a listed file of the right size is skipped
+(``verify`` re-hashes it instead), a file of the same name that the manifest does not list
+is adopted only when its bytes are the image's. ``prune`` removes, after a product was
+listed completely, the files of its images that are gone from the portal: only files the
+manifest lists, never after a failed listing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final, NoReturn
@@ -21,56 +30,85 @@ import attrs
 from tqdm import tqdm
 
 from ._files import safe_name
-from .exceptions import (
-    AccessDenied,
-    AuthError,
-    BatchError,
-    BitrixError,
-    MalformedResponse,
-    NotFound,
-    RateLimited,
-)
+from ._listing import products
+from ._manifest import MANIFEST_NAME, Entry, Manifest, digest
+from .exceptions import AuthError, BitrixError, RateLimited
 from .models import ProductImage
 
 if TYPE_CHECKING:
     from .client import BitrixClient
 
 __all__ = [
-    "MirrorStats",
+    "MirrorResult",
     "catalog_ids",
     "file_ids",
     "mirror",
 ]
 
+log = logging.getLogger("bitrix_images")
+
 # Errors after which every further download would fail too: stop at once.
 _FATAL: Final = (AuthError, RateLimited)
-# A product's own listing errors that another product would not share: skip it, go on.
-_UNLISTABLE: Final = (NotFound, AccessDenied)
+# Completed files recorded per manifest transaction: a crash loses at most this many
+# records, and those files are adopted by hash on the next run.
+_RECORD_EVERY: Final = 50
 
 
 @attrs.define
-class MirrorStats:
-    """What one mirror run did."""
+class _Counts:
+    """The running counts of a mirror (the job's own, mutable)."""
 
     products: int = 0
     images: int = 0
     downloaded: int = 0
     skipped: int = 0
+    adopted: int = 0
+    removed: int = 0
     failed: int = 0
-    unlisted: int = 0  # products that could not be listed (gone, or forbidden)
+    unlisted: int = 0
+    bytes: int = 0
+
+
+@attrs.frozen
+class MirrorResult:
+    """
+    What one mirror run did: the counts the command line prints.
+
+    ``downloaded`` files were fetched; ``skipped`` were in place already (by the manifest);
+    ``adopted`` were in place but unrecorded (a run stopped between a file's rename and its
+    record) and are recorded now; ``removed`` files were pruned (with ``dry_run``: would
+    be); ``failed`` images could not be fetched; ``unlisted`` products could not be listed
+    (gone, or forbidden). ``planned`` holds the lines of a dry run.
+    """
+
+    products: int = 0
+    images: int = 0
+    downloaded: int = 0
+    skipped: int = 0
+    adopted: int = 0
+    removed: int = 0
+    failed: int = 0
+    unlisted: int = 0
     bytes: int = 0
     seconds: float = 0.0
     retries: int = 0
     waited: float = 0.0
+    dry_run: bool = False
+    planned: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """The closing line of a run."""
+        fetched = "to download" if self.dry_run else "downloaded"
         line = (
             f"{self.products} products, {self.images} images "
-            f"({self.downloaded} downloaded, {self.skipped} skipped"
+            f"({self.downloaded} {fetched}, {self.skipped} skipped"
         )
+        if self.adopted:
+            line += f", {self.adopted} adopted"
         if self.failed:
             line += f", {self.failed} failed"
+        if self.removed or self.dry_run:
+            line += f", {self.removed} {'to remove' if self.dry_run else 'removed'}"
         if self.unlisted:
             line += f"; {self.unlisted} products could not be listed"
         return (
@@ -115,19 +153,13 @@ async def catalog_ids(client: BitrixClient, iblock_id: int) -> AsyncIterator[int
 
 
 class _Names:
-    """Unique file names within the product being listed (case-insensitive file systems)."""
+    """Unique file names within one product's folder (case-insensitive file systems)."""
 
     def __init__(self) -> None:
-        self.product_id: int | None = None
         self._taken: set[str] = set()
 
-    def start(self, product_id: int) -> bool:
-        """Switch to *product_id*; ``True`` when it is a new product."""
-        if product_id == self.product_id:
-            return False
-        self.product_id = product_id
-        self._taken.clear()
-        return True
+    def take(self, name: str) -> None:
+        self._taken.add(name.casefold())
 
     def claim(self, image: ProductImage) -> str:
         name = safe_name(image)
@@ -140,25 +172,28 @@ class _Names:
 
 
 class _Progress:
-    """A tqdm bar on a terminal, or nothing."""
+    """A tqdm bar on a terminal, or nothing; warnings go above it, or to the log."""
 
-    def __init__(self, stream: IO[str] | None) -> None:
+    def __init__(self, stream: IO[str] | None, warnings: IO[str] | None) -> None:
         self._bar: tqdm[NoReturn] | None = None
+        self._warnings = warnings
         if stream is not None:
             self._bar = tqdm(file=stream, unit="img", dynamic_ncols=True, desc="mirror")
 
-    def update(self, products: int, stats: MirrorStats) -> None:
+    def update(self, products: int, counts: _Counts) -> None:
         if self._bar is not None:
             self._bar.set_postfix_str(
-                f"products={products} bytes={_human(stats.bytes)}", refresh=False
+                f"products={products} bytes={_human(counts.bytes)}", refresh=False
             )
             self._bar.update(1)
 
-    def write(self, text: str, stream: IO[str]) -> None:
-        if self._bar is not None:
-            self._bar.write(text, file=stream)
+    def warn(self, text: str) -> None:
+        if self._warnings is None:
+            log.warning("%s", text)
+        elif self._bar is not None:
+            self._bar.write(f"bitrix-images: warning: {text}", file=self._warnings)
         else:
-            print(text, file=stream)
+            print(f"bitrix-images: warning: {text}", file=self._warnings)
 
     def close(self) -> None:
         if self._bar is not None:
@@ -176,67 +211,96 @@ def _human(size: float) -> str:
 async def mirror(
     client: BitrixClient,
     product_ids: Iterable[int] | AsyncIterator[int],
-    dest: Path,
+    dest: Path | str,
     *,
+    prune: bool = False,
     concurrency: int = 4,
+    verify: bool = False,
+    dry_run: bool = False,
     progress: IO[str] | None = None,
-    warnings: IO[str],
-) -> MirrorStats:
+    warnings: IO[str] | None = None,
+) -> MirrorResult:
     """
-    Download every image of *product_ids* into ``dest/<product_id>/``.
+    Download every image of *product_ids* into ``dest/<product_id>/``; return the counts.
+
+    Files this tool wrote are listed in ``dest/.bitrix-images.sqlite``; an image whose file
+    is listed and in place is skipped (*verify*: only when its SHA-256 still matches).
+    *prune* removes the files of a product's images that are gone from the portal, once
+    the product was listed completely, and only files the manifest lists. *dry_run* fetches
+    and removes nothing and returns the plan in ``planned``.
 
     *progress* is where the bar goes (``None``: no bar); *warnings* receives one line per
-    image that failed to download. An image that fails for good is counted and the run goes
-    on, unless the failure would repeat for every image (``AuthError``, ``RateLimited``),
-    which stops the run. Argument, listing and disk errors propagate.
+    image that failed (``None``: the ``bitrix_images`` logger). An image that fails for
+    good is counted and the run goes on, unless the failure would repeat for every image
+    (``AuthError``, ``RateLimited``), which stops the run. Argument, listing and disk
+    errors propagate.
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError("concurrency must be an int >= 1")
-    job = _Job(client, dest, concurrency, _Progress(progress), warnings)
+    for name, flag in (("prune", prune), ("verify", verify), ("dry_run", dry_run)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    if not isinstance(dest, (str, Path)):
+        raise TypeError(f"dest must be a Path or str, got {type(dest).__name__}")
+    dest = Path(dest)
+    options = _Options(prune=prune, verify=verify, dry_run=dry_run)
+    job = _Job(client, dest, concurrency, options, _Progress(progress, warnings))
     return await job.run(product_ids)
 
 
-async def _feed(
-    replay: list[int], source: AsyncIterator[int], unfinished: deque[int]
-) -> AsyncIterator[int]:
-    """The ids to list: *replay* first, then the rest of *source*, noting each one."""
-    for product_id in replay:
-        unfinished.append(product_id)
-        yield product_id
-    async for product_id in source:
-        unfinished.append(product_id)
-        yield product_id
+@attrs.frozen
+class _Options:
+    prune: bool
+    verify: bool
+    dry_run: bool
+
+
+@attrs.frozen
+class _Fetch:
+    """One image to download; *adopt* is an unrecorded file that may already hold it."""
+
+    image: ProductImage
+    product_id: int
+    target: Path
+    adopt: Path | None = None
 
 
 class _Job:
-    """One mirror run: a producer fed by list_many, and *concurrency* download workers."""
+    """One mirror run: a producer fed by ``_listing``, and *concurrency* download workers."""
 
     def __init__(
         self,
         client: BitrixClient,
         dest: Path,
         concurrency: int,
+        options: _Options,
         bar: _Progress,
-        warnings: IO[str],
     ) -> None:
         self.client = client
         self.dest = dest
         self.concurrency = concurrency
+        self.options = options
         self.bar = bar
-        self.warnings = warnings
-        self.stats = MirrorStats()
-        self.listed = 0  # products whose images came in (stats.products runs ahead of it)
-        self.names = _Names()
+        self.counts = _Counts()
+        self.planned: list[str] = []
+        self.listed = 0  # products whose images came in (counts.products runs ahead of it)
+        self.manifest: Manifest | None = None
+        self.done: list[Entry] = []  # completed files not recorded yet
         self.failure: Exception | None = None  # what stopped the listing, if anything
         # Bounded: the listing runs at most a few images ahead of the downloads.
-        self.queue: asyncio.Queue[tuple[ProductImage, Path] | None] = asyncio.Queue(concurrency * 4)
+        self.queue: asyncio.Queue[_Fetch | None] = asyncio.Queue(concurrency * 4)
 
-    async def run(self, product_ids: Iterable[int] | AsyncIterator[int]) -> MirrorStats:
-        client, stats = self.client, self.stats
+    async def run(self, product_ids: Iterable[int] | AsyncIterator[int]) -> MirrorResult:
+        client = self.client
         started = time.monotonic()
         retries = client.stats.retries
         waited = client.stats.throttle_wait + client.stats.retry_wait
-        _make_dir(self.dest, parents=True)
+        if not self.options.dry_run:
+            _make_dir(self.dest, parents=True)
+            self.manifest = await Manifest.open(self.dest)
+        elif _is_file(self.dest / MANIFEST_NAME):
+            # A dry run creates nothing; without a manifest it plans from an empty one.
+            self.manifest = await Manifest.open(self.dest)
         tasks = [asyncio.ensure_future(self.produce(product_ids))]
         tasks += [asyncio.ensure_future(self.work()) for _ in range(self.concurrency)]
         try:
@@ -250,26 +314,46 @@ class _Job:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self.bar.close()
-            stats.seconds = time.monotonic() - started
-            stats.retries = client.stats.retries - retries
-            stats.waited = client.stats.throttle_wait + client.stats.retry_wait - waited
+            if self.manifest is not None:
+                try:
+                    # Even when stopped (Ctrl-C, an error): what is on disk gets recorded.
+                    await self.record()
+                finally:
+                    await self.manifest.close()
         if self.failure is not None:
             raise self.failure
-        return stats
+        return MirrorResult(
+            **attrs.asdict(self.counts),
+            seconds=time.monotonic() - started,
+            retries=client.stats.retries - retries,
+            waited=client.stats.throttle_wait + client.stats.retry_wait - waited,
+            dry_run=self.options.dry_run,
+            planned=tuple(self.planned),
+        )
 
     async def counted(self, product_ids: Iterable[int] | AsyncIterator[int]) -> AsyncIterator[int]:
         if isinstance(product_ids, AsyncIterator):
             async for product_id in product_ids:
-                self.stats.products += 1
+                self.counts.products += 1
                 yield product_id
         else:
             for product_id in product_ids:
-                self.stats.products += 1
+                self.counts.products += 1
                 yield product_id
 
     async def produce(self, product_ids: Iterable[int] | AsyncIterator[int]) -> None:
         try:
-            await self.list(product_ids)
+            async for listed in products(self.client, self.counted(product_ids)):
+                if listed.error is not None:
+                    # Gone or forbidden since it was named: a failed listing is not an
+                    # empty product, so nothing of it is pruned.
+                    self.counts.unlisted += 1
+                    self.bar.warn(
+                        f"product {listed.product_id} skipped: {listed.error.description}"
+                    )
+                    continue
+                self.listed += 1
+                await self.product(listed.product_id, listed.images)
         except Exception as error:
             # run() raises it once the queue is drained: the images listed before the failure
             # are still downloaded, and a rerun skips them.
@@ -277,83 +361,124 @@ class _Job:
         for _ in range(self.concurrency):
             await self.queue.put(None)
 
-    async def list(self, product_ids: Iterable[int] | AsyncIterator[int]) -> None:
-        """
-        List every product into the queue, skipping one that is gone or forbidden.
+    async def product(self, product_id: int, images: tuple[ProductImage, ...]) -> None:
+        """Plan one completely listed product: prune, skip, adopt or fetch each image."""
+        counts, options = self.counts, self.options
+        rows = await self.manifest.product(product_id) if self.manifest is not None else {}
+        if options.prune:
+            present = {image.id for image in images}
+            for image_id, gone in list(rows.items()):
+                if image_id not in present:
+                    await self.prune(gone)
+                    if not options.dry_run:
+                        del rows[image_id]
+        names = _Names()
+        for kept in rows.values():
+            names.take(kept.path.rsplit("/", 1)[-1])
+        folder = self.dest / str(product_id)
+        if images and not options.dry_run:
+            _make_dir(folder)
+        for image in images:
+            counts.images += 1
+            row = rows.get(image.id)
+            path = row.under(self.dest) if row is not None else None
+            if row is not None and path is not None:
+                if await self.intact(row, path):
+                    counts.skipped += 1
+                    self.bar.update(self.listed, counts)
+                    continue
+                fetch = _Fetch(image, product_id, path)
+            else:
+                target = folder / names.claim(image)
+                if _exists(target):
+                    # Not this tool's record, or a run stopped before recording it: fetch
+                    # beside it, keep whichever is the image's (see work()).
+                    fetch = _Fetch(image, product_id, folder / names.claim(image), target)
+                else:
+                    fetch = _Fetch(image, product_id, target)
+            if options.dry_run:
+                self.planned.append(f"download {fetch.target.relative_to(self.dest).as_posix()}")
+                counts.downloaded += 1
+                continue
+            await self.queue.put(fetch)
 
-        A product deleted (or closed to us) between enumeration and listing makes its
-        ``list_many`` command fail for good; in a catalog of 100,000 that must not end the
-        run. ``list_many`` yields products in input order, so the ids handed to it and not
-        yet finished are known exactly: after such a failure the job warns, counts the
-        product, and starts ``list_many`` again on the ids after it.
-        """
-        source = self.counted(product_ids)
-        unfinished: deque[int] = deque()  # handed to list_many, not yet finished
-        replay: list[int] = []
-        while True:
+    async def intact(self, row: Entry, path: Path) -> bool:
+        """Whether a recorded file is still what was written (size, or *verify*: hash)."""
+        if not self.options.verify:
+            return _file_size(path) == row.size
+        try:
+            found = await asyncio.to_thread(digest, path)
+        except OSError:
+            return False
+        if found != (row.size, row.sha256):
+            self.bar.warn(f"{row.path} changed since it was written; fetching it again")
+            return False
+        return True
+
+    async def prune(self, row: Entry) -> None:
+        """Remove the file of an image the portal no longer has, if it is still ours."""
+        path = row.under(self.dest)
+        dry_run = self.options.dry_run
+        if path is not None and _file_size(path) is not None:
             try:
-                await self.list_some(_feed(replay, source, unfinished), unfinished)
-            except BatchError as error:
-                first = next(iter(error.errors.values()), None)
-                if error.product_id is None or not isinstance(first, _UNLISTABLE):
-                    raise
-                self.stats.unlisted += 1
-                self.bar.write(
-                    f"bitrix-images: warning: product {error.product_id} skipped: "
-                    f"{first.description}",
-                    self.warnings,
-                )
-                # The products before it are finished (they had no images to yield);
-                # those after it were in flight and are listed again.
-                while unfinished and unfinished.popleft() != error.product_id:
-                    pass
-                replay = list(unfinished)
-                unfinished.clear()
-                continue
-            return
-
-    async def list_some(self, product_ids: AsyncIterator[int], unfinished: deque[int]) -> None:
-        names = self.names
-        folder = self.dest
-        async for image in self.client.images.list_many(product_ids):
-            # list_many yields images grouped by product, each with its productId.
-            product_id = image.product_id
-            if product_id is None:
-                raise MalformedResponse(f"image {image.id} came without its productId")
-            # Products before this one are finished: they had no images, or all are in.
-            while unfinished and unfinished[0] != product_id:
-                unfinished.popleft()
-            if names.start(product_id):
-                self.listed += 1
-                folder = self.dest / str(product_id)
-                _make_dir(folder)
-            target = folder / names.claim(image)
-            self.stats.images += 1
-            if _is_file(target):
-                self.stats.skipped += 1
-                self.bar.update(self.listed, self.stats)
-                continue
-            await self.queue.put((image, target))
+                same = await asyncio.to_thread(digest, path) == (row.size, row.sha256)
+            except OSError:
+                same = False
+            if not same:
+                # Edited or replaced by someone since this tool wrote it: theirs now.
+                self.bar.warn(f"{row.path} changed since it was written; kept, not pruned")
+            else:
+                self.counts.removed += 1
+                if dry_run:
+                    self.planned.append(f"remove {row.path}")
+                else:
+                    _remove(path)
+        if not dry_run:
+            assert self.manifest is not None  # noqa: S101 -- rows come from it
+            await self.manifest.forget([row.image_id])
 
     async def work(self) -> None:
-        stats = self.stats
-        while (item := await self.queue.get()) is not None:
-            image, target = item
+        counts = self.counts
+        while (fetch := await self.queue.get()) is not None:
+            image = fetch.image
             try:
-                path = await self.client.images.download(image, target)
+                path = await self.client.images.download(image, fetch.target)
             except _FATAL:
                 raise
             except BitrixError as error:
-                stats.failed += 1
-                self.bar.write(
-                    f"bitrix-images: warning: product {image.product_id}, image {image.id} "
-                    f"({target.name}): {error}",
-                    self.warnings,
+                counts.failed += 1
+                self.bar.warn(
+                    f"product {fetch.product_id}, image {image.id} ({fetch.target.name}): {error}"
                 )
             else:
-                stats.downloaded += 1
-                stats.bytes += _size(path)
-            self.bar.update(self.listed, stats)
+                size, sha256 = await asyncio.to_thread(digest, path)
+                if fetch.adopt is not None and await _same(fetch.adopt, size, sha256):
+                    # The file already there holds this image's bytes: a run stopped
+                    # between its rename and its record. Keep it, drop the new copy.
+                    _remove(path)
+                    path = fetch.adopt
+                    counts.adopted += 1
+                else:
+                    counts.downloaded += 1
+                    counts.bytes += size
+                relative = path.relative_to(self.dest).as_posix()
+                self.done.append(Entry(fetch.product_id, image.id, relative, size, sha256))
+                if len(self.done) >= _RECORD_EVERY:
+                    await self.record()
+            self.bar.update(self.listed, counts)
+
+    async def record(self) -> None:
+        """Write the completed files to the manifest, in one transaction."""
+        done, self.done = self.done, []
+        if done and self.manifest is not None:
+            await self.manifest.record(done)
+
+
+async def _same(path: Path, size: int, sha256: str) -> bool:
+    try:
+        return await asyncio.to_thread(digest, path) == (size, sha256)
+    except OSError:
+        return False
 
 
 # File-system metadata calls take microseconds: cheaper inline than a thread hop (as in
@@ -368,5 +493,18 @@ def _is_file(path: Path) -> bool:
     return path.is_file()
 
 
-def _size(path: Path) -> int:
-    return path.stat().st_size
+def _exists(path: Path) -> bool:
+    return os.path.lexists(path)
+
+
+def _file_size(path: Path) -> int | None:
+    """The size of a regular file (not through a symlink), or ``None``."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return None
+    return info.st_size if path.is_file() and not path.is_symlink() else None
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)

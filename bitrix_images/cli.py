@@ -3,7 +3,9 @@ The ``bitrix-images`` command line (also ``python -m bitrix_images``).
 
 ``list``, ``get``, ``add``, ``delete`` and ``fields`` map one to one onto ``client.images``
 and print JSON (``list``: one object per line); ``mirror`` downloads every image of many
-products into local folders (``_mirror``). The portal comes from ``--webhook`` /
+products into local folders (``bitrix_images.mirror``) and ``upload`` adds a folder of
+photos to the products (``bitrix_images.upload``): the command line is a thin layer over
+both. The portal comes from ``--webhook`` /
 ``BITRIX_WEBHOOK_URL`` or the ``BITRIX_*`` OAuth variables; ``--redis`` /
 ``BITRIX_REDIS_URL`` shares its limits and tokens with other processes.
 
@@ -32,8 +34,15 @@ import attrs
 from yarl import URL
 
 from ._coordinator import RedisCoordinator
-from ._mirror import catalog_ids, file_ids, mirror
+from ._mirror import MirrorResult, catalog_ids, file_ids, mirror
 from ._throttle import RateLimit
+from ._upload import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DETAIL_PREFIX,
+    PREVIEW_PREFIX,
+    UploadResult,
+    upload,
+)
 from .client import DEFAULT_OAUTH_URL, BitrixClient
 from .exceptions import BitrixError
 from .images import check_select
@@ -75,6 +84,13 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     return value
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit()) or not int(index) < int(count):
+        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, got {text!r}")
+    return int(index), int(count)
 
 
 def _add_portal_options(parser: argparse.ArgumentParser, *, nested: bool) -> None:
@@ -209,19 +225,63 @@ def build_parser() -> argparse.ArgumentParser:
         help="downloads at once (default 4); the rate limit still applies",
     )
     sub.add_argument(
+        "--prune",
+        action="store_true",
+        help="remove the files of images gone from the portal (only files this tool wrote, "
+        "as listed in DEST/.bitrix-images.sqlite)",
+    )
+    sub.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the products and print what would be downloaded and removed; change nothing",
+    )
+    sub.add_argument(
+        "--verify",
+        action="store_true",
+        help="re-hash the files the manifest lists and fetch again any that changed",
+    )
+    sub.add_argument(
         "--shard",
         metavar="K/N",
         type=_shard,
         help="only the products whose id %% N == K, so that N hosts split one catalog",
     )
+
+    sub = command("upload", "add SRC/<product_id>/<file> images the products do not have yet")
+    sub.add_argument("src", metavar="SRC", type=Path)
+    sub.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete each product's images whose names no file in its folder has",
+    )
+    sub.add_argument(
+        "--dry-run", action="store_true", help="list the products and print the plan; send nothing"
+    )
+    sub.add_argument(
+        "--max-request-bytes",
+        metavar="BYTES",
+        type=_positive_int,
+        default=DEFAULT_MAX_REQUEST_BYTES,
+        help=f"largest batch request body (default {DEFAULT_MAX_REQUEST_BYTES})",
+    )
+    sub.add_argument(
+        "--one-per-request",
+        action="store_true",
+        help="send each add alone instead of up to 50 in a batch request",
+    )
+    sub.add_argument(
+        "--concurrency",
+        metavar="N",
+        type=_positive_int,
+        default=2,
+        help="requests at once (default 2)",
+    )
+    sub.epilog = (
+        f"A file named {DETAIL_PREFIX}NAME becomes the product's DETAIL_PICTURE named NAME, "
+        f"{PREVIEW_PREFIX}NAME its PREVIEW_PICTURE (each replaces the previous one); every "
+        "other image file is added as a MORE_PHOTO. Files that are not images are skipped."
+    )
     return parser
-
-
-def _shard(text: str) -> tuple[int, int]:
-    k, _, n = text.partition("/")
-    if not (k.isdigit() and n.isdigit()) or not int(k) < int(n):
-        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, got {text!r}")
-    return int(k), int(n)
 
 
 # --- the portal ------------------------------------------------------------------------------
@@ -446,32 +506,58 @@ async def _mirror(client: BitrixClient, args: argparse.Namespace, out: IO[str]) 
         ids = args.products
     if args.shard is not None:
         ids = _sharded(ids, *args.shard)
-    stats = await mirror(
+    result = await mirror(
         client,
         ids,
         args.dest,
+        prune=args.prune,
         concurrency=args.concurrency,
-        progress=sys.stderr if sys.stderr.isatty() else None,
+        verify=args.verify,
+        dry_run=args.dry_run,
+        progress=sys.stderr if sys.stderr.isatty() and not args.dry_run else None,
         warnings=sys.stderr,
     )
-    print(stats.summary(), file=out)
-    if stats.failed:
-        raise _Failed(f"{stats.failed} images failed to download; run again to retry them")
-    if stats.unlisted:
-        raise _Failed(f"{stats.unlisted} products could not be listed (see the warnings)")
-    return 0
+    return _report(result, out, "images failed to download; run again to retry them")
 
 
-async def _sharded(ids: Iterable[int] | AsyncIterator[int], k: int, n: int) -> AsyncIterator[int]:
-    """The ids with ``id % n == k``: N hosts, each given its K, split one catalog."""
+async def _sharded(
+    ids: Iterable[int] | AsyncIterator[int], index: int, count: int
+) -> AsyncIterator[int]:
+    """The ids with ``id % count == index``, read lazily."""
     if isinstance(ids, AsyncIterator):
         async for product_id in ids:
-            if product_id % n == k:
+            if product_id % count == index:
                 yield product_id
     else:
         for product_id in ids:
-            if product_id % n == k:
+            if product_id % count == index:
                 yield product_id
+
+
+async def _upload(client: BitrixClient, args: argparse.Namespace, out: IO[str]) -> int:
+    result = await upload(
+        client,
+        args.src,
+        prune=args.prune,
+        dry_run=args.dry_run,
+        pack=not args.one_per_request,
+        max_request_bytes=args.max_request_bytes,
+        concurrency=args.concurrency,
+        warnings=sys.stderr,
+    )
+    return _report(result, out, "files or images failed (see the warnings); run again")
+
+
+def _report(result: MirrorResult | UploadResult, out: IO[str], failed: str) -> int:
+    """Print a job's plan (a dry run) and summary; fail when something did not happen."""
+    for line in result.planned:
+        print(line, file=out)
+    print(result.summary(), file=out)
+    if result.failed:
+        raise _Failed(f"{result.failed} {failed}")
+    if result.unlisted:
+        raise _Failed(f"{result.unlisted} products could not be listed (see the warnings)")
+    return 0
 
 
 _COMMANDS: Final = {
@@ -481,6 +567,7 @@ _COMMANDS: Final = {
     "delete": _delete,
     "fields": _fields,
     "mirror": _mirror,
+    "upload": _upload,
 }
 
 

@@ -420,11 +420,8 @@ class Images:
     # --- answers -------------------------------------------------------------------------
 
     def _images(self, result: object, method: str) -> builtins.list[ProductImage]:
-        image = self._converter.image
-        return [
-            image(item, method=method)
-            for item in _protocol.items_of(result, "productImages", method=method)
-        ]
+        items = _protocol.items_of(result, "productImages", method=method)
+        return self._converter.images(items, method=method)
 
     def _one(self, result: object, method: str) -> ProductImage:
         if not isinstance(result, Mapping) or "productImage" not in result:

@@ -51,9 +51,18 @@ class ProductImage:
     """
     One image of a product.
 
-    A field the caller left out of ``select`` is ``None``. ``detail_url`` is absolute (the
-    portal sends a path, joined here to the portal's origin); ``download_url`` is the portal's
-    signed link, fetched by ``client.images.download``.
+    A field the caller left out of ``select`` is ``None``. Both URLs are absolute http(s)
+    links: a path from the portal is joined to the portal's origin.
+
+    ``detail_url`` is the image file's public link. It is usually on the portal, but may be
+    on another host (a CDN, when the portal keeps its files in cloud storage), so the SDK
+    never sends credentials to it; a value that is no http(s) link (``javascript:``,
+    ``file:``, ``data:``, text that is no URL) is dropped to ``None``.
+
+    ``download_url`` is the portal's signed link, fetched by ``client.images.download``
+    (only on the portal's own origin). A value that is no http(s) link or is malformed is
+    kept, and reading the attribute raises ``MalformedResponse``, so that one bad image
+    fails alone.
 
     The two URLs are kept as the portal's text and become ``yarl.URL`` values when read:
     building them for every listed image was most of the SDK's cost per image, and most
@@ -75,7 +84,7 @@ class ProductImage:
 
     @property
     def detail_url(self) -> URL | None:
-        """The absolute link to the image file on the portal."""
+        """The absolute http(s) link to the image file, on the portal or its CDN."""
         return _read_url(self._detail_url, "detailUrl")
 
     def __repr__(self) -> str:
@@ -93,10 +102,15 @@ class ProductImage:
 def _read_url(text: str | None, wire_name: str) -> URL | None:
     if text is None:
         return None
+    # The text itself is never quoted: a signed downloadUrl carries credentials.
     try:
-        return as_url(text)
-    except ValueError:
+        url = as_url(text)
+        usable = url.scheme in ("http", "https") and bool(url.host) and url.port is not None
+    except ValueError:  # yarl checks some parts (the port's range) only when read
         raise MalformedResponse(f"the portal sent a malformed {wire_name}") from None
+    if not usable:
+        raise MalformedResponse(f"the portal sent a {wire_name} that is no http(s) link")
+    return url
 
 
 def _host_of(text: str) -> str:

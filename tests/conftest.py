@@ -212,6 +212,12 @@ def _install(watch: SecretWatch, monkeypatch: pytest.MonkeyPatch) -> None:
     _wrap(monkeypatch, WebhookAuth, "__init__", auth_made)
     _wrap(monkeypatch, OAuthAuth, "__init__", auth_made)
 
+    def images_made(_: object, images: list[bx.ProductImage], __: tuple[Any, ...]) -> None:
+        # Listing builds a command's images in one call (Converter.images).
+        watch.images.extend(images[: max(0, _IMAGES_CHECKED - len(watch.images))])
+
+    _wrap(monkeypatch, Converter, "images", images_made)
+
 
 @pytest.fixture(autouse=True)
 def secret_watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretWatch]:

@@ -485,7 +485,8 @@ def files_of(root: Path) -> dict[str, bytes]:
     return {
         str(path.relative_to(root)): path.read_bytes()
         for path in sorted(root.rglob("*"))
-        if path.is_file()
+        # The manifest (and its WAL files) is the tool's, not an image.
+        if path.is_file() and not path.name.startswith(".bitrix-images.sqlite")
     }
 
 

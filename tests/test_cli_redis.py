@@ -122,44 +122,6 @@ def test_without_redis_py_the_option_says_how_to_get_it(
     assert "pip install 'bitrix_images[redis]'" in err
 
 
-def test_mirror_shard_takes_its_share(
-    served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    dest = tmp_path / "out"
-    products = [arg for p in range(1, 6) for arg in ("--product", str(p))]
-    code, out, err = run_cli(
-        capsys, "mirror", str(dest), *products, "--shard", "1/2", "--webhook", served.url
-    )
-    assert (code, err) == (0, "")
-    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == ["1", "3", "5"]
-    assert out.startswith("3 products, ")
-
-
-def test_mirror_shard_of_a_products_file(
-    served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    dest = tmp_path / "out"
-    ids = tmp_path / "ids.txt"
-    ids.write_text("1\n2\n3\n4\n5\n")
-    code, _, err = run_cli(
-        capsys, "mirror", str(dest), "--products-file", str(ids), "--shard", "0/3",
-        "--webhook", served.url,
-    )  # fmt: skip
-    assert (code, err) == (0, "")
-    assert sorted(p.name for p in dest.iterdir() if not p.name.startswith(".")) == ["3"]
-
-
-@pytest.mark.parametrize("shard", ["2/2", "1", "a/b", "0/0", "-1/2", "1/2/3"])
-def test_a_bad_shard_is_a_usage_error(
-    served: ThreadPortal, capsys: pytest.CaptureFixture[str], shard: str
-) -> None:
-    code, _, err = run_cli(
-        capsys, "mirror", "out", "--product", "1", "--shard", shard, "--webhook", served.url
-    )
-    assert code == 2
-    assert "K/N" in err
-
-
 def test_redis_is_the_source_of_truth_for_tokens(
     served: ThreadPortal,
     redis_server: RedisServer,

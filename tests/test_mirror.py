@@ -25,7 +25,9 @@ def expected_files(portal: FakePortal, product_ids: list[int]) -> dict[str, byte
 
 def files_under(root: Path) -> dict[str, bytes]:
     return {
-        str(path.relative_to(root)): path.read_bytes() for path in root.rglob("*") if path.is_file()
+        str(path.relative_to(root)): path.read_bytes()
+        for path in root.rglob("*")
+        if path.is_file() and not path.name.startswith(".bitrix-images.sqlite")
     }
 
 

@@ -31,6 +31,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--page-mode", choices=("source", "offset"), default="source")
     parser.add_argument("--image-size", type=int, default=None, help="pad PNGs to ~BYTES")
     parser.add_argument("--operating-cost", type=float, default=0.0, help="seconds per call")
+    parser.add_argument(
+        "--max-request-body",
+        type=int,
+        default=None,
+        metavar="BYTES",
+        help="answer 413 to a REST request with a longer body (as nginx does); default: no limit",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--webhook-code", default=None)
     return parser.parse_args(argv)
@@ -50,6 +57,7 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
             rate=args.rate if args.rate > 0 else None,
             burst=args.burst,
             operating_cost=args.operating_cost,
+            max_request_body=args.max_request_body,
             image_size=args.image_size,
             seed=args.seed,
             host=args.host,

@@ -74,7 +74,8 @@ _NGINX_PAGE = (
     "<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n"
     "</body>\r\n</html>\r\n"
 )
-_REASONS = {404: "Not Found", 500: "Internal Server Error", 502: "Bad Gateway"}
+_REASONS = {404: "Not Found", 413: "Request Entity Too Large", 500: "Internal Server Error"}
+_REASONS |= {502: "Bad Gateway"}
 _REASONS |= {503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
 
 
@@ -193,7 +194,9 @@ class FakePortal:
     with ``next``, as the docs describe); ``rate``/``burst`` the leaky bucket (None: off);
     ``operating_limit``/``operating_window`` the per-method time limit (None: off) and
     ``operating_cost`` the seconds booked per call (a float or ``{method: float}``, never
-    slept); ``image_size`` pads PNGs to about that many bytes; ``record_calls`` keeps
+    slept); ``max_request_body`` refuses a REST request whose body is longer with nginx's
+    413 page (``client_max_body_size``; None: no limit); ``image_size`` pads PNGs to about
+    that many bytes; ``record_calls`` keeps
     ``counters.calls``; ``clock`` drives the limits and token expiry in tests.
     """
 
@@ -208,6 +211,7 @@ class FakePortal:
         operating_limit: float | None = 480.0,
         operating_window: float = 600.0,
         operating_cost: float | Mapping[str, float] = 0.0,
+        max_request_body: int | None = None,
         image_size: int | None = None,
         seed: int = 0,
         host: str = "127.0.0.1",
@@ -230,6 +234,7 @@ class FakePortal:
         self.counters = Counters()
         self.page_mode: Literal["source", "offset"] = page_mode
         self.record_calls = record_calls
+        self.max_request_body = max_request_body
         self.host = host
         self.user_id = user_id
         self.webhook_code = webhook_code if webhook_code is not None else secrets.token_hex(8)
@@ -537,6 +542,10 @@ class FakePortal:
         started = self._clock()
         counters = self.counters
         counters.by_method[method] += 1
+        limit = self.max_request_body
+        if limit is not None and (request.content_length or 0) > limit:
+            # nginx's client_max_body_size: refused before PHP sees it, with its own page.
+            return self._send(self._html(413))
         params = await self._params(request)
         if self.record_calls:
             counters.calls.append(ReceivedCall(request.method, method, params))

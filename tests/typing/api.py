@@ -58,6 +58,12 @@ async def use() -> None:
             waits: list[float] = clock.waits
             total: float = clock.total
         del one, fields, raw, stats, in_flight, resource, waits, total
+        mirrored: bx.MirrorResult = await bx.mirror(client, [1, 2], "out", prune=True)
+        pulled: bx.MirrorResult = await bx.mirror(client, ids(), Path("out"), verify=True)
+        pushed: bx.UploadResult = await bx.upload(client, "photos", prune=True, dry_run=True)
+        counts: tuple[int, int, str] = (mirrored.removed, pushed.added, pulled.summary())
+        plan: tuple[str, ...] = pushed.planned
+        del counts, plan
     oauth = bx.BitrixClient.from_oauth(
         "https://example.bitrix24.com/rest/",
         access_token="a",

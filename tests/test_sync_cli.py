@@ -1,0 +1,148 @@
+"""``bitrix-images mirror --prune/--dry-run/--verify/--shard`` and ``bitrix-images upload``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from support import ThreadPortal
+
+from bitrix_images import cli
+
+NOT_FOUND_TEXT = "Product was not found"
+
+
+@pytest.fixture
+def served() -> Iterator[ThreadPortal]:
+    portal = ThreadPortal(products=6, images_per_product=2)
+    yield portal
+    portal.close()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in (cli.WEBHOOK_ENV, *cli.OAUTH_ENV, cli.OAUTH_URL_ENV):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_mirror_prune_dry_run_then_prune(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    argv = ("mirror", "out", "--product", "1", "--product", "2", "--webhook", served.url)
+    assert run_cli(capsys, *argv)[0] == 0
+    gone = served.portal.catalog.images(1)[0]
+    served.call(served.portal.catalog.delete_image, 1, gone.id)
+    code, out, _ = run_cli(capsys, *argv, "--prune", "--dry-run")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0] == f"remove 1/{gone.name}"
+    assert "0 to download, 3 skipped, 1 to remove)" in lines[-1]
+    assert (tmp_path / "out" / "1" / gone.name).exists()
+    code, out, _ = run_cli(capsys, *argv, "--prune", "--verify")
+    assert code == 0
+    assert "(0 downloaded, 3 skipped, 1 removed)" in out
+    assert not (tmp_path / "out" / "1" / gone.name).exists()
+
+
+def test_mirror_shard_keeps_its_share(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, _, _ = run_cli(
+        capsys, "mirror", "out", "--iblock", "14", "--shard", "1/3", "--webhook", served.url
+    )
+    assert code == 0
+    assert sorted(path.name for path in (tmp_path / "out").iterdir() if path.is_dir()) == [
+        "1",
+        "4",
+    ]
+    code, _, _ = run_cli(
+        capsys,
+        *("mirror", "out2", "--product", "2", "--product", "5", "--product", "3"),
+        *("--shard", "2/3", "--webhook", served.url),
+    )
+    assert code == 0
+    assert sorted(path.name for path in (tmp_path / "out2").iterdir() if path.is_dir()) == [
+        "2",
+        "5",
+    ]
+
+
+@pytest.mark.parametrize("shard", ["3/3", "x/2", "1", "1/0"])
+def test_a_bad_shard_is_a_usage_error(capsys: pytest.CaptureFixture[str], shard: str) -> None:
+    code, _, err = run_cli(capsys, "mirror", "out", "--product", "1", "--shard", shard)
+    assert code == 2
+    assert "K/N" in err
+
+
+def test_upload_plan_then_upload_then_nothing(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos" / "3"
+    folder.mkdir(parents=True)
+    (folder / "detail@front.png").write_bytes(b"\x89PNG\r\n\x1a\nfront")
+    (folder / "side.png").write_bytes(b"\x89PNG\r\n\x1a\nside")
+    (folder / "notes.txt").write_text("no image")
+    argv = ("upload", "photos", "--webhook", served.url)
+    code, out, err = run_cli(capsys, *argv, "--prune", "--dry-run")
+    assert code == 0
+    lines = out.splitlines()
+    assert "add 3/detail@front.png as 'front.png', DETAIL_PICTURE" in lines
+    assert sum(line.startswith("delete 3/") for line in lines) == 2
+    assert lines[-1].startswith("1 products, 2 files (2 to add, 0 already there, 2 to delete")
+    assert "3/notes.txt: not a JPEG" in err
+
+    code, out, _ = run_cli(capsys, *argv)
+    assert code == 0
+    assert out.startswith("1 products, 2 files (2 added, 0 already there; 1 not images")
+    kinds = {image.name: image.type for image in served.portal.catalog.images(3)}
+    assert kinds["front.png"] == "DETAIL_PICTURE"  # it replaced the seeded detail picture
+    assert kinds["side.png"] == "MORE_PHOTO"
+
+    code, out, _ = run_cli(capsys, *argv, "--one-per-request", "--max-request-bytes", "1000")
+    assert code == 0
+    assert "(0 added, 2 already there" in out
+
+
+def test_upload_reports_a_missing_product(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "photos" / "999").mkdir(parents=True)
+    (tmp_path / "photos" / "999" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\na")
+    code, out, err = run_cli(capsys, "upload", "photos", "--webhook", served.url)
+    assert code == 1
+    assert "1 products could not be listed" in out
+    assert f"product 999 skipped: {NOT_FOUND_TEXT}" in err
+    assert err.strip().splitlines()[-1].startswith("bitrix-images: error: 1 products")
+
+
+def test_upload_failures_exit_1(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    served.call(served.portal.catalog.deny_write, 2)
+    (tmp_path / "photos" / "2").mkdir(parents=True)
+    (tmp_path / "photos" / "2" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\na")
+    (tmp_path / "photos" / "2" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nb")
+    code, out, err = run_cli(capsys, "upload", "photos", "--webhook", served.url)
+    assert code == 1
+    assert "2 failed" in out
+    assert "2/a.png: Access Denied" in err
+    assert "2 files or images failed" in err
+
+
+def test_upload_of_a_missing_folder_is_one_error_line(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run_cli(capsys, "upload", "nowhere", "--webhook", served.url)
+    assert (code, out) == (1, "")
+    assert err == "bitrix-images: error: not a directory: nowhere\n"

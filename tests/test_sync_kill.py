@@ -1,0 +1,140 @@
+"""SIGKILL in the middle of ``upload`` and of ``mirror``, then resume: exact.
+
+Real processes: the command line against a portal served by ``python -m bitrix_images.testing``.
+The portal's bucket is slow enough that the kill usually lands mid-run; the assertions hold
+wherever it lands (before the first request, or after the last).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import bitrix_images as bx
+from bitrix_images._manifest import MANIFEST_NAME
+from bitrix_images.testing import FakePortal
+
+PRODUCTS = 20
+RATE = ("--rate", "20", "--burst", "1")
+
+
+@pytest.fixture(name="webhook")
+def _webhook() -> Iterator[str]:
+    server = subprocess.Popen(  # noqa: S603 -- our own interpreter and module
+        [
+            sys.executable,
+            *("-m", "bitrix_images.testing", "--port", "0"),
+            *("--products", str(PRODUCTS), "--images-per-product", "5", *RATE),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        yield server.stdout.readline().strip()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        assert server.stdout is not None
+        server.stdout.close()
+
+
+def cli(*argv: str, webhook: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(  # noqa: S603 -- our own interpreter and module
+        [sys.executable, "-m", "bitrix_images", *argv, *RATE],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "BITRIX_WEBHOOK_URL": webhook},
+    )
+
+
+async def kill_when(process: subprocess.Popen[str], started: Callable[[], Awaitable[bool]]) -> None:
+    """SIGKILL *process* once *started* says work is under way (or when it has ended)."""
+    for _ in range(1200):  # a generous bound (minutes), never an assertion on time
+        if process.poll() is not None or await started():
+            break
+        await asyncio.sleep(0.1)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+
+
+def finish(process: subprocess.Popen[str]) -> str:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    return out
+
+
+async def test_sigkill_during_mirror_then_resume_is_exact(webhook: str, tmp_path: Path) -> None:
+    dest = tmp_path / "out"
+    argv = ("mirror", str(dest), "--iblock", "14")
+
+    async def some_files() -> bool:
+        return any(dest.glob("*/*.png"))
+
+    await kill_when(cli(*argv, webhook=webhook), some_files)
+    out = finish(cli(*argv, webhook=webhook))
+    assert out.startswith(f"{PRODUCTS} products, {PRODUCTS * 5} images (")
+    sample = FakePortal(products=PRODUCTS, images_per_product=5)  # the same seeded catalog
+    expected = {
+        f"{pid}/{image.name}": image.content
+        for pid in sample.catalog.product_ids()
+        for image in sample.catalog.images(pid)
+    }
+    found = {
+        path.relative_to(dest).as_posix(): path.read_bytes()
+        for path in dest.glob("*/*")
+        if not path.name.startswith(".")  # a killed download's .part (issue 13)
+    }
+    assert found == expected
+    with contextlib.closing(sqlite3.connect(dest / MANIFEST_NAME)) as db:
+        assert db.execute("SELECT count(*) FROM files").fetchone() == (PRODUCTS * 5,)
+    again = finish(cli(*argv, webhook=webhook))
+    assert f"(0 downloaded, {PRODUCTS * 5} skipped)" in again
+
+
+async def test_sigkill_during_upload_then_resume_is_exact(webhook: str, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    wanted: dict[int, set[str]] = {}
+    for pid in range(1, PRODUCTS + 1):
+        (src / str(pid)).mkdir(parents=True)
+        wanted[pid] = {f"shot-{pid}-{n}.png" for n in range(6)}
+        for name in wanted[pid]:
+            (src / str(pid) / name).write_bytes(b"\x89PNG\r\n\x1a\n" + name.encode() * 40)
+    # Small batches: many requests, so that the kill lands between (or inside) them.
+    argv = ("upload", str(src), "--max-request-bytes", "6000")
+    # The portal's bucket is shared with the command line: wait out its refusals patiently.
+    patient = bx.RetryPolicy(max_attempts=30, initial_delay=0.05, max_delay=0.5)
+    client = bx.BitrixClient.from_webhook(
+        webhook, retry=patient, rate_limit=bx.RateLimit(rate=5.0, burst=1)
+    )
+
+    async def on_portal() -> Counter[tuple[int, str | None]]:
+        listing = client.images.list_many(wanted, select=["name", "productId"])
+        return Counter([(image.product_id or 0, image.name) async for image in listing])
+
+    async def some_added() -> bool:
+        return any(name and name.startswith("shot-") for _, name in await on_portal())
+
+    async with client:
+        await kill_when(cli(*argv, webhook=webhook), some_added)
+        out = finish(cli(*argv, webhook=webhook))
+        assert out.startswith(f"{PRODUCTS} products, {PRODUCTS * 6} files (")
+        images = await on_portal()
+    for pid, names in wanted.items():
+        for name in names:
+            assert images[(pid, name)] == 1, (pid, name)
+    assert sum(images.values()) == PRODUCTS * (5 + 6)
+    again = finish(cli(*argv, webhook=webhook))
+    assert f"(0 added, {PRODUCTS * 6} already there)" in again
