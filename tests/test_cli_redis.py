@@ -1,4 +1,4 @@
-"""``--redis`` / ``BITRIX_REDIS_URL`` and ``mirror --shard`` on the command line."""
+"""``--redis`` / ``BITRIX_REDIS_URL`` on the command line."""
 
 from __future__ import annotations
 
