@@ -112,23 +112,12 @@ class Caller:
         params: Mapping[str, object],
         *,
         idempotent: bool | None = None,
-        operating_methods: Iterable[str] | None = None,
     ) -> Envelope:
-        """
-        Call *method* with throttling, retries and token refresh; return its envelope.
-
-        *operating_methods* are the methods whose operating time this call spends (a batch
-        spends its commands', not its own: limits.md).
-        """
+        """Call *method* with throttling, retries and token refresh; return its envelope."""
         if idempotent is None:
             idempotent = _protocol.is_idempotent(method)
-        envelope, ticket = await self._call(method, params, idempotent, operating_methods)
-        if operating_methods is None:
-            # A batch's own time block is not its commands' (limits.md: the outer batch
-            # is not counted); batch() books each command's result_time instead.
-            await self._settle(ticket, {method: envelope.time})
-        else:
-            await self._settle(ticket, dict.fromkeys(operating_methods))
+        envelope, ticket = await self._call(method, params, idempotent, None)
+        await self._settle(ticket, {method: envelope.time})
         return envelope
 
     async def _call(
@@ -138,7 +127,12 @@ class Caller:
         idempotent: bool,
         operating_methods: Iterable[str] | None,
     ) -> tuple[Envelope, str | None]:
-        """``call`` but for booking the operating time: the envelope and its ticket."""
+        """
+        ``call`` but for booking the operating time: the envelope and its ticket.
+
+        *operating_methods* are the methods whose operating time this call spends (a batch
+        spends its commands', not its own: limits.md); ``batch`` books them.
+        """
         spends = tuple(operating_methods) if operating_methods is not None else (method,)
         attempts = self.attempts(idempotent=idempotent)
         refreshed = False

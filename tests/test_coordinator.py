@@ -519,3 +519,26 @@ async def test_a_client_that_decodes_responses_works_too(redis_url: str, namespa
     assert await tokens.load(pair(1)) == pair(1)
     assert await tokens.load(pair(0)) == pair(1)
     await client.aclose()
+
+
+async def test_a_pair_stored_just_before_the_lock_is_taken(
+    coordinators: list[bx.RedisCoordinator],
+) -> None:
+    link = coordinators[0].link(ORIGIN, oauth_credential("app"))
+    other = coordinators[1].link(ORIGIN, oauth_credential("app"))
+
+    class Racing(type(link)):  # type: ignore[misc]
+        async def try_lock(self, token: str) -> bool:
+            taken = await super().try_lock(token)
+            # Another process stores its refreshed pair between our read and our lock.
+            await other.store_tokens("its-lock", pair(2))
+            return taken
+
+    tokens = SharedTokens(Racing(link.coordinator, link.keys), ORIGIN)
+    await tokens.load(pair(1))
+
+    async def run(tokens: bx.OAuthTokens) -> bx.OAuthTokens:
+        raise AssertionError("no refresh: the pair stored meanwhile is newer")
+
+    assert await tokens.refresh("access-1", pair(1), run) == (pair(2), False)
+    assert await coordinators[0].redis.exists(link.keys.lock) == 0  # released

@@ -89,6 +89,7 @@ class SharedTokens:
             # Inside the lock: the holder before us may have stored a pair just now.
             stored = await self.link.read_tokens()
         except RedisDown as exc:
+            await self._release(token)  # if the lock was taken (it expires otherwise)
             raise _unavailable(exc) from None
         if stored is not None and stored.access_token != refused:
             await self._release(token)
