@@ -1,30 +1,69 @@
 # Every target bootstraps its own virtual environment: a fresh machine needs only python3.
+#
+# `make test` lints once (ruff, mypy --strict), then runs the test suite on every CPython
+# 3.10-3.13 this machine has (.ci/pythons finds them, pyenv not required): on $(PYTHON) with the
+# branch-coverage gate, and on each other version in its own venv (.venv-3.X) without coverage,
+# concurrently. Versions not found are named as skipped. The tools are pinned in constraints.txt.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
+CONSTRAINTS := constraints.txt
+PIP_INSTALL = python -m pip install -q -c $(CONSTRAINTS)
 
-.PHONY: test test-slow lint demo bench bench-quick clean
+SUPPORTED := 3.10 3.11 3.12 3.13
+COVER_VERSION := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+FOUND := $(shell .ci/pythons)
+# The other supported versions found; $(PYTHON)'s own version is tested in .venv, with coverage.
+EXTRA := $(filter-out $(COVER_VERSION),$(FOUND))
+SKIPPED := $(filter-out $(FOUND) $(COVER_VERSION),$(SUPPORTED))
+EXTRA_STAMPS := $(foreach v,$(EXTRA),.venv-$(v)/.installed)
 
-$(STAMP): pyproject.toml
+.PHONY: test test-slow lint demo bench bench-quick clean redis-server
+
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/$(PIP_INSTALL) -e '.[test]'
 	touch $(STAMP)
 
+# One venv per extra version, e.g. .venv-3.10/.installed.
+.venv-%/.installed: pyproject.toml $(CONSTRAINTS)
+	test -x .venv-$*/bin/python || "$$(.ci/pythons $*)" -m venv .venv-$*
+	.venv-$*/bin/python -m pip install -q --upgrade pip
+	.venv-$*/bin/$(PIP_INSTALL) -e '.[test]'
+	touch $@
+
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	$(BIN)/$(PIP_INSTALL) -e '.[test,bench]'
 	touch $(BENCH_STAMP)
+
+# The Redis tests start a real redis-server on a loopback port. Installed here when missing and
+# root (apt-get); otherwise say how, and go on: those tests skip, except in CI (CI=true), where a
+# missing redis-server fails.
+redis-server:
+	@if command -v redis-server >/dev/null 2>&1; then \
+	    :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "redis-server is missing: installing it with apt-get"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
+	else \
+	    echo "redis-server is missing: install it (e.g. 'sudo apt-get install redis-server');" \
+	         "the Redis tests skip without it"; \
+	    if [ "$${CI:-}" = true ]; then echo "CI=true: redis-server is required"; exit 1; fi; \
+	fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy --strict bitrix_images
+	# The oldest supported version's typeshed too: what 3.10 lacks, or an ignore it does not need.
+	$(BIN)/mypy --strict --python-version 3.10 bitrix_images
 	$(BIN)/mypy --strict tests/typing
 
-test: lint
-	$(BIN)/pytest -W error -m "not slow" --cov=bitrix_images --cov-branch --cov-report=term --cov-fail-under=95
+test: lint redis-server $(EXTRA_STAMPS)
+	.ci/test-matrix "$(COVER_VERSION)" "$(EXTRA)" "$(SKIPPED)"
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -W error -m slow
@@ -39,4 +78,5 @@ bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage demo-images
+	rm -rf $(VENV) $(foreach v,$(SUPPORTED),.venv-$(v)) .test-logs
+	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage demo-images

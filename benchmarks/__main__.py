@@ -28,6 +28,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import _w5
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "RESULTS.md"
@@ -368,6 +370,8 @@ def execute(scale: dict[str, Any], only: set[str], log: Any) -> dict[str, Any]:
 
     for workload, by_label in raw.items():
         results[workload] = {label: summarize(runs) for label, runs in by_label.items()}
+    if "W5" in only:
+        results["W5"] = _w5.execute(scale["mode"], log)
     return {"summary": results, "raw": raw}
 
 
@@ -449,6 +453,7 @@ def derive(summary: dict[str, Any], scale: dict[str, Any]) -> dict[str, Any]:
             "measured": fast,
             "met": fast is not None and fast >= 0.9,
         }
+    targets.update(_w5.targets(summary.get("W5", {})))
     ours = [
         s
         for w in summary.values()
@@ -634,6 +639,7 @@ def render(report: dict[str, Any]) -> str:
                 f"| {_f(s['correct'])} |"
             )
         lines.append("")
+    lines += _w5.render(summary.get("W5"))
     lines += ["### Targets", "", "| target | wanted | measured | met |", "|---|---|---|---|"]
     for name, t in targets.items():
         measured = t["measured"]
@@ -672,6 +678,7 @@ def compact(report: dict[str, Any]) -> dict[str, Any]:
         "correct",
         "wall_vs_bound",
         "images_per_s",
+        "refusals",
     )
     figures = {
         w: {
@@ -711,12 +718,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--no-write", action="store_true", help="never touch RESULTS.md")
     parser.add_argument("--runs", type=int, default=None, help="runs per figure")
-    parser.add_argument("--only", default="W1,W2,W3,W4", help="comma-separated workloads")
+    parser.add_argument("--only", default="W1,W2,W3,W4,W5", help="comma-separated workloads")
     parser.add_argument("--json-out", default=None, help="also save the full report here")
     args = parser.parse_args(argv)
 
     mode = "quick" if args.quick else "full"
-    scale = dict(SCALES[mode])
+    scale = dict(SCALES[mode], mode=mode)
     if args.runs is not None:
         scale["runs"] = max(1, min(args.runs, 20))
     only = {w.strip().upper() for w in args.only.split(",") if w.strip()}

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import NoReturn
+from typing import Final, NoReturn
 
 import aiohttp
 from yarl import URL
@@ -25,14 +27,13 @@ from ._coordinator import (
     RedisCoordinator,
     SharedLimits,
     SharedTokens,
-    merge_report,
     oauth_credential,
     webhook_credential,
 )
 from ._protocol import BatchResult, Envelope, Retry, TimeInfo
 from ._retry import Attempts, RetryPolicy, Verdict
 from ._stats import ClientStats
-from ._throttle import LeakyBucket, OperatingBudget, RateLimit
+from ._throttle import LeakyBucket, OperatingBudget, RateLimit, Reservation
 from ._transport import Transport
 from .exceptions import AuthError, BitrixError, CoordinatorUnavailable
 from .models import OAuthTokens
@@ -42,6 +43,8 @@ __all__ = ["Caller", "InstantRetries", "instant_retries"]
 log = logging.getLogger("bitrix_images")
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/json"}
+# Refusals the portal answers before processing a request: they cost no operating time.
+_REFUSALS: Final = frozenset({Retry.BACKOFF, Retry.WAIT_RESET})
 
 
 class Caller:
@@ -58,8 +61,6 @@ class Caller:
 
     The leaky bucket (``_bucket``) and the operating-time budget (``_budget``) live here;
     every request, a batch's and a download's included, is paced by both in ``_pace``.
-    With a coordinator they are the fallback: ``_shared`` books each request in Redis
-    first, and ``_shared_tokens`` refreshes the OAuth pair under its lock.
     """
 
     def __init__(
@@ -83,11 +84,18 @@ class Caller:
             stats=self.stats,
         )
         self._bucket = LeakyBucket(rate_limit.rate, rate_limit.burst)
-        self._budget = OperatingBudget(rate_limit.operating_limit, rate_limit.operating_headroom)
+        self._budget = OperatingBudget(
+            rate_limit.operating_limit, rate_limit.operating_headroom, rate_limit.operating_window
+        )
+        self._settled_future: asyncio.Future[None] | None = None
         self._refresh_lock = asyncio.Lock()
         self._refreshing: asyncio.Future[None] | None = None
+        # With a coordinator, the request bucket, the reported operating time and the OAuth
+        # pair are shared through Redis (this process's own bucket is the fallback); the
+        # operating-time reservations of this process stay in _budget as well.
         self._shared: SharedLimits | None = None
         self._shared_tokens: SharedTokens | None = None
+        self._tickets: dict[int, str] = {}  # id(reservation) -> its reservation in Redis
         if coordinator is not None:
             if isinstance(auth, OAuthAuth):
                 link = coordinator.link(auth.origin, oauth_credential(auth.client_id))
@@ -95,7 +103,7 @@ class Caller:
             else:
                 link = coordinator.link(auth.origin, webhook_credential(auth.secrets[0]))
             self._shared = SharedLimits(
-                link, rate_limit, self._bucket, self._budget, hold=timeout, stats=self.stats
+                link, rate_limit, self._bucket, hold=timeout, stats=self.stats
             )
         self._tokens_lock = asyncio.Lock()
         self._tokens_loaded = self._shared_tokens is None
@@ -107,17 +115,14 @@ class Caller:
     # --- calls ---------------------------------------------------------------------------
 
     async def call(
-        self,
-        method: str,
-        params: Mapping[str, object],
-        *,
-        idempotent: bool | None = None,
+        self, method: str, params: Mapping[str, object], *, idempotent: bool | None = None
     ) -> Envelope:
         """Call *method* with throttling, retries and token refresh; return its envelope."""
         if idempotent is None:
             idempotent = _protocol.is_idempotent(method)
-        envelope, ticket = await self._call(method, params, idempotent, None)
-        await self._settle(ticket, {method: envelope.time})
+        envelope, reservation = await self._call(method, params, idempotent, {method: 1})
+        self._settle(reservation, {method: envelope.time}, spent=True)
+        await self._share(reservation, {method: envelope.time})
         return envelope
 
     async def _call(
@@ -125,17 +130,15 @@ class Caller:
         method: str,
         params: Mapping[str, object],
         idempotent: bool,
-        operating_methods: Iterable[str] | None,
-    ) -> tuple[Envelope, str | None]:
+        spends: Mapping[str, float],
+    ) -> tuple[Envelope, Reservation]:
         """
-        ``call`` but for booking the operating time: the envelope and its ticket.
-
-        *operating_methods* are the methods whose operating time this call spends (a batch
-        spends its commands', not its own: limits.md); ``batch`` books them.
+        The call loop; returns the envelope with the operating time it reserved, which the
+        caller settles. *spends* is the work per method whose operating time it may cost.
         """
-        spends = tuple(operating_methods) if operating_methods is not None else (method,)
         attempts = self.attempts(idempotent=idempotent)
         refreshed = False
+        probe = False
         expired: str | None = None  # the access token the portal refused, until refreshed
         await self._load_tokens()
         while True:
@@ -149,19 +152,27 @@ class Caller:
                     await self._pause_or_raise(attempts, unavailable, spends, label=method)
                     continue
                 expired, refreshed = None, True
-            ticket = await self._pace(spends)
+            reservation = await self._pace(spends, probe=probe)
             token = self.auth.tokens.access_token if isinstance(self.auth, OAuthAuth) else None
             try:
                 envelope = await self._exchange(method, params, idempotent=idempotent)
             except BitrixError as error:
-                await self._settle(ticket, dict.fromkeys(spends))
                 kind = _protocol.retry_kind(error)
+                # A refusal was not processed; any other error may have cost time.
+                self._settle(reservation, {}, spent=kind not in _REFUSALS)
+                await self._share(reservation, {})
                 if kind is Retry.REFRESH and isinstance(self.auth, OAuthAuth) and not refreshed:
                     expired = token  # refreshed at the top of the next attempt
                     continue
                 await self._pause_or_raise(attempts, error, spends, label=method)
+                # Refused for operating time, it has waited for the reset: it is the probe.
+                probe = kind is Retry.WAIT_RESET
                 continue
-            return envelope, ticket
+            except BaseException:
+                self._settle(reservation, {}, spent=True)  # cancelled: maybe processed
+                self._tickets.pop(id(reservation), None)  # it expires in Redis by itself
+                raise
+            return envelope, reservation
 
     async def batch(
         self, commands: Mapping[str, _protocol.Command], *, halt: bool = False
@@ -170,25 +181,32 @@ class Caller:
         Send one ``batch`` request; return its per-command parts.
 
         The request is idempotent when every command is, so a lost answer is resent.
-        Per-command operating time (``result_time``) is booked under each command's method.
+        Operating time is booked where the portal reports it, since portals disagree on who
+        pays (limits.md: each command, under its method; b24jssdk PR #539: the ``batch``
+        method, for the whole request): the envelope's ``time`` under ``batch``, each
+        method's last ``result_time`` under that method. The work is reserved under both.
         Failed commands come back in ``errors``; resending them is the caller's, through
         ``attempts`` and ``judge`` like any call.
         """
         methods = {key: method for key, (method, _) in commands.items()}
-        envelope, ticket = await self._call(
+        spends: dict[str, float] = {"batch": len(commands)}
+        for method in methods.values():
+            spends[method] = spends.get(method, 0) + 1
+        envelope, reservation = await self._call(
             "batch",
             _protocol.encode_batch(commands, halt=halt),
             all(_protocol.is_idempotent(m) for m in methods.values()),
-            set(methods.values()),
+            spends,
         )
-        reports: dict[str, TimeInfo | None] = dict.fromkeys(methods.values())
         try:
             result = _protocol.decode_batch(envelope.result, methods=methods)
-            for key, info in result.times.items():
-                if key in methods:
-                    reports[methods[key]] = merge_report(reports[methods[key]], info)
-        finally:
-            await self._settle(ticket, reports)
+        except BaseException:
+            self._settle(reservation, {"batch": envelope.time}, spent=True)
+            await self._share(reservation, {"batch": envelope.time})
+            raise
+        reports = {**result.times, "batch": envelope.time}
+        self._settle(reservation, reports, spent=True)
+        await self._share(reservation, reports)
         return result
 
     async def download(self, url: URL, part: Path, target: Path, *, durable: bool) -> int:
@@ -201,16 +219,24 @@ class Caller:
         """
         attempts = self.attempts(idempotent=True)
         headers = {"Accept": "*/*", "Referer": str(self.auth.origin) + "/"}
+        probe = False
         while True:
             attempts.begin()
-            # The portal reports no operating time for downloads: nothing is reserved.
-            await self._pace(("download",))
+            reservation = await self._pace({"download": 1}, probe=probe)
             spool = _files.Spool(part)
             try:
                 await self.transport.fetch(url, spool, headers=headers)
             except BitrixError as error:
+                kind = _protocol.retry_kind(error)
+                self._settle(reservation, {}, spent=kind not in _REFUSALS)
                 await self._pause_or_raise(attempts, error, ("download",), label="download")
+                probe = kind is Retry.WAIT_RESET
                 continue
+            except BaseException:
+                self._settle(reservation, {}, spent=True)
+                raise
+            # A file carries no time block: the request is booked at what it reserved.
+            self._settle(reservation, {}, spent=True)
             return await _files.commit(spool, target, durable=durable)
 
     # --- retries -------------------------------------------------------------------------
@@ -226,6 +252,7 @@ class Caller:
         This is the one place the bucket is penalised for QUERY_LIMIT_EXCEEDED (limits.md:
         the portal's counter is full), and where retries are counted.
         """
+        methods = tuple(methods)
         resets = [r for m in methods if (r := self._budget.reset_at(m)) is not None]
         verdict = attempts.judge(error, reset_at=max(resets, default=None))
         if verdict.penalize:
@@ -233,6 +260,11 @@ class Caller:
                 self._shared.penalize()  # ours and, with the next round trip, everyone's
             else:
                 self._bucket.penalize()
+        if _protocol.retry_kind(error) is Retry.WAIT_RESET:
+            # limits.md: the method is blocked until its window moves on; hold its other
+            # requests too (a command refused inside a batch included).
+            for method in methods:
+                self._budget.refused(method)
         if verdict.delay is not None:
             self.stats.retries += 1
             self.stats.retry_wait += verdict.delay
@@ -261,35 +293,68 @@ class Caller:
 
     # --- the steps -----------------------------------------------------------------------
 
-    async def _pace(self, methods: Iterable[str]) -> str | None:
-        """Wait for the limits; return the ticket of the operating time booked in Redis."""
-        if self._shared is not None:
-            while True:
-                pacing = await self._shared.pace(methods)
-                booked = pacing.reason == "bucket"
-                why = "rate limit" if booked else "operating time"
-                await self._throttle(methods, pacing.wait, why)
-                if booked:
-                    return pacing.ticket
-        operating = max((self._budget.delay(m) for m in methods), default=0.0)
-        delay = max(operating, self._bucket.reserve())
-        why = "operating time" if operating >= delay else "rate limit"
-        await self._throttle(methods, delay, why)
-        return None
+    async def _pace(self, spends: Mapping[str, float], *, probe: bool = False) -> Reservation:
+        """
+        Wait until the operating-time budget and then the bucket let a request go. A *probe*
+        (a retry that has waited out OPERATION_TIME_LIMIT) skips the budget's wait.
+        """
+        while True:
+            operating, reservation = self._budget.reserve(spends, force=probe)
+            if reservation is not None:
+                break
+            log.debug("%s: waiting %.3fs for the operating time", _names(spends), operating)
+            if _INSTANT and not math.isinf(operating):
+                # instant_retries(): the wait is recorded and taken as done.
+                _INSTANT[-1].waits.append(operating)
+                self.stats.throttle_wait += operating
+                probe = True
+                continue
+            # Wait for the window to move on, or for a request in flight to be answered,
+            # which may free or teach what is needed.
+            settled = self._settled
+            started = time.monotonic()
+            await asyncio.wait({settled}, timeout=None if math.isinf(operating) else operating)
+            self.stats.throttle_wait += time.monotonic() - started
+        try:
+            if self._shared is not None:
+                await self._pace_shared(spends, reservation)
+            else:
+                await self._wait_bucket(spends, self._bucket.reserve())
+        except BaseException:
+            self._settle(reservation, {}, spent=False)
+            raise
+        return reservation
 
-    async def _throttle(self, methods: Iterable[str], delay: float, why: str) -> None:
+    async def _wait_bucket(self, spends: Mapping[str, float], delay: float) -> None:
         if delay > 0:
-            log.debug("%s: waiting %.3fs for the %s", "/".join(sorted(methods)), delay, why)
+            log.debug("%s: waiting %.3fs for the rate limit", _names(spends), delay)
             self.stats.throttle_wait += delay
             await self.wait(delay)
 
-    async def _settle(self, ticket: str | None, reports: Mapping[str, TimeInfo | None]) -> None:
-        """Book what the portal said of each method's operating time; free the ticket."""
+    async def _pace_shared(self, spends: Mapping[str, float], reservation: Reservation) -> None:
+        """
+        Book the request in the coordinator's bucket, after the operating time every
+        process reported allows it; remember its reservation there for ``_share``.
+        """
+        assert self._shared is not None  # noqa: S101 -- called only with a coordinator
+        while True:
+            pacing = await self._shared.pace(spends)
+            if pacing.reason == "bucket":
+                break
+            log.debug("%s: waiting %.3fs for the operating time", _names(spends), pacing.wait)
+            self.stats.throttle_wait += pacing.wait
+            await self.wait(pacing.wait)
+        if pacing.ticket is not None:
+            self._tickets[id(reservation)] = pacing.ticket
+        await self._wait_bucket(spends, pacing.wait)
+
+    async def _share(
+        self, reservation: Reservation, reports: Mapping[str, TimeInfo | None]
+    ) -> None:
+        """Tell the coordinator what the portal reported, and drop the request's ticket."""
         if self._shared is not None:
-            await self._shared.settle(ticket, reports)
-            return
-        for method, info in reports.items():
-            self._budget.record(method, info)
+            every = {**dict.fromkeys(reservation.costs), **reports}  # each method reserved
+            await self._shared.settle(self._tickets.pop(id(reservation), None), every)
 
     async def _load_tokens(self) -> None:
         """Take the OAuth pair from the coordinator once (ours seeds it when it has none)."""
@@ -300,6 +365,22 @@ class Caller:
             if not self._tokens_loaded and shared is not None and isinstance(self.auth, OAuthAuth):
                 self.auth.adopt(await shared.load(self.auth.tokens))
             self._tokens_loaded = True
+
+    @property
+    def _settled(self) -> asyncio.Future[None]:
+        """Done when the next request's operating time is settled."""
+        if self._settled_future is None or self._settled_future.done():
+            self._settled_future = asyncio.get_running_loop().create_future()
+        return self._settled_future
+
+    def _settle(
+        self, reservation: Reservation, reports: Mapping[str, TimeInfo | None], *, spent: bool
+    ) -> None:
+        """Settle a request's reservation and wake whoever waits on the operating time."""
+        self._budget.settle(reservation, reports, spent=spent)
+        waiting, self._settled_future = self._settled_future, None
+        if waiting is not None and not waiting.done():
+            waiting.set_result(None)
 
     async def _exchange(
         self, method: str, params: Mapping[str, object], *, idempotent: bool
@@ -446,6 +527,10 @@ def _retrieve(task: asyncio.Future[None]) -> None:
     # asyncio from logging "exception was never retrieved" when every caller is gone.
     if not task.cancelled():
         task.exception()
+
+
+def _names(spends: Mapping[str, float]) -> str:
+    return "/".join(sorted(spends))
 
 
 def _code_text(error: BitrixError) -> str:

@@ -63,6 +63,7 @@ class TimeInfo:
     processing: float | None = None
     operating: float | None = None
     operating_reset_at: float | None = None
+    finish: float | None = None  # the portal's clock: orders answers that overtook others
 
 
 @attrs.frozen
@@ -106,6 +107,7 @@ def parse_time(block: object) -> TimeInfo | None:
         processing=_number(block.get("processing")),
         operating=_number(block.get("operating")),
         operating_reset_at=_number(block.get("operating_reset_at")),
+        finish=_number(block.get("finish")),
     )
 
 
@@ -333,7 +335,7 @@ class BatchResult:
     errors: Mapping[str, BitrixError]
     totals: Mapping[str, int]
     nexts: Mapping[str, int]
-    times: Mapping[str, TimeInfo]
+    times: Mapping[str, TimeInfo]  # by method: its last command's ``result_time``
 
 
 def _as_map(value: object, name: str) -> dict[str, Any]:
@@ -352,7 +354,8 @@ def decode_batch(result: object, *, methods: Mapping[str, str]) -> BatchResult:
     Split a batch ``result`` into per-command parts.
 
     *methods* maps command keys to the method each one called, so that per-command errors
-    carry it. A failed command is in ``result_error`` and absent from ``result`` (batch.md).
+    carry it and ``result_time`` is read per method. A failed command is in
+    ``result_error`` and absent from ``result`` (batch.md).
     """
     if not isinstance(result, Mapping):
         raise MalformedResponse("the batch result is not a map", method="batch")
@@ -373,11 +376,15 @@ def decode_batch(result: object, *, methods: Mapping[str, str]) -> BatchResult:
         for k, v in _as_map(result.get("result_next"), "result_next").items()
         if (n := _int_or_none(v)) is not None
     }
-    times = {
-        k: t
-        for k, v in _as_map(result.get("result_time"), "result_time").items()
-        if (t := parse_time(v)) is not None
-    }
+    # Each command's result_time is booked under its method, once per batch: the last one
+    # holds the method's running figure (limits.md), or, where the portal bills the batch,
+    # the batch-wide figure that all fifty carry (b24jssdk PR #539). Only it is parsed.
+    last: dict[str, object] = {}
+    for k, v in _as_map(result.get("result_time"), "result_time").items():
+        method = methods.get(k)
+        if method is not None:
+            last[method] = v
+    times = {m: t for m, v in last.items() if (t := parse_time(v)) is not None}
     return BatchResult(
         results=_as_map(result.get("result"), "result"),
         errors=errors,

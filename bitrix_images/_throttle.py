@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import attrs
 
 from ._protocol import TimeInfo
 from ._validate import check_int, check_number
 
-__all__ = ["LeakyBucket", "OperatingBudget", "RateLimit"]
+__all__ = ["LeakyBucket", "MethodBudget", "OperatingBudget", "RateLimit", "Reservation", "decide"]
 
 
 @attrs.frozen
@@ -30,10 +30,13 @@ class RateLimit:
         burst: the counter's threshold (limits.md: 50, Enterprise 250). ``math.inf`` for
             *rate* turns the client-side bucket off (an on-premise portal without limits).
         max_in_flight: requests on the wire at once at the most.
-        operating_limit: seconds of processing one method may use per 10 minutes
-            (limits.md: 480 on the cloud).
-        operating_headroom: the share of *operating_limit* at which a method is paused
-            until the portal's window moves on, before the portal blocks it.
+        operating_limit: seconds of processing one method may use per window
+            (limits.md: 480 on the cloud; an on-premise portal's own setting, 420 by default
+            when its limiter is on).
+        operating_headroom: the share of *operating_limit* the client lets its requests
+            reserve; a request whose reservation would cross it waits for the window to move on.
+        operating_window: the length of the portal's window in seconds (limits.md: ten
+            one-minute baskets, 600). Only a test portal with a compressed window differs.
     """
 
     rate: float = 2.0
@@ -41,9 +44,10 @@ class RateLimit:
     max_in_flight: int = 8
     operating_limit: float = 480.0
     operating_headroom: float = 0.9
+    operating_window: float = attrs.field(default=600.0, kw_only=True)
 
     def __attrs_post_init__(self) -> None:
-        for name in ("rate", "operating_limit", "operating_headroom"):
+        for name in ("rate", "operating_limit", "operating_headroom", "operating_window"):
             check_number(name, getattr(self, name))
         if not self.rate > 0:
             raise ValueError(f"rate must be > 0, got {self.rate!r}")
@@ -53,6 +57,8 @@ class RateLimit:
             raise ValueError("operating_limit must be > 0")
         if not 0 < self.operating_headroom <= 1:
             raise ValueError("operating_headroom must be in (0, 1]")
+        if not 0 < self.operating_window < math.inf:
+            raise ValueError("operating_window must be a finite number > 0")
 
 
 class LeakyBucket:
@@ -99,44 +105,282 @@ class LeakyBucket:
 # operating_reset_at is a whole Unix second (limits.md), so the window may move on up to a
 # second after it: wait that second too rather than be refused.
 RESET_GRAIN = 1.0
+# Sums of seconds are compared with a threshold: 0.1 * 9 must fit under 0.9.
+_EPSILON = 1e-9
+# The client's own spending is kept in slots of a hundredth of the window: few enough to
+# stay small (a shared store holds them too), fine enough to lose at most 1% of the window.
+SLOTS = 100
 
 
 @attrs.define
-class _Usage:
-    operating: float
-    reset_at: float | None
+class MethodBudget:
+    """
+    What the client knows of one method's operating time: small and explicit, so that it can
+    live anywhere (this process, or a shared store); :func:`decide` and the methods below
+    are the logic.
+
+    ``operating``/``seen``/``reset_at``/``finish``: the figure the portal last reported,
+    when (local Unix time), when its oldest basket leaves (limits.md) and the portal's own
+    time of the answer, which orders answers that overtake each other. ``cost``: the learned seconds
+    per unit of work (one call, or one command of a batch), from the figures' increases
+    (``high``, ``increase``, ``units``). ``outstanding``: seconds reserved by requests in
+    flight, ``pending`` how many. ``known``: a request of the method has been processed, so
+    the portal's reporting (or silence) is known. ``spent``: this client's own answered
+    seconds by slot of the window, so that they are known to leave the window one window
+    after they were booked. ``probe_at``: when one request may go to learn what the reset
+    gave back; ``refused_at``: the figure before the portal refused the method, which is
+    taken as spent until a request of it succeeds again.
+    """
+
+    operating: float = 0.0
+    seen: float = -math.inf
+    reset_at: float | None = None
+    probe_at: float | None = None
+    finish: float | None = None
+    cost: float | None = None
+    high: float | None = None
+    increase: float = 0.0
+    units: float = 0.0
+    outstanding: float = 0.0
+    pending: int = 0
+    known: bool = False
+    refused_at: float | None = None
+    spent: dict[int, float] = attrs.Factory(dict)
+
+
+def _expire(state: MethodBudget, now: float, window: float) -> None:
+    """Let go of what has surely left the portal's window by *now*."""
+    if now >= state.seen + window:
+        # Every basket the report counted opened before it, so all have left by now.
+        state.operating = 0.0
+    slot = window / SLOTS
+    for index in [i for i in state.spent if (i + 1) * slot + window <= now]:
+        # A basket opens no later than the bookings in it and leaves one window after it
+        # opened (limits.md), so this client's own seconds are gone by then.
+        state.operating = max(0.0, state.operating - state.spent.pop(index))
+
+
+def decide(
+    state: MethodBudget, units: float, now: float, *, threshold: float, window: float
+) -> float:
+    """
+    Seconds until a request of *units* may reserve its cost of *state*'s method; 0: go now;
+    ``math.inf``: not before a request in flight is answered (the caller also looks again
+    whenever one is, as that may change the answer).
+
+    The first request of a method goes alone: its answer tells whether the portal reports
+    the method's time, and what it costs. Then a request may go when what is used, plus the
+    reservations in flight, plus its own cost stays within *threshold*; or when nothing is
+    in use (one request alone is never held); or, once the portal's oldest basket has left,
+    as the one probe that learns the new figure.
+    """
+    if not state.known:
+        return 0.0 if state.pending == 0 else math.inf
+    _expire(state, now, window)
+    cost = (state.cost or 0.0) * units
+    used = state.operating + state.outstanding
+    if used + cost <= threshold + _EPSILON or used <= _EPSILON:
+        return 0.0
+    candidates = [math.inf]
+    if state.probe_at is not None and state.pending == 0:
+        if now >= state.probe_at:
+            return 0.0
+        candidates.append(state.probe_at)
+    # When this client's own seconds leave the window, and when the whole report has.
+    slot = window / SLOTS
+    left = state.operating
+    for index in sorted(state.spent):
+        left -= state.spent[index]
+        if left + state.outstanding + cost <= threshold + _EPSILON:
+            candidates.append((index + 1) * slot + window)
+            break
+    if state.seen > -math.inf and state.pending == 0:
+        # (With requests in flight, their answers come sooner and say more: wait for them.)
+        candidates.append(state.seen + window)
+    return max(min(candidates) - now, 0.0)
+
+
+@attrs.frozen
+class Reservation:
+    """Seconds booked per method for one request, and the units of work behind them."""
+
+    costs: Mapping[str, float]
+    units: Mapping[str, float]
 
 
 class OperatingBudget:
     """
-    Each method's operating time as the portal last reported it (``time.operating``).
+    Each method's operating time, paced by reservation (limits.md, "Resource Intensity
+    Limits"): a request reserves its method's learned cost when it is dispatched, and waits
+    while the reservation would cross ``limit * headroom``, so requests in flight cannot
+    overshoot together and the portal never has to answer 429 OPERATION_TIME_LIMIT.
 
-    When a method has used *headroom* of its limit, ``delay()`` asks callers to wait for
-    ``operating_reset_at``, so the portal never has to answer 429 OPERATION_TIME_LIMIT
-    (limits.md, "Resource Intensity Limits").
+    The figures are booked where the portal reports them: the ``time`` block under the
+    method called (``batch`` for a batch) and each command's ``result_time`` under its own
+    method. Which of them the portal bills (the docs: the commands; b24jssdk PR #539: the
+    batch) does not matter: each method is paced by its own figure. A method the portal
+    never reports on (an on-premise portal with its limiter off) is never held.
     """
 
     def __init__(
-        self, limit: float, headroom: float, clock: Callable[[], float] = time.time
+        self,
+        limit: float,
+        headroom: float,
+        window: float = 600.0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._limit = limit
         self._threshold = limit * headroom
+        self._window = window
         self._clock = clock
-        self._usage: dict[str, _Usage] = {}
+        self._methods: dict[str, MethodBudget] = {}
 
-    def record(self, method: str, info: TimeInfo | None) -> None:
-        """Remember what an answer's ``time`` block says of *method*."""
-        if info is None or info.operating is None:
-            return
-        self._usage[method.lower()] = _Usage(info.operating, info.operating_reset_at)
+    def state(self, method: str) -> MethodBudget:
+        """The budget of *method* (created empty on first use)."""
+        key = method.lower()
+        found = self._methods.get(key)
+        if found is None:
+            found = self._methods[key] = MethodBudget()
+        return found
+
+    def reserve(
+        self, units: Mapping[str, float], *, force: bool = False
+    ) -> tuple[float, Reservation | None]:
+        """
+        Reserve a request spending *units* of work per method, or say how long to wait.
+
+        Returns ``(0, reservation)`` when the request may go, else ``(seconds, None)``:
+        wait, then ask again. *force* reserves at once: a request that has waited out a
+        refusal goes as the probe.
+        """
+        now = self._clock()
+        wait = 0.0
+        for method, count in units.items() if not force else ():
+            state = self.state(method)
+            wait = max(
+                wait,
+                decide(state, count, now, threshold=self._threshold, window=self._window),
+            )
+        if wait > 0:
+            return wait, None
+        costs = {}
+        for method, count in units.items():
+            state = self.state(method)
+            cost = (state.cost or 0.0) * count
+            used = state.operating + state.outstanding
+            if used + cost > self._threshold + _EPSILON and used > _EPSILON:
+                state.probe_at = None  # this request is the probe: one at a time
+            costs[method] = cost
+            state.outstanding += cost
+            state.pending += 1
+        return 0.0, Reservation(costs, dict(units))
+
+    def settle(
+        self,
+        reservation: Reservation,
+        reports: Mapping[str, TimeInfo | None],
+        *,
+        spent: bool,
+    ) -> None:
+        """
+        The request is over: release its reservation and book what the portal reported.
+
+        *spent* says whether the portal may have processed it (an error after processing
+        still costs time); then its reserved cost is booked as this client's own spending.
+        """
+        now = self._clock()
+        for method, cost in reservation.costs.items():
+            state = self.state(method)
+            state.pending = max(0, state.pending - 1)
+            # Nothing in flight: nothing reserved (no rounding left over from the sums).
+            state.outstanding = max(0.0, state.outstanding - cost) if state.pending else 0.0
+            info = reports.get(method)
+            reported = info is not None and info.operating is not None
+            if spent and state.refused_at is not None:
+                # It went through: the method is no longer blocked. Its figure is the one
+                # now reported, or else the one from before the refusal.
+                state.operating = state.refused_at if state.cost else 0.0
+                state.refused_at = None
+                state.high = None if reported else state.high
+            if info is not None and info.operating is not None:
+                self._learn(state, info, reservation.units[method], now)
+            if spent:
+                state.known = True
+                # Reserved before the cost was known: book what it is now thought to be.
+                booked = cost or (state.cost or 0.0) * reservation.units[method]
+                index = int(now // (self._window / SLOTS))
+                state.spent[index] = state.spent.get(index, 0.0) + booked
+
+    def _learn(self, state: MethodBudget, info: TimeInfo, units: float, now: float) -> None:
+        operating = info.operating
+        assert operating is not None  # noqa: S101 -- checked by the caller
+        finish, last = info.finish, state.finish
+        ordered = finish is not None and last is not None
+        if finish is not None and last is not None and finish < last:
+            return  # an answer overtaken by a later one: its figure is older
+        moved = info.operating_reset_at is not None and (
+            state.reset_at is None or info.operating_reset_at > state.reset_at
+        )
+        _expire(state, now, self._window)
+        stale = now >= state.seen + self._window
+        # A later figure below the last one: baskets have left the portal's window.
+        dropped = ordered and state.high is not None and operating < state.high
+        if state.high is None or moved or stale or dropped:
+            # A first figure, or the window moved on: a new baseline, not a sample. Until a
+            # sample exists, the cost is taken as the lowest such figure over its units: a
+            # figure counts its own request, so the cost is no higher (pessimistic still,
+            # when another application's time is in it).
+            if state.units == 0 and units > 0:
+                bound = operating / units
+                state.cost = bound if state.cost is None else min(state.cost, bound)
+        elif operating > state.high or ordered:
+            # The figure grew by this request's cost. Without the portal's ``finish`` to
+            # order answers, only a figure higher than any seen counts, so answers out of
+            # order make the estimate high (slower, never over the limit).
+            state.increase += max(operating - state.high, 0.0)
+            state.units += units
+            if state.units > 0:
+                state.cost = state.increase / state.units
+        if ordered or state.high is None or operating > state.high:
+            state.high = operating
+        if ordered or moved or stale or operating >= state.operating:
+            if operating < state.operating:
+                # Own seconds that were in the baskets that left must not be taken off the
+                # figure again. Those answered within two baskets of a window ago are
+                # surely still counted (a basket opens at most one basket before a booking).
+                slot = self._window / SLOTS
+                horizon = now - self._window + self._window / 5
+                for index in [i for i in state.spent if i * slot <= horizon]:
+                    del state.spent[index]
+            state.operating = operating
+            state.seen = now
+        if info.finish is not None:
+            state.finish = info.finish
+        if info.operating_reset_at is not None and moved:
+            state.reset_at = info.operating_reset_at
+            state.probe_at = info.operating_reset_at + RESET_GRAIN
+
+    def refused(self, method: str) -> None:
+        """
+        The portal answered OPERATION_TIME_LIMIT for *method*: take its budget as spent
+        until the window moves on, so that other requests wait instead of being refused.
+        """
+        now = self._clock()
+        state = self.state(method)
+        _expire(state, now, self._window)
+        state.known = True
+        if state.refused_at is None:
+            state.refused_at = state.operating
+        state.operating = max(state.operating, self._limit)
+        state.seen = now
+        if state.reset_at is not None and state.reset_at + RESET_GRAIN > now:
+            state.probe_at = state.reset_at + RESET_GRAIN
+        else:
+            # No reset known (or it has passed): nothing says when the window moves on, so
+            # the retry's own backoff paces the method, one request at a time.
+            state.probe_at = now + min(self._window / 10, RESET_GRAIN)
 
     def reset_at(self, method: str) -> float | None:
         """When the portal's window for *method* next moves on, if it ever said."""
-        usage = self._usage.get(method.lower())
-        return None if usage is None else usage.reset_at
-
-    def delay(self, method: str) -> float:
-        """Seconds to wait before calling *method*: zero unless it is near its limit."""
-        usage = self._usage.get(method.lower())
-        if usage is None or usage.reset_at is None or usage.operating < self._threshold:
-            return 0.0
-        return max(0.0, usage.reset_at + RESET_GRAIN - self._clock())
+        state = self._methods.get(method.lower())
+        return None if state is None else state.reset_at

@@ -10,12 +10,14 @@ are free, no partial download file is left, and the client still works. The suit
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import io
+import itertools
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import pytest
 from support import PNG, idle, oauth_client, partial_files, settle, webhook_client
@@ -24,10 +26,87 @@ import bitrix_images as bx
 from bitrix_images._mirror import mirror
 from bitrix_images.testing import OPERATION_TIME_LIMIT, FakePortal
 
-# Loop iterations to let a call run before cancelling it: every count up to 24 (the await
-# points of one request over loopback), then sparser, until the call completes on its own.
-STEPS = [*range(25), 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 4096]
 Op = Callable[[bx.BitrixClient, FakePortal, Path], Awaitable[object]]
+P = ParamSpec("P")
+T = TypeVar("T")
+# A generous limit for waits on a thread or on a cancelled call's clean-up: a slow or loaded
+# machine is not a bug, a hang is.
+PATIENCE = 60.0
+
+
+def steps() -> Iterator[int]:
+    """How many steps to let a call run before cancelling it: every count up to 24 (the await
+    points of one request over loopback), then sparser, without end: the sweep stops when
+    the call completes on its own."""
+    yield from range(25)
+    size = 32
+    while True:
+        yield size
+        yield size * 3 // 2
+        size *= 2
+
+
+class ThreadWatch(concurrent.futures.ThreadPoolExecutor):
+    """
+    The loop's default executor (``asyncio.to_thread``), knowing when its threads are busy.
+
+    A download commits its file in a thread; how many loop iterations that takes depends on
+    the machine (the GIL switch interval, the CPU, the disk). While a thread works, the sweep
+    waits for it to finish instead of counting iterations.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(max_workers=4, thread_name_prefix="sweep")
+        self._loop = loop
+        self._busy = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def submit(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]:
+        # run_in_executor calls this on the loop's thread; the job ends on a worker thread.
+        self._busy += 1
+        self._idle.clear()
+        future = super().submit(fn, *args, **kwargs)
+        future.add_done_callback(lambda _: self._loop.call_soon_threadsafe(self._done))
+        return future
+
+    def _done(self) -> None:
+        self._busy -= 1
+        if not self._busy:
+            self._idle.set()
+
+    @property
+    def busy(self) -> bool:
+        return self._busy > 0
+
+    async def idle(self) -> None:
+        """Wait until no job of a thread is left running."""
+        await asyncio.wait_for(self._idle.wait(), timeout=PATIENCE)
+
+
+@contextlib.contextmanager
+def watch_threads() -> Iterator[ThreadWatch]:
+    """Make a ``ThreadWatch`` the running loop's default executor for the test."""
+    loop = asyncio.get_running_loop()
+    watch = ThreadWatch(loop)
+    loop.set_default_executor(watch)
+    try:
+        yield watch
+    finally:
+        watch.shutdown(wait=True)
+
+
+async def step(task: asyncio.Future[object], threads: ThreadWatch) -> None:
+    """
+    Let *task* run one step: one loop iteration while it runs in the event loop; while it
+    only waits on a thread, until that thread has finished (then one iteration to deliver
+    the result).
+    """
+    while threads.busy and not task.done():
+        await threads.idle()
+    await asyncio.sleep(0)
 
 
 async def _collect(iterator: AsyncIterator[bx.ProductImage]) -> list[bx.ProductImage]:
@@ -87,24 +166,36 @@ def _client_tasks(before: set[asyncio.Task[Any]]) -> set[asyncio.Task[Any]]:
     return alive
 
 
+async def _wait_until(done: Callable[[], bool]) -> None:
+    """Poll *done* until it holds, for at most PATIENCE seconds (then the assert says what)."""
+    with contextlib.suppress(asyncio.TimeoutError):  # asyncio's, not the builtin, on 3.10
+
+        async def poll() -> None:
+            while not done():
+                await asyncio.sleep(0.005)
+
+        await asyncio.wait_for(poll(), timeout=PATIENCE)
+
+
 async def assert_clean(
-    client: bx.BitrixClient, portal: FakePortal, tmp: Path, before: set[asyncio.Task[Any]]
+    client: bx.BitrixClient,
+    portal: FakePortal,
+    tmp: Path,
+    before: set[asyncio.Task[Any]],
+    threads: ThreadWatch | None = None,
 ) -> None:
     """Nothing of a cancelled call is left behind."""
-    for _ in range(200):  # a cancelled async generator is closed a few iterations later
-        if not _client_tasks(before):
-            break
-        await asyncio.sleep(0.005)
+    # A cancelled async generator is closed a few iterations later.
+    await _wait_until(lambda: not _client_tasks(before))
     assert {repr(t.get_coro()) for t in _client_tasks(before)} == set()
     assert idle(client)
-    await settle(portal)
+    await settle(portal, timeout=PATIENCE)
     # A download cancelled during its final write leaves that write to its thread, which
     # may create the temporary file after the cancel (see
-    # test_a_cancelled_download_does_not_write_afterwards): give the thread time to end.
-    for _ in range(100):
-        if not partial_files(tmp):
-            break
-        await asyncio.sleep(0.01)
+    # test_a_cancelled_download_does_not_write_afterwards): wait for the thread to end.
+    if threads is not None:
+        await threads.idle()
+    await _wait_until(lambda: not partial_files(tmp))
     assert partial_files(tmp) == []
 
 
@@ -114,26 +205,27 @@ async def test_cancel_at_every_await_point(name: str, tmp_path: Path, secret_wat
     async with FakePortal(products=120, images_per_product=2, rate=None) as portal:
         async with webhook_client(portal) as client:
             cancelled = 0
-            for steps in STEPS:
-                before = asyncio.all_tasks()
-                task = asyncio.ensure_future(op(client, portal, tmp_path))
-                for _ in range(steps):
+            with watch_threads() as threads:
+                # Ends when the call completes on its own: a call that never does hangs, and
+                # faulthandler_timeout then prints where.
+                for count in steps():
+                    before = asyncio.all_tasks()
+                    task = asyncio.ensure_future(op(client, portal, tmp_path))
+                    for _ in itertools.repeat(None, count):
+                        if task.done():
+                            break
+                        await step(task, threads)
                     if task.done():
+                        secret_watch.check(task.exception())
+                        assert task.exception() is None
                         break
-                    await asyncio.sleep(0)
-                if task.done():
-                    secret_watch.check(task.exception())
-                    assert task.exception() is None
-                    break
-                task.cancel()
-                with pytest.raises(asyncio.CancelledError):
-                    await task
-                cancelled += 1
-                await assert_clean(client, portal, tmp_path, before)
-            else:
-                pytest.fail(f"{name} did not complete in {STEPS[-1]} loop iterations")
+                    task.cancel()
+                    with pytest.raises(asyncio.CancelledError):
+                        await task
+                    cancelled += 1
+                    await assert_clean(client, portal, tmp_path, before, threads)
             assert cancelled >= 3
-            print(f"{name}: cancelled at {cancelled} points, completed after {steps} iterations")
+            print(f"{name}: cancelled at {cancelled} points, completed after {count} steps")
             # The client is not poisoned by what it went through.
             assert (await client.images.get(2, 3)).id == 3
         assert portal.counters.in_flight == 0
@@ -153,14 +245,16 @@ async def test_cancel_while_the_answer_is_late(name: str, tmp_path: Path) -> Non
                 )
             else:
                 op = OPS[name]
-            portal.inject("delay", delay=0.4, method=SLOW_METHOD[name])
+            late = portal.inject("delay", delay=0.4, method=SLOW_METHOD[name])
             before = asyncio.all_tasks()
             task = asyncio.ensure_future(op(client, portal, tmp_path))
-            await asyncio.sleep(0.1)
+            # Until the late request is at the portal (its fault used up); the cancel below
+            # follows with no await in between, so its answer cannot be in yet.
+            await _wait_until(lambda: late.times == 0)
             assert not task.done()
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
-                await asyncio.wait_for(task, timeout=0.2)  # cancelling is prompt
+                await asyncio.wait_for(task, timeout=PATIENCE)
             await assert_clean(client, portal, tmp_path, before)
             assert (await client.images.fields())["id"].is_read_only
 
@@ -183,20 +277,22 @@ async def test_a_cancelled_download_does_not_write_afterwards(
     async with FakePortal(products=2, rate=None) as portal:
         async with webhook_client(portal) as client:
             image = await client.images.get(1, 1)
-            task = asyncio.ensure_future(client.images.download(image, tmp_path))
-            await asyncio.wait_for(in_thread.wait(), timeout=10)
-            task.cancel()
-            with pytest.raises(asyncio.CancelledError):
-                await task
-            right_after = sorted(p.name for p in tmp_path.iterdir())
-            await asyncio.sleep(0.4)
+            with watch_threads() as threads:
+                task = asyncio.ensure_future(client.images.download(image, tmp_path))
+                await asyncio.wait_for(in_thread.wait(), timeout=PATIENCE)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                right_after = sorted(p.name for p in tmp_path.iterdir())
+                await threads.idle()  # the commit thread has ended, whatever it did
             later = sorted(p.name for p in tmp_path.iterdir())
             assert later == right_after
 
 
 async def test_cancel_during_a_backoff_wait(tmp_path: Path) -> None:
-    # An OPERATION_TIME_LIMIT without a known reset waits max_delay: 5 s here.
-    slow = bx.RetryPolicy(initial_delay=0.001, max_delay=5.0, max_wait=60.0)
+    # An OPERATION_TIME_LIMIT without a known reset waits max_delay: ten minutes here, so a
+    # call that ends within PATIENCE was cancelled in its wait, however slow the machine.
+    slow = bx.RetryPolicy(initial_delay=0.001, max_delay=600.0, max_wait=3600.0)
     async with FakePortal(products=4, rate=None) as portal:
         async with webhook_client(portal, retry=slow) as client:
             for name in ("get", "add", "list_many", "download"):
@@ -214,7 +310,7 @@ async def test_cancel_during_a_backoff_wait(tmp_path: Path) -> None:
                     await asyncio.sleep(0.005)
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
-                    await asyncio.wait_for(task, timeout=0.2)
+                    await asyncio.wait_for(task, timeout=PATIENCE)
                 await assert_clean(client, portal, tmp_path, before)
                 client.stats.retry_wait = 0.0
             # A 429 is refused before processing: the cancelled add created nothing.
@@ -227,7 +323,9 @@ async def _cancel_a_refresh(client: bx.BitrixClient, portal: FakePortal, tmp: Pa
     portal.inject("delay", delay=0.3, method="oauth.token")
     before = asyncio.all_tasks()
     waiting = [asyncio.ensure_future(client.images.get(1, 1)) for _ in range(5)]
-    await asyncio.sleep(0.1)
+    # Until the refresh is at the portal; its late answer cannot come before the cancel
+    # below, which follows with no await in between.
+    await _wait_until(lambda: portal.counters.by_method["oauth.token"] > 0)
     assert portal.counters.by_method["oauth.token"] == 1
     for task in waiting:
         task.cancel()

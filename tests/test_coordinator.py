@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
 
-import attrs
 import pytest
 import redis.asyncio as aioredis
 from redis_server import RedisServer, running_redis
@@ -28,12 +27,11 @@ from bitrix_images._coordinator import (
     Keys,
     SharedLimits,
     SharedTokens,
-    merge_report,
     oauth_credential,
     webhook_credential,
 )
 from bitrix_images._protocol import TimeInfo
-from bitrix_images._throttle import LeakyBucket, OperatingBudget, RateLimit
+from bitrix_images._throttle import LeakyBucket, RateLimit
 from bitrix_images.testing import QUERY_LIMIT_EXCEEDED, FakePortal, instant_retries
 
 ORIGIN = URL("http://127.0.0.1:8123")
@@ -70,7 +68,6 @@ def limits_of(coordinator: bx.RedisCoordinator, rate: RateLimit = SLOW) -> Share
         coordinator.link(ORIGIN, webhook_credential("code")),
         rate,
         LeakyBucket(rate.rate, rate.burst),
-        OperatingBudget(rate.operating_limit, rate.operating_headroom),
         hold=75.0,
     )
 
@@ -345,16 +342,6 @@ async def test_limits_fall_back_when_redis_fails(
     await client.aclose()
 
 
-async def test_the_local_budget_paces_during_an_outage(closed_port: int) -> None:
-    client = aioredis.Redis(host="127.0.0.1", port=closed_port)
-    shared = limits_of(bx.RedisCoordinator(client), RateLimit(rate=1000, burst=1000))
-    await shared.settle(None, {"m": TimeInfo(operating=470.0, operating_reset_at=4e9)})
-    pacing = await shared.pace(["m"])
-    assert pacing.reason == "operating"
-    assert pacing.wait > 0
-    await client.aclose()
-
-
 async def test_sharing_resumes_when_redis_is_back(caplog: pytest.LogCaptureFixture) -> None:
     server = RedisServer()
     client = aioredis.Redis(host="127.0.0.1", port=server.port, socket_connect_timeout=0.5)
@@ -414,16 +401,6 @@ async def test_a_pair_redis_cannot_store_is_kept(caplog: pytest.LogCaptureFixtur
     finally:
         server.close()
         await client.aclose()
-
-
-def test_a_batchs_reports_of_one_method_merge() -> None:
-    early = TimeInfo(processing=1.0, operating=10.0, operating_reset_at=100.0)
-    late = TimeInfo(processing=2.0, operating=12.0, operating_reset_at=100.0)
-    assert merge_report(None, early) == early
-    assert merge_report(early, late) == attrs.evolve(late, processing=3.0)
-    assert merge_report(late, early) == attrs.evolve(late, processing=3.0)
-    assert merge_report(late, TimeInfo()) == late
-    assert merge_report(TimeInfo(), early) == early
 
 
 # --- a client with a coordinator, in this process ---------------------------------------------

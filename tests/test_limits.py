@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from bitrix_images._protocol import TimeInfo
 from bitrix_images._retry import Attempts, RetryPolicy, backoff_delay
-from bitrix_images._throttle import LeakyBucket, OperatingBudget, RateLimit
+from bitrix_images._throttle import LeakyBucket, RateLimit
 from bitrix_images.exceptions import (
     NotSent,
     OutcomeUnknown,
@@ -65,24 +64,6 @@ def test_unlimited_bucket() -> None:
     assert [bucket.reserve() for _ in range(1000)] == [0.0] * 1000
 
 
-def test_operating_budget() -> None:
-    clock = Clock()
-    budget = OperatingBudget(limit=480, headroom=0.9, clock=clock)
-    assert budget.delay("m") == 0.0
-    budget.record("M", None)
-    budget.record("M", TimeInfo())
-    assert budget.reset_at("m") is None
-    budget.record("M", TimeInfo(operating=100.0, operating_reset_at=1060.0))
-    assert budget.delay("m") == 0.0
-    assert budget.reset_at("m") == 1060.0
-    budget.record("m", TimeInfo(operating=440.0, operating_reset_at=1060.0))
-    assert budget.delay("M") == pytest.approx(61.0)  # one more second: reset_at is whole
-    clock.now = 1070.0
-    assert budget.delay("m") == 0.0
-    budget.record("m", TimeInfo(operating=470.0))
-    assert budget.delay("m") == 0.0  # no reset time known: nothing to wait for
-
-
 @pytest.mark.parametrize(
     ("kwargs", "error"),
     [
@@ -95,6 +76,8 @@ def test_operating_budget() -> None:
         ({"operating_limit": 0}, ValueError),
         ({"operating_headroom": 0}, ValueError),
         ({"operating_headroom": 1.5}, ValueError),
+        ({"operating_window": 0}, ValueError),
+        ({"operating_window": math.inf}, ValueError),
     ],
 )
 def test_rate_limit_validation(kwargs: dict[str, object], error: type[Exception]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -1188,7 +1189,8 @@ async def test_fault_drop_applies_the_change(portal: FakePortal) -> None:
 
 async def test_fault_delay(portal: FakePortal, session: aiohttp.ClientSession) -> None:
     portal.inject("delay", delay=0.5)
-    with pytest.raises(TimeoutError):
+    # aiohttp raises asyncio.TimeoutError: the builtin TimeoutError from Python 3.11 only.
+    with pytest.raises(asyncio.TimeoutError):
         await call(
             session, hook(portal, LIST), {"productId": 1}, timeout=aiohttp.ClientTimeout(total=0.1)
         )
@@ -1197,8 +1199,6 @@ async def test_fault_delay(portal: FakePortal, session: aiohttp.ClientSession) -
 
 
 async def test_fault_delay_overlaps(portal: FakePortal) -> None:
-    import asyncio
-
     portal.inject("delay", delay=0.2, times=3)
     async with aiohttp.ClientSession() as session:
         results = await asyncio.gather(

@@ -14,9 +14,13 @@ import pytest
 
 from bitrix_images.testing.__main__ import main, parse_args, serve
 
+# A generous limit for a portal to start or stop: its readiness is the URL it prints, and a
+# slow or loaded machine is not a bug (a hang is).
+PATIENCE = 60.0
 
-async def _spawn(*args: str) -> tuple[asyncio.subprocess.Process, str, float]:
-    started = time.monotonic()
+
+async def _spawn(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    """Start ``python -m bitrix_images.testing`` and wait until it prints its URL."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -27,21 +31,18 @@ async def _spawn(*args: str) -> tuple[asyncio.subprocess.Process, str, float]:
     )
     assert process.stdout is not None
     try:
-        line = await asyncio.wait_for(process.stdout.readline(), timeout=10)
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=PATIENCE)
     except BaseException:
         process.kill()
         await process.communicate()
         raise
-    return process, line.decode().strip(), time.monotonic() - started
+    return process, line.decode().strip()
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 async def test_cli_serves_and_stops_cleanly(stop: signal.Signals) -> None:
-    process, url, elapsed = await _spawn(
-        "--port", "0", "--products", "1000", "--images-per-product", "3"
-    )
+    process, url = await _spawn("--port", "0", "--products", "1000", "--images-per-product", "3")
     try:
-        assert elapsed < 2.0, f"the URL took {elapsed:.2f} s"
         assert url.startswith("http://127.0.0.1:")
         assert url.endswith("/")
         async with (
@@ -63,13 +64,13 @@ async def test_cli_serves_and_stops_cleanly(stop: signal.Signals) -> None:
         }
     finally:
         process.send_signal(stop)
-        _, stderr = await asyncio.wait_for(process.communicate(), timeout=10)
+        _, stderr = await asyncio.wait_for(process.communicate(), timeout=PATIENCE)
     assert process.returncode == 0, stderr
     assert b"client_id=local." in stderr
 
 
 async def test_cli_options_reach_the_portal() -> None:
-    process, url, _ = await _spawn(
+    process, url = await _spawn(
         "--products",
         "1",
         "--images-per-product",
@@ -97,7 +98,7 @@ async def test_cli_options_reach_the_portal() -> None:
                 assert abs(len(await r.read()) - 4096) < 16
     finally:
         process.terminate()
-        await asyncio.wait_for(process.communicate(), timeout=10)
+        await asyncio.wait_for(process.communicate(), timeout=PATIENCE)
     assert process.returncode == 0
 
 
@@ -115,24 +116,32 @@ def test_parse_args_defaults() -> None:
 async def test_serve_in_process(capsys: pytest.CaptureFixture[str]) -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(serve(parse_args(["--products", "2"]), stop))
-    for _ in range(200):
-        if capsys.readouterr().out:
-            break
-        await asyncio.sleep(0.01)
+    out = ""
+
+    async def until_the_url() -> None:
+        nonlocal out
+        while not out and not task.done():
+            out = capsys.readouterr().out
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(until_the_url(), timeout=PATIENCE)
     stop.set()
     await task
+    assert out.startswith("http://127.0.0.1:")
 
 
 def test_main_until_sigterm(capsys: pytest.CaptureFixture[str]) -> None:
     before = signal.getsignal(signal.SIGTERM)
 
     def stop_when_listening() -> None:
-        # loop.add_signal_handler replaces the SIGTERM disposition: then killing is safe.
-        for _ in range(500):
-            if signal.getsignal(signal.SIGTERM) is not before:
-                break
+        # loop.add_signal_handler replaces the SIGTERM disposition: then killing is safe
+        # (a SIGTERM before the portal listens still lets it start, print and stop). Never
+        # kill before: the default disposition would end the test run.
+        deadline = time.monotonic() + PATIENCE
+        while signal.getsignal(signal.SIGTERM) is before:
+            if time.monotonic() > deadline:
+                return  # main() then never returns: faulthandler_timeout shows where
             time.sleep(0.01)
-        time.sleep(0.05)
         os.kill(os.getpid(), signal.SIGTERM)
 
     thread = threading.Thread(target=stop_when_listening)

@@ -94,6 +94,7 @@ class TestDecode:
             processing=0.6726489067077637,
             operating=0.6726338863372803,
             operating_reset_at=1757425271.0,
+            finish=1757424672.203906,
         )
 
     @pytest.mark.parametrize(
@@ -302,13 +303,30 @@ class TestBatch:
                 "result_next": {"1": 50, "0": None},
                 "result_time": [{"operating": 1.5}, "bad"],
             },
-            methods={},
+            methods={"0": "m", "1": "m"},
         )
         assert result.results["1"] == {"productImages": [{"id": 1}]}
         assert result.totals == {"0": 0, "1": 1}
         assert result.nexts == {"1": 50}
-        assert result.times["0"].operating == 1.5
-        assert "1" not in result.times
+        assert result.times == {}  # the method's last entry is unreadable: nothing booked
+
+    def test_result_time_is_read_once_per_method(self) -> None:
+        result = p.decode_batch(
+            {
+                "result": {},
+                "result_time": {
+                    "a": {"operating": 1.0},
+                    "b": {"operating": 7.0},
+                    "c": {"operating": 2.0, "operating_reset_at": 1700000000},
+                    "x": {"operating": 9.0},
+                },
+            },
+            methods={"a": "m", "b": "n", "c": "m"},
+        )
+        assert result.times == {
+            "m": p.TimeInfo(operating=2.0, operating_reset_at=1700000000.0),
+            "n": p.TimeInfo(operating=7.0),
+        }
 
     def test_error_without_body_shape(self) -> None:
         result = p.decode_batch({"result_error": {"k": "boom"}}, methods={"k": "m"})

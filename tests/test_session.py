@@ -594,7 +594,9 @@ def test_version_is_exported() -> None:
 
 
 async def test_waits_are_logged_without_secrets(portal: FakePortal, secret_watch: object) -> None:
-    limits = bx.RateLimit(rate=50.0, burst=2)
+    # One request per half second: the next request has to wait for the bucket unless the
+    # last one took half a second (rate=50 made that 20 ms, which a loaded machine exceeds).
+    limits = bx.RateLimit(rate=2.0, burst=1)
     async with bx.BitrixClient.from_webhook(
         portal.webhook_url, retry=FAST_RETRY, rate_limit=limits
     ) as client:

@@ -7,7 +7,7 @@ described in ``_keys``. Nothing here imports redis until a coordinator is built.
 """
 
 from ._keys import Keys, oauth_credential, webhook_credential
-from ._limits import SharedLimits, merge_report
+from ._limits import SharedLimits
 from ._redis import Link, Pacing, RedisCoordinator, RedisDown
 from ._tokens import SharedTokens
 
@@ -19,7 +19,6 @@ __all__ = [
     "RedisDown",
     "SharedLimits",
     "SharedTokens",
-    "merge_report",
     "oauth_credential",
     "webhook_credential",
 ]

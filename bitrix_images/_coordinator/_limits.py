@@ -1,11 +1,12 @@
 """
 ``SharedLimits``: a client's pacing through the coordinator, or on its own when Redis fails.
 
-While Redis answers, every request is booked in the shared bucket and budget. When it does
-not, the client paces on its own ``LeakyBucket`` and ``OperatingBudget`` (which keep
-learning from every answer either way), logs one WARNING for the outage, and counts each
-request so paced. Its own bucket starts the outage as full: the other processes are still
-sending, and the portal's 503s, which are retried, teach it the rest.
+While Redis answers, every request is booked in the shared bucket, after the operating
+time every process reported for its methods allows it. When Redis does not answer, the
+client paces on its own ``LeakyBucket`` (its own ``OperatingBudget`` reserves every request
+either way), logs one WARNING for the outage, and counts each request so paced. Its own
+bucket starts the outage as full: the other processes are still sending, and the portal's
+503s, which are retried, teach it the rest.
 """
 
 from __future__ import annotations
@@ -14,13 +15,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-import attrs
-
 from .._protocol import TimeInfo
-from .._throttle import RESET_GRAIN, LeakyBucket, OperatingBudget, RateLimit
+from .._throttle import RESET_GRAIN, LeakyBucket, RateLimit
 from ._redis import Link, Pacing, RedisDown
 
-__all__ = ["SharedLimits", "merge_report"]
+__all__ = ["SharedLimits"]
 
 log = logging.getLogger("bitrix_images")
 
@@ -40,7 +39,7 @@ class SharedLimits:
     Args:
         link: the credential's shared state.
         rate_limit: the limits the client keeps to.
-        bucket, budget: the client's own limits, used while Redis fails.
+        bucket: the client's own bucket, used while Redis fails.
         hold: seconds a reservation of operating time outlives its request at the most
             (the request timeout): a process that dies never settles its reservations.
         stats: the client's counters; ``coordinator_fallbacks`` counts each round trip
@@ -52,14 +51,12 @@ class SharedLimits:
         link: Link,
         rate_limit: RateLimit,
         bucket: LeakyBucket,
-        budget: OperatingBudget,
         *,
         hold: float,
         stats: _Counts | None = None,
     ) -> None:
         self.link = link
         self._bucket = bucket
-        self._budget = budget
         self._threshold = rate_limit.operating_limit * rate_limit.operating_headroom
         self._hold = hold
         self._down = False
@@ -85,10 +82,8 @@ class SharedLimits:
                 penalize=self._penalty,
             )
         except RedisDown as exc:
+            # The client's own operating budget has let the request go already.
             self._fell_back(exc)
-            operating = max((self._budget.delay(m) for m in methods), default=0.0)
-            if operating > 0:
-                return Pacing(operating, "operating", None)
             return Pacing(self._bucket.reserve(), "bucket", None)
         self._penalty = False
         self._back()
@@ -124,9 +119,7 @@ class SharedLimits:
             self._back()
 
     async def settle(self, ticket: str | None, reports: Mapping[str, TimeInfo | None]) -> None:
-        """Record each method's ``time`` block, here and in Redis; drop the reservation."""
-        for method, info in reports.items():
-            self._budget.record(method, info)
+        """Tell Redis each method's ``time`` block, and drop the request's reservation."""
         if ticket is None and not any(i and i.operating is not None for i in reports.values()):
             return
         try:
@@ -158,16 +151,3 @@ class SharedLimits:
         if self._down:
             self._down = False
             log.warning("Redis answers again: the limits are shared again")
-
-
-def merge_report(known: TimeInfo | None, info: TimeInfo) -> TimeInfo:
-    """
-    Two commands' reports of one method in one batch as one: the later use of the window
-    (the larger ``operating``, with its reset) and the processing of both.
-    """
-    if known is None:
-        return info
-    latest = info if (info.operating or 0.0) >= (known.operating or 0.0) else known
-    if known.processing is None or info.processing is None:
-        return attrs.evolve(latest, processing=known.processing or info.processing)
-    return attrs.evolve(latest, processing=known.processing + info.processing)

@@ -30,7 +30,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--burst", type=int, default=50)
     parser.add_argument("--page-mode", choices=("source", "offset"), default="source")
     parser.add_argument("--image-size", type=int, default=None, help="pad PNGs to ~BYTES")
+    parser.add_argument(
+        "--operating-limit", type=float, default=480.0, help="seconds per method per window; 0: off"
+    )
+    parser.add_argument("--operating-window", type=float, default=600.0, help="seconds")
     parser.add_argument("--operating-cost", type=float, default=0.0, help="seconds per call")
+    parser.add_argument(
+        "--operating-billing",
+        choices=("inner", "batch", "both"),
+        default="inner",
+        help="who pays for a batch: its commands (the docs), the batch (b24jssdk #539), both",
+    )
+    parser.add_argument(
+        "--operating-report",
+        choices=("full", "operating", "none"),
+        default="full",
+        help="what the time blocks say (a self-hosted portal may leave parts out)",
+    )
     parser.add_argument(
         "--max-request-body",
         type=int,
@@ -56,7 +72,11 @@ async def serve(args: argparse.Namespace, stop: asyncio.Event | None = None) -> 
             page_mode=args.page_mode,
             rate=args.rate if args.rate > 0 else None,
             burst=args.burst,
+            operating_limit=args.operating_limit if args.operating_limit > 0 else None,
+            operating_window=args.operating_window,
             operating_cost=args.operating_cost,
+            operating_billing=args.operating_billing,
+            operating_report=args.operating_report,
             max_request_body=args.max_request_body,
             image_size=args.image_size,
             seed=args.seed,

@@ -97,6 +97,7 @@ class Counters:
     commands: Counter[str] = attrs.Factory(Counter)
     by_status: Counter[int] = attrs.Factory(Counter)
     rate_limited: int = 0
+    operating_refused: int = 0  # requests and batch commands refused OPERATION_TIME_LIMIT
     in_flight: int = 0
     max_in_flight: int = 0
     refreshes: int = 0
@@ -109,6 +110,7 @@ class Counters:
         self.commands.clear()
         self.by_status.clear()
         self.rate_limited = 0
+        self.operating_refused = 0
         self.max_in_flight = self.in_flight
         self.refreshes = 0
         self.calls.clear()
@@ -194,10 +196,16 @@ class FakePortal:
     with ``next``, as the docs describe); ``rate``/``burst`` the leaky bucket (None: off);
     ``operating_limit``/``operating_window`` the per-method time limit (None: off) and
     ``operating_cost`` the seconds booked per call (a float or ``{method: float}``, never
-    slept); ``max_request_body`` refuses a REST request whose body is longer with nginx's
-    413 page (``client_max_body_size``; None: no limit); ``image_size`` pads PNGs to about
-    that many bytes; ``record_calls`` keeps
-    ``counters.calls``; ``clock`` drives the limits and token expiry in tests.
+    slept; ``download`` is billed only when the mapping names it); ``operating_billing`` who
+    pays for a batch: "inner" (each command under its method, the outer ``batch`` nothing:
+    DOCS limits.md), "batch" (the method ``batch`` the sum, every ``result_time`` carrying
+    its figure: b24jssdk PR #539) or "both"; ``operating_report`` what the ``time`` blocks
+    say: "full", "operating" (no ``operating_reset_at``) or "none" (b24jssdk issue #459: a
+    self-hosted portal's three states; the limit still applies); ``max_request_body``
+    refuses a REST request whose body is longer with nginx's 413 page
+    (``client_max_body_size``; None: no limit); ``image_size`` pads PNGs to about that many
+    bytes; ``record_calls`` keeps ``counters.calls``; ``clock`` drives the limits and token
+    expiry in tests.
     """
 
     def __init__(
@@ -211,6 +219,8 @@ class FakePortal:
         operating_limit: float | None = 480.0,
         operating_window: float = 600.0,
         operating_cost: float | Mapping[str, float] = 0.0,
+        operating_billing: Literal["inner", "batch", "both"] = "inner",
+        operating_report: Literal["full", "operating", "none"] = "full",
         max_request_body: int | None = None,
         image_size: int | None = None,
         seed: int = 0,
@@ -224,6 +234,16 @@ class FakePortal:
     ) -> None:
         if page_mode not in ("source", "offset"):
             raise ValueError(f"page_mode must be 'source' or 'offset', not {page_mode!r}")
+        if operating_billing not in ("inner", "batch", "both"):
+            raise ValueError(
+                f"operating_billing must be inner, batch or both: {operating_billing!r}"
+            )
+        if operating_report not in ("full", "operating", "none"):
+            raise ValueError(
+                f"operating_report must be full, operating or none: {operating_report!r}"
+            )
+        self.operating_billing = operating_billing
+        self.operating_report = operating_report
         self.catalog = Catalog(
             products=products,
             images_per_product=images_per_product,
@@ -256,7 +276,7 @@ class FakePortal:
             self._cost = lambda method: costs.get(method, 0.0)
         else:
             flat = float(operating_cost)
-            self._cost = lambda method: flat
+            self._cost = lambda method: 0.0 if method == "download" else flat
         self._secret = secrets.token_bytes(32)
         self._tokens: dict[str, _Token] = {}
         self.access_token = ""
@@ -339,6 +359,12 @@ class FakePortal:
             self._bucket.empty()
         if self._operating is not None:
             self._operating.clear()
+
+    def spend(self, method: str, seconds: float) -> None:
+        """Book *seconds* of *method*'s operating time, as another application using the
+        same budget would (the client cannot see it until the portal reports it)."""
+        if self._operating is not None:
+            self._operating.book(method.lower(), seconds)
 
     # -- OAuth tokens -----------------------------------------------------------------------
 
@@ -561,7 +587,10 @@ class FakePortal:
         try:
             auth = self._authenticate(request, webhook, params)
             if method == "download":
+                self._check_operating(method)
                 answer = self._download(auth, params)
+                if self._operating is not None:
+                    self._operating.book(method, self._cost(method))
             elif method == "batch":
                 answer = self._json(200, self._batch(auth, params, started))
             else:
@@ -611,24 +640,43 @@ class FakePortal:
             detail_url=self._detail_url,
         )
 
+    def _check_operating(self, method: str) -> None:
+        # DOCS limits.md: a method over its limit answers 429 OPERATION_TIME_LIMIT.
+        if self._operating is not None and self._operating.blocked(method):
+            self.counters.operating_refused += 1
+            raise RestError.from_body(429, OPERATION_TIME_LIMIT)
+
     def _execute(
-        self, auth: _Auth, method: str, params: Mapping[str, object], started: float
+        self,
+        auth: _Auth,
+        method: str,
+        params: Mapping[str, object],
+        started: float,
+        *,
+        billed: str | None = None,
+        tally: list[float] | None = None,
     ) -> tuple[MethodResult, dict[str, object]]:
+        """Run *method*; its time is checked and booked under it unless *billed* names
+        another method (a batch billed as a whole), whose figure the block then reports.
+        The time of a command that ran is added to *tally* (the batch's own bill)."""
         handler = METHODS.get(method)
         if handler is None:
             raise RestError.from_body(404, METHOD_NOT_FOUND)
-        operating = self._operating
-        if operating is not None and operating.blocked(method):
-            raise RestError.from_body(429, OPERATION_TIME_LIMIT)
+        operating = self._operating if billed is None else None
+        if operating is not None:
+            self._check_operating(method)
         tick = time.perf_counter()
         try:
             result = handler(self._context(auth), params)
         finally:
+            if tally is not None:
+                tally.append(self._cost(method))
             if operating is not None:
                 # The time is booked whether the call succeeded or not; it is simulated
                 # (operating_cost), never slept.
                 operating.book(method, self._cost(method))
-        return result, self._time_block(started, time.perf_counter() - tick, method)
+        processing = time.perf_counter() - tick
+        return result, self._time_block(started, processing, billed or method)
 
     def _time_block(self, started: float, processing: float, method: str) -> dict[str, object]:
         """The ``time`` block (DOCS api-reference/data-types.md §time, CRestServer)."""
@@ -641,9 +689,10 @@ class FakePortal:
             "date_start": _iso(started),
             "date_finish": _iso(finish),
         }
-        if self._operating is not None:
+        if self._operating is not None and self.operating_report != "none":
             used, reset_at = self._operating.report(method)
-            block["operating_reset_at"] = reset_at
+            if self.operating_report == "full":
+                block["operating_reset_at"] = reset_at
             block["operating"] = used
         return block
 
@@ -667,6 +716,13 @@ class FakePortal:
         elif isinstance(raw, list):
             commands = [(str(i), v) for i, v in enumerate(raw)]
         halt = _php_bool(params.get("halt", False))
+        # b24jssdk PR #539: a portal may bill the batch as a whole, under the method `batch`;
+        # then it is refused whole, and its commands are not billed one by one.
+        whole = self.operating_billing != "inner"
+        if whole:
+            self._check_operating("batch")
+        billed = "batch" if self.operating_billing == "batch" else None
+        spent: list[float] = []
         results: dict[str, object] = {}
         errors: dict[str, object] = {}
         totals: dict[str, object] = {}
@@ -690,7 +746,9 @@ class FakePortal:
                 fault = self._take_fault(method, commands=True)
                 if fault is not None:
                     raise RestError.from_body(500, fault.body or INTERNAL_SERVER_ERROR)
-                result, block = self._execute(auth, method, parse_str(query), self._clock())
+                result, block = self._execute(
+                    auth, method, parse_str(query), self._clock(), billed=billed, tally=spent
+                )
             except RestError as error:
                 errors[key] = error.body()
                 if halt:
@@ -702,7 +760,10 @@ class FakePortal:
             if result.next is not None:
                 nexts[key] = result.next
             times[key] = block
-        # The outer batch books no operating time (DOCS limits.md) but reports the block.
+        # DOCS limits.md: the outer batch books no operating time but reports the block;
+        # b24jssdk PR #539: it books the whole request's time.
+        if whole and self._operating is not None:
+            self._operating.book("batch", sum(spent))
         outer = self._time_block(started, self._clock() - started, "batch")
         return {
             "result": {
