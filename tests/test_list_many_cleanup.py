@@ -56,8 +56,11 @@ async def _until_late(portal: FakePortal, count: int) -> None:
 
 async def test_a_cancelled_consumer_leaves_no_batch_running() -> None:
     async with FakePortal(products=PRODUCTS, images_per_product=1, rate=None) as portal:
-        portal.inject("delay", times=1000, delay=LATE, method="batch")
         async with webhook_client(portal) as client:
+            # The client sends a method's first request alone, to learn its operating time
+            # from the answer: let that happen before every batch is made late.
+            assert [image.id async for image in client.images.list_many([1])] == [1]
+            portal.inject("delay", times=1000, delay=LATE, method="batch")
             source = Source()
             images = []
 
@@ -87,15 +90,18 @@ async def test_a_cancelled_consumer_leaves_no_batch_running() -> None:
 async def test_breaking_out_of_list_many_leaves_no_batch_running() -> None:
     async with FakePortal(products=PRODUCTS, images_per_product=1, rate=None) as portal:
         async with webhook_client(portal) as client:
+            # A method's first request goes alone (it teaches the operating time): done here.
+            assert [image.id async for image in client.images.list_many([1])] == [1]
             source = Source()
             first: list[int] = []
             # The first window of batches answers at once; every later batch is late: one
             # goes out as the consumer reaches each of the first window's batches.
+            portal.inject("delay", times=BATCHES_IN_FLIGHT, delay=0.0, method="batch")
+            portal.inject("delay", times=1000, delay=LATE, method="batch")
             async with contextlib.aclosing(client.images.list_many(source.ids())) as images:
                 async for image in images:
                     first.append(image.product_id)
                     if len(first) == 1:
-                        portal.inject("delay", times=1000, delay=LATE, method="batch")
                         await _until_late(portal, 1)
                     if len(first) == 75:  # in the second batch: the sixth is out too
                         await _until_late(portal, 2)
