@@ -431,14 +431,16 @@ async def test_cell(fault_key: str, op: str, tmp_path: Path, secret_watch: Any) 
             if op in ("add", "delete") and outcome.error in (bx.OutcomeUnknown, bx.ServerError):
                 assert portal.counters.by_method[f"catalog.productimage.{op}"] == 1
             if fault_key == "otl":
-                # The wait honoured the portal's operating_reset_at (+1 s), or max_delay when
-                # the method never reported one (a download).
+                # The retry honoured the portal's operating_reset_at (+1 s), or max_delay when
+                # the method never reported one (a download). Beside it, other requests of a
+                # refused method that reported no reset are held until the retry has probed
+                # (at most RESET_GRAIN, counted from the refusal: a little less by then).
                 waits = [w for w in clock.waits if w > FAST_RETRY.max_delay]
                 if op == "download":
                     assert waits == []
                 else:
-                    assert waits, clock.waits
-                    assert all(1.0 <= w <= WINDOW + 1.5 for w in waits), waits
+                    assert any(1.0 <= w <= WINDOW + 1.5 for w in waits), clock.waits
+                    assert all(w <= WINDOW + 1.5 for w in waits), waits
             if fault_key == "otl_far" and outcome.error is bx.RateLimited:
                 assert clock.total <= TIGHT_WAIT
                 assert error is not None

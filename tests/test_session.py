@@ -166,12 +166,15 @@ async def test_transient_failures_are_retried_for_reads(
 
 
 async def test_timeouts_are_retried_for_reads(portal: FakePortal) -> None:
-    portal.inject("delay", delay=1.0)
+    # The first answer comes far later than the timeout; the retry is answered at once. (On a
+    # loaded machine a retry may time out too: what matters is that timeouts are retried.)
+    portal.inject("delay", delay=5.0)
     async with bx.BitrixClient.from_webhook(
-        portal.webhook_url, retry=FAST_RETRY, rate_limit=UNLIMITED, timeout=0.2
+        portal.webhook_url, retry=FAST_RETRY, rate_limit=UNLIMITED, timeout=1.0
     ) as client:
         assert (await client.images.get(1, 1)).id == 1
-        assert client.stats.retries == 1
+        assert client.stats.retries >= 1
+        assert portal.counters.by_method["catalog.productimage.get"] == client.stats.requests
 
 
 async def test_connection_refused_is_retried_then_raised() -> None:
