@@ -13,6 +13,7 @@ from yarl import URL
 from ._auth import OAuthAuth, TokenCallback, WebhookAuth, check_method, check_portal_url
 from ._caller import Caller
 from ._converters import Converter
+from ._coordinator import RedisCoordinator
 from ._paginate import AsyncPaginator, Page
 from ._protocol import items_of
 from ._retry import RetryPolicy
@@ -44,6 +45,7 @@ class BitrixClient:
         retry: RetryPolicy | None = None,
         session: aiohttp.ClientSession | None = None,
         timeout: float = 75.0,
+        coordinator: RedisCoordinator | None = None,
     ) -> None:
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise TypeError("rate_limit must be a RateLimit")
@@ -51,6 +53,8 @@ class BitrixClient:
             raise TypeError("retry must be a RetryPolicy")
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise TypeError("session must be an aiohttp.ClientSession")
+        if coordinator is not None and not isinstance(coordinator, RedisCoordinator):
+            raise TypeError("coordinator must be a bitrix_images.RedisCoordinator or None")
         timeout = check_number("timeout", timeout, positive=True, finite=True)
         self._caller = Caller(
             auth,
@@ -58,6 +62,7 @@ class BitrixClient:
             retry=retry or RetryPolicy(),
             session=session,
             timeout=float(timeout),
+            coordinator=coordinator,
         )
         self.images = Images(self._caller, Converter(auth.origin))
 
@@ -71,15 +76,23 @@ class BitrixClient:
         session: aiohttp.ClientSession | None = None,
         timeout: float = 75.0,
         allow_insecure: bool = False,
+        coordinator: RedisCoordinator | None = None,
     ) -> BitrixClient:
         """
         A client for an incoming webhook, ``https://<portal>/rest/<user_id>/<code>/``.
 
         Plain http is accepted for loopback hosts only, unless *allow_insecure* is true.
+        With a *coordinator*, every client for this webhook on the same Redis shares one
+        request bucket and one operating-time budget per method.
         """
         base = check_portal_url(url, allow_insecure=allow_insecure, what="the webhook URL")
         return cls(
-            WebhookAuth(base), rate_limit=rate_limit, retry=retry, session=session, timeout=timeout
+            WebhookAuth(base),
+            rate_limit=rate_limit,
+            retry=retry,
+            session=session,
+            timeout=timeout,
+            coordinator=coordinator,
         )
 
     @classmethod
@@ -99,6 +112,7 @@ class BitrixClient:
         session: aiohttp.ClientSession | None = None,
         timeout: float = 75.0,
         allow_insecure: bool = False,
+        coordinator: RedisCoordinator | None = None,
     ) -> BitrixClient:
         """
         A client for an OAuth application.
@@ -107,6 +121,11 @@ class BitrixClient:
         (``https://<portal>/rest/``). On ``expired_token`` the client refreshes through
         *oauth_url* once, replays the call, and awaits *on_token_refresh* with the new
         ``OAuthTokens`` so that they can be stored.
+
+        With a *coordinator* the token pair lives in Redis: the tokens given here only seed
+        it when it holds none, every process refreshes through one lock (one refresh per
+        expiry, *on_token_refresh* awaited by the process that made it), and the limits
+        are shared as for webhooks.
         """
         endpoint = check_portal_url(
             client_endpoint, allow_insecure=allow_insecure, what="the client endpoint"
@@ -135,7 +154,14 @@ class BitrixClient:
             oauth_url=token_url,
             on_token_refresh=on_token_refresh,
         )
-        return cls(auth, rate_limit=rate_limit, retry=retry, session=session, timeout=timeout)
+        return cls(
+            auth,
+            rate_limit=rate_limit,
+            retry=retry,
+            session=session,
+            timeout=timeout,
+            coordinator=coordinator,
+        )
 
     # --- lifetime ------------------------------------------------------------------------
 
