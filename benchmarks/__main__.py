@@ -38,7 +38,7 @@ END = "<!-- END GENERATED -->"
 
 W2_RATE = 20.0
 W2_BURST = 50
-W4_CONCURRENCY = 8
+W4_CONCURRENCY = 16
 W4_IMAGE_SIZE = 65536
 NAIVE_CONCURRENCY = 8
 
@@ -258,7 +258,15 @@ def _median(runs: list[dict[str, Any]], key: str) -> float | None:
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """The median of each figure over the runs of one client in one workload."""
-    keys = ("wall", "cpu", "rss_peak_mb", "rss_base_mb", "requests", "rate_limited")
+    keys = (
+        "wall",
+        "cpu",
+        "rss_peak_mb",
+        "rss_base_mb",
+        "requests",
+        "rate_limited",
+        "ctx_switches",
+    )
     out: dict[str, Any] = {k: _median(runs, k) for k in keys}
     out["portal_cpu"] = _median(runs, "portal_cpu")
     out["count"] = runs[0].get("count") if runs else None
@@ -440,18 +448,18 @@ def derive(summary: dict[str, Any], scale: dict[str, Any]) -> dict[str, Any]:
             w4.get("raw_aiohttp", {}).get("images_per_s"),
         )
         targets["W4_throughput_vs_raw"] = {
-            "target": ">= 0.9x raw aiohttp",
+            "target": ">= 0.95x raw aiohttp, the default download() (durable)",
             "measured": ratio,
-            "met": ratio is not None and ratio >= 0.9,
+            "met": ratio is not None and ratio >= 0.95,
         }
         fast = _ratio(
             w4.get("bitrix_images_fast", {}).get("images_per_s"),
             w4.get("raw_aiohttp", {}).get("images_per_s"),
         )
         targets["W4_throughput_vs_raw_not_durable"] = {
-            "target": ">= 0.9x raw aiohttp, download(durable=False): atomic, no fsync, as raw",
+            "target": ">= 0.95x raw aiohttp, download(durable=False): atomic, no fsync, as raw",
             "measured": fast,
-            "met": fast is not None and fast >= 0.9,
+            "met": fast is not None and fast >= 0.95,
         }
     targets.update(_w5.targets(summary.get("W5", {})))
     ours = [
@@ -626,15 +634,15 @@ def render(report: dict[str, Any]) -> str:
             f"### W4: downloading {scale['w4_images']} images of {W4_IMAGE_SIZE // 1024} KB, "
             f"{W4_CONCURRENCY} at once, written to files",
             "",
-            "| client | downloads | wall s | images/s | MB/s | CPU s | throughput / raw "
-            "| correct |",
-            "|---|---|---|---|---|---|---|---|",
+            "| client | downloads | wall s | images/s | MB/s | CPU s | context switches "
+            "| throughput / raw | correct |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for label, s in w4.items():
             lines.append(
                 f"| {label} | {_f(s.get('downloads'), 0)} | {_f(s['wall'], 3)} "
                 f"| {_f(s.get('images_per_s'), 0)} | {_f(s.get('mb_per_s'), 1)} "
-                f"| {_f(s['cpu'], 3)} "
+                f"| {_f(s['cpu'], 3)} | {_f(s.get('ctx_switches'), 0)} "
                 f"| {_x(_ratio(s.get('images_per_s'), raw.get('images_per_s')))} "
                 f"| {_f(s['correct'])} |"
             )
@@ -678,6 +686,7 @@ def compact(report: dict[str, Any]) -> dict[str, Any]:
         "correct",
         "wall_vs_bound",
         "images_per_s",
+        "ctx_switches",
         "refusals",
     )
     figures = {
@@ -727,6 +736,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs is not None:
         scale["runs"] = max(1, min(args.runs, 20))
     only = {w.strip().upper() for w in args.only.split(",") if w.strip()}
+    if "W6" in only:  # its own module and report: it needs a redis-server (benchmarks/_w6.py)
+        from . import _w6
+
+        only.discard("W6")
+        _w6.main(["--quick"] if args.quick else [])
+        if not only:
+            return 0
 
     atexit.register(_cleanup)
     signal.signal(signal.SIGTERM, _on_signal)

@@ -67,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
             (usage1.ru_utime - usage0.ru_utime) + (usage1.ru_stime - usage0.ru_stime), 4
         )
         out["rss_peak_mb"] = round(usage1.ru_maxrss / 1024, 2)  # Linux: kilobytes
+        # Voluntary + involuntary context switches: a thread hop per file shows up here.
+        out["ctx_switches"] = (usage1.ru_nvcsw - usage0.ru_nvcsw) + (
+            usage1.ru_nivcsw - usage0.ru_nivcsw
+        )
         out["extra"] = extra
     except Exception as exc:
         out["error"] = f"{type(exc).__name__}: {exc}"[:500]

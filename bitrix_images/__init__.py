@@ -7,6 +7,7 @@ values. ``mirror`` and ``upload`` keep a folder and a catalog in step, in either
 direction. ``bitrix_images.testing`` holds an embedded portal for tests.
 """
 
+from ._coordinator import RedisCoordinator
 from ._mirror import MirrorResult, mirror
 from ._paginate import AsyncPaginator, Page
 from ._retry import RetryPolicy
@@ -19,6 +20,7 @@ from .exceptions import (
     AuthError,
     BatchError,
     BitrixError,
+    CoordinatorUnavailable,
     InvalidRequest,
     MalformedResponse,
     NotFound,
@@ -39,6 +41,7 @@ __all__ = [
     "BitrixClient",
     "BitrixError",
     "ClientStats",
+    "CoordinatorUnavailable",
     "FieldInfo",
     "ImageType",
     "Images",
@@ -53,6 +56,7 @@ __all__ = [
     "ProductImage",
     "RateLimit",
     "RateLimited",
+    "RedisCoordinator",
     "RetryPolicy",
     "ServerError",
     "TransportError",

@@ -124,6 +124,17 @@ class OAuthAuth:
         self.on_token_refresh = on_token_refresh
         self.failed_token: str | None = None  # the token a refresh already failed for
 
+    @property
+    def client_id(self) -> str:
+        """The application's public id (names its shared state in a coordinator)."""
+        return self._client_id
+
+    def adopt(self, tokens: OAuthTokens) -> None:
+        """Use *tokens* from now on (a pair another process refreshed)."""
+        if tokens != self.tokens:
+            self.tokens = tokens
+            self.failed_token = None
+
     def endpoint(self, method: str) -> URL:
         """``<client_endpoint>/<method>.json``."""
         return self.tokens.client_endpoint / f"{method}.json"

@@ -14,7 +14,6 @@ import logging
 import math
 import time
 from collections.abc import Iterable, Mapping
-from pathlib import Path
 from types import TracebackType
 from typing import Final, NoReturn
 
@@ -23,12 +22,21 @@ from yarl import URL
 
 from . import _files, _protocol
 from ._auth import OAuthAuth, WebhookAuth
+from ._committer import Committer
+from ._coordinator import (
+    RedisCoordinator,
+    SharedLimits,
+    SharedTokens,
+    oauth_credential,
+    webhook_credential,
+)
 from ._protocol import BatchResult, Envelope, Retry, TimeInfo
 from ._retry import Attempts, RetryPolicy, Verdict
 from ._stats import ClientStats
 from ._throttle import LeakyBucket, OperatingBudget, RateLimit, Reservation
 from ._transport import Transport
-from .exceptions import AuthError, BitrixError
+from .exceptions import AuthError, BitrixError, CoordinatorUnavailable
+from .models import OAuthTokens
 
 __all__ = ["Caller", "InstantRetries", "instant_retries"]
 
@@ -50,6 +58,7 @@ class Caller:
         session: an ``aiohttp.ClientSession`` to borrow (never closed here), or ``None``.
         timeout: seconds one request may take (limits.md: the portal stops at 60).
         max_answer_bytes: the largest answer read into memory (``Transport``).
+        coordinator: shares the limits (and OAuth tokens) with other processes, or ``None``.
 
     The leaky bucket (``_bucket``) and the operating-time budget (``_budget``) live here;
     every request, a batch's and a download's included, is paced by both in ``_pace``.
@@ -64,6 +73,7 @@ class Caller:
         session: aiohttp.ClientSession | None,
         timeout: float,
         max_answer_bytes: int = _protocol.MAX_ANSWER_BYTES,
+        coordinator: RedisCoordinator | None = None,
     ) -> None:
         self.auth = auth
         self.rate_limit = rate_limit
@@ -83,16 +93,40 @@ class Caller:
         self._settled_future: asyncio.Future[None] | None = None
         self._refresh_lock = asyncio.Lock()
         self._refreshing: asyncio.Future[None] | None = None
+        self.committer = Committer()
+        # With a coordinator, the request bucket, the reported operating time and the OAuth
+        # pair are shared through Redis (this process's own bucket is the fallback); the
+        # operating-time reservations of this process stay in _budget as well.
+        self._shared: SharedLimits | None = None
+        self._shared_tokens: SharedTokens | None = None
+        self._tickets: dict[int, str] = {}  # id(reservation) -> its reservation in Redis
+        if coordinator is not None:
+            if isinstance(auth, OAuthAuth):
+                link = coordinator.link(auth.origin, oauth_credential(auth.client_id))
+                self._shared_tokens = SharedTokens(link, auth.origin)
+            else:
+                link = coordinator.link(auth.origin, webhook_credential(auth.secrets[0]))
+            self._shared = SharedLimits(
+                link, rate_limit, self._bucket, hold=timeout, stats=self.stats
+            )
+        self._tokens_lock = asyncio.Lock()
+        self._tokens_loaded = self._shared_tokens is None
 
     async def close(self) -> None:
-        """Close the transport's session if it is ours; a token refresh in flight ends first."""
+        """Close the transport's session if it is ours, and stop the committing thread.
+
+        A token refresh in flight ends first.
+        """
         refreshing = self._refreshing
         if refreshing is not None and not refreshing.done():
             # The OAuth server may have replaced the pair already: a refresh in flight (and
             # its on_token_refresh) finishes before the session goes, even when the caller
             # was cancelled (SIGINT, SIGTERM), or the new refresh token would be lost.
             await asyncio.wait({refreshing})
-        await self.transport.close()
+        try:
+            await self.transport.close()
+        finally:
+            await self.committer.close()
 
     # --- calls ---------------------------------------------------------------------------
 
@@ -104,6 +138,7 @@ class Caller:
             idempotent = _protocol.is_idempotent(method)
         envelope, reservation = await self._call(method, params, idempotent, {method: 1})
         self._settle(reservation, {method: envelope.time}, spent=True)
+        await self._share(reservation, {method: envelope.time})
         return envelope
 
     async def _call(
@@ -120,8 +155,19 @@ class Caller:
         attempts = self.attempts(idempotent=idempotent)
         refreshed = False
         probe = False
+        expired: str | None = None  # the access token the portal refused, until refreshed
+        await self._load_tokens()
         while True:
             attempts.begin()
+            if expired is not None and isinstance(self.auth, OAuthAuth):
+                try:
+                    await self._refresh(self.auth, expired)
+                except CoordinatorUnavailable as unavailable:
+                    # No refresh without the coordinator's lock, and no request without a
+                    # token: try the refresh again after a backoff, as a request not sent.
+                    await self._pause_or_raise(attempts, unavailable, spends, label=method)
+                    continue
+                expired, refreshed = None, True
             reservation = await self._pace(spends, probe=probe)
             token = self.auth.tokens.access_token if isinstance(self.auth, OAuthAuth) else None
             try:
@@ -130,9 +176,9 @@ class Caller:
                 kind = _protocol.retry_kind(error)
                 # A refusal was not processed; any other error may have cost time.
                 self._settle(reservation, {}, spent=kind not in _REFUSALS)
+                await self._share(reservation, {})
                 if kind is Retry.REFRESH and isinstance(self.auth, OAuthAuth) and not refreshed:
-                    await self._refresh(self.auth, token)
-                    refreshed = True
+                    expired = token  # refreshed at the top of the next attempt
                     continue
                 await self._pause_or_raise(attempts, error, spends, label=method)
                 # Refused for operating time, it has waited for the reset: it is the probe.
@@ -140,6 +186,7 @@ class Caller:
                 continue
             except BaseException:
                 self._settle(reservation, {}, spent=True)  # cancelled: maybe processed
+                self._tickets.pop(id(reservation), None)  # it expires in Redis by itself
                 raise
             return envelope, reservation
 
@@ -171,11 +218,14 @@ class Caller:
             result = _protocol.decode_batch(envelope.result, methods=methods)
         except BaseException:
             self._settle(reservation, {"batch": envelope.time}, spent=True)
+            await self._share(reservation, {"batch": envelope.time})
             raise
-        self._settle(reservation, {**result.times, "batch": envelope.time}, spent=True)
+        reports = {**result.times, "batch": envelope.time}
+        self._settle(reservation, reports, spent=True)
+        await self._share(reservation, reports)
         return result
 
-    async def download(self, url: URL, part: Path, target: Path, *, durable: bool) -> int:
+    async def download(self, url: URL, part: str, target: str, *, durable: bool) -> int:
         """
         GET a signed download URL; the bytes end up at *target*, through *part*.
 
@@ -203,7 +253,7 @@ class Caller:
                 raise
             # A file carries no time block: the request is booked at what it reserved.
             self._settle(reservation, {}, spent=True)
-            return await _files.commit(spool, target, durable=durable)
+            return await self.committer.commit(spool, target, durable=durable)
 
     # --- retries -------------------------------------------------------------------------
 
@@ -222,7 +272,10 @@ class Caller:
         resets = [r for m in methods if (r := self._budget.reset_at(m)) is not None]
         verdict = attempts.judge(error, reset_at=max(resets, default=None))
         if verdict.penalize:
-            self._bucket.penalize()
+            if self._shared is not None:
+                self._shared.penalize()  # ours and, with the next round trip, everyone's
+            else:
+                self._bucket.penalize()
         if _protocol.retry_kind(error) is Retry.WAIT_RESET:
             # limits.md: the method is blocked until its window moves on; hold its other
             # requests too (a command refused inside a batch included).
@@ -243,6 +296,8 @@ class Caller:
         log.debug(
             "%s: %s, retry %d in %.3fs", label, _code_text(error), attempts.attempt, verdict.delay
         )
+        if self._shared is not None:
+            await self._shared.flush()  # the others should hold back during our backoff too
         await self.wait(verdict.delay)
 
     async def wait(self, seconds: float) -> None:
@@ -276,16 +331,56 @@ class Caller:
             started = time.monotonic()
             await asyncio.wait({settled}, timeout=None if math.isinf(operating) else operating)
             self.stats.throttle_wait += time.monotonic() - started
-        delay = self._bucket.reserve()
+        try:
+            if self._shared is not None:
+                await self._pace_shared(spends, reservation)
+            else:
+                await self._wait_bucket(spends, self._bucket.reserve())
+        except BaseException:
+            self._settle(reservation, {}, spent=False)
+            raise
+        return reservation
+
+    async def _wait_bucket(self, spends: Mapping[str, float], delay: float) -> None:
         if delay > 0:
             log.debug("%s: waiting %.3fs for the rate limit", _names(spends), delay)
             self.stats.throttle_wait += delay
-            try:
-                await self.wait(delay)
-            except BaseException:
-                self._settle(reservation, {}, spent=False)
-                raise
-        return reservation
+            await self.wait(delay)
+
+    async def _pace_shared(self, spends: Mapping[str, float], reservation: Reservation) -> None:
+        """
+        Book the request in the coordinator's bucket, after the operating time every
+        process reported allows it; remember its reservation there for ``_share``.
+        """
+        assert self._shared is not None  # noqa: S101 -- called only with a coordinator
+        while True:
+            pacing = await self._shared.pace(spends)
+            if pacing.reason == "bucket":
+                break
+            log.debug("%s: waiting %.3fs for the operating time", _names(spends), pacing.wait)
+            self.stats.throttle_wait += pacing.wait
+            await self.wait(pacing.wait)
+        if pacing.ticket is not None:
+            self._tickets[id(reservation)] = pacing.ticket
+        await self._wait_bucket(spends, pacing.wait)
+
+    async def _share(
+        self, reservation: Reservation, reports: Mapping[str, TimeInfo | None]
+    ) -> None:
+        """Tell the coordinator what the portal reported, and drop the request's ticket."""
+        if self._shared is not None:
+            every = {**dict.fromkeys(reservation.costs), **reports}  # each method reserved
+            await self._shared.settle(self._tickets.pop(id(reservation), None), every)
+
+    async def _load_tokens(self) -> None:
+        """Take the OAuth pair from the coordinator once (ours seeds it when it has none)."""
+        if self._tokens_loaded:
+            return
+        async with self._tokens_lock:
+            shared = self._shared_tokens
+            if not self._tokens_loaded and shared is not None and isinstance(self.auth, OAuthAuth):
+                self.auth.adopt(await shared.load(self.auth.tokens))
+            self._tokens_loaded = True
 
     @property
     def _settled(self) -> asyncio.Future[None]:
@@ -339,12 +434,32 @@ class Caller:
         await asyncio.shield(refreshing)
 
     async def _run_refresh(self, auth: OAuthAuth, used_token: str | None) -> None:
+        if self._shared_tokens is None or used_token is None:
+            tokens = await self._refresh_request(auth, used_token)
+        else:
+
+            async def run(newest: OAuthTokens) -> OAuthTokens:
+                auth.adopt(newest)  # refresh the pair the other processes know as newest
+                return await self._refresh_request(auth, used_token)
+
+            # Under the coordinator's lock: one refresh across every process.
+            tokens, refreshed = await self._shared_tokens.refresh(used_token, auth.tokens, run)
+            auth.adopt(tokens)
+            if not refreshed:
+                log.debug("took the OAuth tokens another process refreshed")
+                return
+        self.stats.refreshes += 1
+        if auth.on_token_refresh is not None:
+            await auth.on_token_refresh(tokens)
+
+    async def _refresh_request(self, auth: OAuthAuth, used_token: str | None) -> OAuthTokens:
+        """Ask the OAuth server for a new pair; remember a refusal of *used_token*'s."""
         log.debug("refreshing the OAuth access token")
         try:
             status, body = await self.transport.post(
                 auth.oauth_url, "oauth.token", idempotent=True, data=auth.refresh_form()
             )
-            tokens = auth.accept(status, body)
+            return auth.accept(status, body)
         except BitrixError as error:
             auth.failed_token = used_token
             if isinstance(error, AuthError):
@@ -356,9 +471,6 @@ class Caller:
                 status=error.status,
                 method="oauth.token",
             ) from None
-        self.stats.refreshes += 1
-        if auth.on_token_refresh is not None:
-            await auth.on_token_refresh(tokens)
 
 
 class InstantRetries:

@@ -3,7 +3,8 @@ A download's file: reserving its name, spooling its bytes, committing or discard
 
 The bytes of a download go to a temporary file beside the target, which is renamed into
 place only when complete (and, if durable, synced), so a failure never leaves a partial
-file under the final name. Nothing here touches the network.
+file under the final name. Nothing here touches the network; the committing of durable
+downloads is batched in one thread per client (``_committer``).
 
 The temporary file is made by ``tempfile.mkstemp`` (``O_EXCL``, mode 0600, an unpredictable
 short name) and reopened with ``O_NOFOLLOW``; a final path or a folder that is a symbolic
@@ -13,20 +14,18 @@ writes anywhere but where it was asked to.
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import errno
 import os
 import tempfile
 import unicodedata
-from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Final
 
 from ._dest import TEMP_SUFFIX, temp_prefix
 from .models import ProductImage
 
-__all__ = ["Spool", "commit", "discard", "reserve", "safe_name"]
+__all__ = ["Spool", "discard", "place", "reserve", "safe_name", "write_out"]
 
-_INLINE_COMMIT: Final = 1024 * 1024  # bytes a non-durable download may commit on the loop
 # NAME_MAX is 255 bytes on every common file system; a name we make keeps room under it for
 # the "<image id>-" a caller may put in front to tell two files of one name apart.
 _NAME_BYTES: Final = 255 - 40
@@ -36,8 +35,12 @@ _SUFFIX_BYTES: Final = 16
 # finished download gets the mode a plain open() would have given it, not mkstemp's 0600.
 _UMASK: Final = os.umask(0o022)
 os.umask(_UMASK)
+_MODE: Final = 0o666 & ~_UMASK
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, where links are rare
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _FCHMOD: Final = getattr(os, "fchmod", None)  # not on Windows before Python 3.13
+# writev takes at most IOV_MAX (1024 on Linux and macOS) buffers; more are joined first.
+_IOV_MAX: Final = 1024
 
 
 def safe_name(image: ProductImage) -> str:
@@ -63,55 +66,82 @@ def safe_name(image: ProductImage) -> str:
     return stem.encode()[:room].decode(errors="ignore") + tail
 
 
-def reserve(dest: Path, image: ProductImage) -> tuple[Path, Path]:
+def reserve(dest: str, image: ProductImage) -> tuple[str, str]:
     """
     The final path for *image* under *dest*, and a fresh temporary file beside it.
 
     Raises ``ValueError`` when the folder does not exist, and ``OSError`` (``ELOOP``) when
-    the folder or the final path is a symbolic link.
+    the folder or the final path is a symbolic link. Plain ``os.path`` strings: this runs
+    once per download, on the event loop, and pathlib's objects cost more than the checks.
     """
-    target = dest / safe_name(image) if dest.is_dir() else dest
-    folder = target.parent
-    if not folder.is_dir():
+    target = os.path.join(dest, safe_name(image)) if os.path.isdir(dest) else dest
+    folder = os.path.dirname(target) or "."
+    if not os.path.isdir(folder):
         raise ValueError(f"no such directory: {folder}")
     for path in (folder, target):
-        if path.is_symlink():
-            raise OSError(errno.ELOOP, "refusing to write through a symbolic link", str(path))
+        if os.path.islink(path):
+            raise OSError(errno.ELOOP, "refusing to write through a symbolic link", path)
     # mkstemp: created with O_EXCL and mode 0600 under a random name, so no other process
     # can guess it, pre-create it or read the bytes before the rename; short
     # (".bxi-<host>-<pid>-<8>.part", under 40 bytes), so it fits wherever the final name
-    # does; and it names its process, so that a later run can remove it once that process
-    # is gone (a SIGKILL, a power cut: _dest.remove_stale).
+    # does; it names its process, so that a later run can remove it once that process is
+    # gone (a SIGKILL, a power cut: _dest.remove_stale). Made before the fetch, so that a
+    # folder we cannot write to fails before any request.
     fd, part = tempfile.mkstemp(prefix=temp_prefix(), suffix=TEMP_SUFFIX, dir=folder)
     os.close(fd)
-    return target, Path(part)
+    return target, part
 
 
-def discard(part: Path) -> None:
+def discard(part: str) -> None:
     """Remove a download's temporary file, if it is there."""
-    part.unlink(missing_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(part)
 
 
-def _open(part: Path) -> BinaryIO:
+def _open(part: str, *, truncate: bool) -> int:
     """Reopen the reserved temporary file, refusing it if it was swapped for a link."""
-    return os.fdopen(os.open(part, os.O_WRONLY | os.O_TRUNC | _NOFOLLOW), "wb")
+    # Without O_TRUNC when nothing was written to it yet: truncating an empty file still
+    # updates its times, a journal transaction of its own on ext4.
+    flags = os.O_WRONLY | _NOFOLLOW | _CLOEXEC | (os.O_TRUNC if truncate else 0)
+    return os.open(part, flags)
+
+
+def _write_all(fd: int, chunks: list[bytes]) -> None:
+    """Write *chunks* in order, all of them (a short write is finished with plain writes)."""
+    if not chunks:
+        return
+    if len(chunks) == 1:
+        data = chunks[0]
+    elif len(chunks) <= _IOV_MAX:
+        total = sum(map(len, chunks))
+        written = os.writev(fd, chunks)
+        if written == total:  # pragma: no branch -- short only on a full disk or a signal
+            return
+        data = b"".join(chunks)[written:]  # pragma: no cover -- see the line above
+    else:
+        data = b"".join(chunks)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 class Spool:
     """
     A download's bytes: in memory up to ``SPOOL`` bytes, then in the temporary file *part*.
 
-    Most product images are far smaller than the limit, so their file is created, written,
+    Most product images are far smaller than the limit, so their file is opened, written,
     synced and renamed in one go; a large one goes to disk as it arrives.
     """
 
     SPOOL: Final = 4 * 1024 * 1024
 
-    def __init__(self, part: Path) -> None:
+    __slots__ = ("chunks", "part", "size", "spilled")
+
+    def __init__(self, part: str) -> None:
         self.part = part
         self.chunks: list[bytes] = []
         self.size = 0
-        self.spilled: BinaryIO | None = None
+        self.spilled: int | None = None  # the temporary file's descriptor, once spilled
 
     def add(self, chunk: bytes) -> bool:
         """Keep *chunk*; true when the bytes in memory should move to the file."""
@@ -122,53 +152,58 @@ class Spool:
     def spill(self) -> None:
         """Append the bytes in memory to the temporary file (runs in a thread)."""
         if self.spilled is None:
-            self.spilled = _open(self.part)
-        self.spilled.writelines(self.chunks)
+            # O_TRUNC: an earlier, failed attempt may have spilled into it.
+            self.spilled = _open(self.part, truncate=True)
+        _write_all(self.spilled, self.chunks)
         self.chunks.clear()
 
     def discard(self) -> None:
         """Let go of a failed attempt's bytes; the caller removes the temporary file."""
         if self.spilled is not None:
-            self.spilled.close()
-            self.spilled = None
+            # Empty it too: the next attempt, if small, writes without truncating.
+            try:
+                os.ftruncate(self.spilled, 0)
+            finally:
+                os.close(self.spilled)
+                self.spilled = None
         self.chunks.clear()
         self.size = 0
 
-    def write(self, target: Path, durable: bool) -> int:
-        """Write what is left, fsync if *durable*, rename to *target* (in a thread)."""
-        part = self.part
-        try:
-            with self.spilled if self.spilled is not None else _open(part) as out:
-                out.writelines(self.chunks)
-                if _FCHMOD is not None:  # pragma: no branch -- os.fchmod is missing on Windows only
-                    _FCHMOD(out.fileno(), 0o666 & ~_UMASK)
-                if durable:
-                    out.flush()
-                    os.fsync(out.fileno())
-            part.replace(target)
-        except BaseException:
-            part.unlink(missing_ok=True)
-            raise
-        finally:
-            self.chunks.clear()
-        return self.size
+    def open(self) -> int:
+        """The temporary file's descriptor, holding what was spilled (the caller closes it)."""
+        fd, self.spilled = self.spilled, None
+        return fd if fd is not None else _open(self.part, truncate=False)
 
 
-async def commit(spool: Spool, target: Path, *, durable: bool) -> int:
-    """Put the spooled bytes at *target*; return their size. Never leaves a thread behind."""
-    if not durable and spool.size <= _INLINE_COMMIT:
-        # Writing a small file to the page cache and renaming it takes about as long as
-        # handing it to a thread (measured: the hop cost 0.4 ms of CPU a file, twice the
-        # write), so it is done here, as aiohttp users do.
-        return spool.write(target, durable)
-    # An fsync waits on the disk's journal (half a millisecond and more, measured, while
-    # other downloads sync), and so do the open and rename beside it: one thread does all
-    # of them, so they stall neither the loop nor other downloads.
-    committing = asyncio.ensure_future(asyncio.to_thread(spool.write, target, durable))
+def write_out(spool: Spool) -> int:
+    """
+    Write what is left of *spool* to its temporary file and give it the usual mode.
+
+    Returns the open descriptor, for the caller to sync, close and rename; on failure the
+    descriptor is closed and the temporary file removed.
+    """
+    fd = spool.open()
     try:
-        return await asyncio.shield(committing)
-    except asyncio.CancelledError:
-        # The thread cannot be stopped: let it finish, so that nothing is written after the
-        # caller has been told the download was cancelled.
-        await asyncio.wait({committing})
+        _write_all(fd, spool.chunks)
+        if _FCHMOD is not None:  # pragma: no branch -- os.fchmod is missing on Windows only
+            # A finished download gets the mode a plain open() would have given it, not
+            # mkstemp's 0600.
+            _FCHMOD(fd, _MODE)
+    except BaseException:
+        os.close(fd)
+        discard(spool.part)
         raise
+    finally:
+        spool.chunks.clear()
+    return fd
+
+
+def place(spool: Spool, fd: int, target: str) -> int:
+    """Close *fd* and rename the temporary file to *target*; return the bytes written."""
+    try:
+        os.close(fd)
+        os.replace(spool.part, target)
+    except BaseException:
+        discard(spool.part)
+        raise
+    return spool.size

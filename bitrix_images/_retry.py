@@ -177,7 +177,7 @@ class Attempts:
                 method=error.method,
                 attempts=attempt,
             )
-        if isinstance(error, NotSent):
+        if type(error) is NotSent:  # internal; a public subclass (CoordinatorUnavailable) stays
             return TransportError(
                 error.description, status=error.status, method=error.method, attempts=attempt
             )

@@ -20,6 +20,8 @@ class ClientStats:
         retry_wait: seconds spent in backoff or waiting out OPERATION_TIME_LIMIT.
         in_flight: requests on the wire now (zero when the client is idle).
         max_in_flight: the most requests that were on the wire at once.
+        coordinator_fallbacks: round trips to a coordinator's Redis that failed, so that
+            the client's own limits decided.
     """
 
     requests: int = 0
@@ -29,3 +31,4 @@ class ClientStats:
     retry_wait: float = 0.0
     in_flight: int = 0
     max_in_flight: int = 0
+    coordinator_fallbacks: int = 0

@@ -80,6 +80,16 @@ class LeakyBucket:
         self._clock = clock
         self._tat = -math.inf  # the theoretical arrival time of the next request
 
+    @property
+    def interval(self) -> float:
+        """Seconds the portal takes to drain one request (GCRA's emission interval)."""
+        return self._interval
+
+    @property
+    def tolerance(self) -> float:
+        """How far ahead of now the bucket may be booked before a request must wait."""
+        return self._tolerance
+
     def reserve(self) -> float:
         """Book one request; return the seconds to wait before sending it."""
         now = self._clock()

@@ -107,6 +107,12 @@ class Transport:
             ) as response:
                 if response.status != 200:
                     _refused(response.status, await _error_body(response))
+                length = response.content_length
+                if length is not None and length <= spool.SPOOL:
+                    # A product image, small and of a known size: read whole, one call
+                    # instead of an iterator over its chunks (aiohttp stops at the length).
+                    spool.add(await response.read())
+                    return
                 async for chunk in response.content.iter_chunked(_CHUNK):
                     if spool.add(chunk):
                         await asyncio.to_thread(spool.spill)

@@ -6,7 +6,8 @@ and print JSON (``list``: one object per line); ``mirror`` downloads every image
 products into local folders (``bitrix_images.mirror``) and ``upload`` adds a folder of
 photos to the products (``bitrix_images.upload``): the command line is a thin layer over
 both. The portal comes from ``--webhook`` /
-``BITRIX_WEBHOOK_URL`` or the ``BITRIX_*`` OAuth variables.
+``BITRIX_WEBHOOK_URL`` or the ``BITRIX_*`` OAuth variables; ``--redis`` /
+``BITRIX_REDIS_URL`` shares its limits and tokens with other processes.
 
 Expected failures (the portal's errors, bad arguments, files) end in one line on standard
 error and exit status 1; usage errors exit 2. No line printed ever holds the webhook code,
@@ -32,6 +33,7 @@ import attrs
 from yarl import URL
 
 from . import _tokenfile
+from ._coordinator import RedisCoordinator
 from ._interrupt import Interrupted, run_interruptible
 from ._listing import products
 from ._mirror import MirrorResult, catalog_ids, file_ids, mirror
@@ -63,6 +65,7 @@ OAUTH_ENV: Final = (
     "BITRIX_CLIENT_SECRET",
 )
 OAUTH_URL_ENV: Final = "BITRIX_OAUTH_URL"
+REDIS_ENV: Final = "BITRIX_REDIS_URL"
 # ProductImage's fields in output order; download_url only on request (a signed credential).
 _OUTPUT: Final = ("id", "name", "product_id", "type", "create_time", "detail_url", "download_url")
 _URL_IN_TEXT: Final = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
@@ -120,6 +123,13 @@ def _add_portal_options(parser: argparse.ArgumentParser, *, nested: bool) -> Non
         "tokens then cross the network readable)",
     )
     group.add_argument(
+        "--redis",
+        metavar="URL",
+        default=unset,
+        help="share the limits (and OAuth tokens) with other processes through this Redis, "
+        f"redis://host:6379/0 (env {REDIS_ENV}; needs bitrix_images[redis])",
+    )
+    group.add_argument(
         "--rate",
         type=_positive_float,
         default=unset,
@@ -140,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Bitrix24 product images (catalog.productImage.*) from the shell.",
         epilog=(
             f"The portal: --webhook URL or {WEBHOOK_ENV}; or an OAuth application from "
-            f"{', '.join(OAUTH_ENV)} and optionally {OAUTH_URL_ENV}."
+            f"{', '.join(OAUTH_ENV)} and optionally {OAUTH_URL_ENV}. "
+            f"--redis URL or {REDIS_ENV} shares the limits and tokens with other processes."
         ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
@@ -296,9 +307,12 @@ class _Portal:
     oauth: Mapping[str, str] | None = attrs.field(default=None, repr=False)
     token_file: Path | None = None
     allow_insecure: bool = False
+    redis: str | None = attrs.field(default=None, repr=False)
 
     def secrets(self) -> list[str]:
         found: list[str] = []
+        if self.redis is not None:
+            found += [self.redis, URL(self.redis).password or ""]
         if self.webhook is not None:
             segments = [part for part in self.webhook.split("/") if part]
             # https://<portal>/rest/<user>/<code>/: the code is the secret part.
@@ -310,18 +324,23 @@ class _Portal:
             ]
         return [secret for secret in found if len(secret) >= 4]
 
-    def client(self, rate_limit: RateLimit) -> BitrixClient:
+    def client(
+        self, rate_limit: RateLimit, coordinator: RedisCoordinator | None = None
+    ) -> BitrixClient:
         try:
-            return self._client(rate_limit)
+            return self._client(rate_limit, coordinator)
         except ValueError as error:
             # The library's advice, in the command line's words.
             text = str(error).replace("allow_insecure=True", "--allow-insecure")
             raise ValueError(text) from None
 
-    def _client(self, rate_limit: RateLimit) -> BitrixClient:
+    def _client(self, rate_limit: RateLimit, coordinator: RedisCoordinator | None) -> BitrixClient:
         if self.webhook is not None:
             return BitrixClient.from_webhook(
-                self.webhook, rate_limit=rate_limit, allow_insecure=self.allow_insecure
+                self.webhook,
+                rate_limit=rate_limit,
+                allow_insecure=self.allow_insecure,
+                coordinator=coordinator,
             )
         assert self.oauth is not None  # noqa: S101 -- _portal() sets one of the two
         oauth = self.oauth
@@ -337,15 +356,19 @@ class _Portal:
             on_token_refresh=self._save_tokens,
             rate_limit=rate_limit,
             allow_insecure=self.allow_insecure,
+            coordinator=coordinator,
         )
 
     async def _save_tokens(self, tokens: OAuthTokens) -> None:
-        if self.token_file is None:
+        # With --redis the pair lives in Redis; the token file, if any, is only a copy.
+        if self.token_file is None and self.redis is None:
             print(
                 f"{PROG}: warning: the OAuth tokens were refreshed and the old refresh token "
                 "no longer works; pass --token-file FILE to keep the new ones",
                 file=sys.stderr,
             )
+            return
+        if self.token_file is None:
             return
         written, error = await asyncio.to_thread(_tokenfile.save_tokens, self.token_file, tokens)
         if error is not None:
@@ -604,8 +627,28 @@ async def _run(portal: _Portal, args: argparse.Namespace) -> int:
         burst=args.burst or 50,
         max_in_flight=max(8, getattr(args, "concurrency", 0)),
     )
-    async with portal.client(rate_limit) as client:
-        return await _COMMANDS[args.command](client, args, sys.stdout)
+    async with _coordinator(portal.redis) as coordinator:
+        sharing = () if coordinator is None else (coordinator,)
+        async with portal.client(rate_limit, *sharing) as client:
+            return await _COMMANDS[args.command](client, args, sys.stdout)
+
+
+@contextlib.asynccontextmanager
+async def _coordinator(url: str | None) -> AsyncIterator[RedisCoordinator | None]:
+    """A coordinator on the Redis at *url* (closed after), or ``None`` without one."""
+    if url is None:
+        yield None
+        return
+    try:
+        from redis.asyncio import Redis  # noqa: PLC0415 -- the optional extra
+    except ImportError:
+        raise ValueError("--redis needs redis-py: pip install 'bitrix_images[redis]'") from None
+    # Short socket timeouts: a Redis that does not answer must not hold up the portal's work.
+    redis = Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    try:
+        yield RedisCoordinator(redis)
+    finally:
+        await redis.aclose()
 
 
 async def _run_demo(args: argparse.Namespace) -> int:
@@ -670,6 +713,9 @@ def main(argv: list[str] | None = None) -> int:
     secrets: list[str] = []
     try:
         portal = None if demo else _portal(args, os.environ, parser)
+        redis = getattr(args, "redis", None) or os.environ.get(REDIS_ENV) or None
+        if portal is not None and redis is not None:
+            portal = attrs.evolve(portal, redis=redis)
         secrets = [] if portal is None else portal.secrets()
         return _main(args, portal)
     except Interrupted as stop:

@@ -13,6 +13,7 @@ from yarl import URL
 from ._auth import OAuthAuth, TokenCallback, WebhookAuth, check_method, check_portal_url
 from ._caller import Caller
 from ._converters import Converter
+from ._coordinator import RedisCoordinator
 from ._paginate import AsyncPaginator, Page
 from ._protocol import MAX_ANSWER_BYTES, items_of
 from ._retry import RetryPolicy
@@ -45,6 +46,7 @@ class BitrixClient:
         session: aiohttp.ClientSession | None = None,
         timeout: float = 75.0,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
+        coordinator: RedisCoordinator | None = None,
     ) -> None:
         if rate_limit is not None and not isinstance(rate_limit, RateLimit):
             raise TypeError("rate_limit must be a RateLimit")
@@ -52,6 +54,8 @@ class BitrixClient:
             raise TypeError("retry must be a RetryPolicy")
         if session is not None and not isinstance(session, aiohttp.ClientSession):
             raise TypeError("session must be an aiohttp.ClientSession")
+        if coordinator is not None and not isinstance(coordinator, RedisCoordinator):
+            raise TypeError("coordinator must be a bitrix_images.RedisCoordinator or None")
         timeout = check_number("timeout", timeout, positive=True, finite=True)
         max_answer_bytes = check_int("max_answer_bytes", max_answer_bytes, minimum=1)
         self._caller = Caller(
@@ -61,6 +65,7 @@ class BitrixClient:
             session=session,
             timeout=float(timeout),
             max_answer_bytes=max_answer_bytes,
+            coordinator=coordinator,
         )
         self.images = Images(self._caller, Converter(auth.origin))
 
@@ -75,12 +80,15 @@ class BitrixClient:
         timeout: float = 75.0,
         allow_insecure: bool = False,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
+        coordinator: RedisCoordinator | None = None,
     ) -> BitrixClient:
         """
         A client for an incoming webhook, ``https://<portal>/rest/<user_id>/<code>/``.
 
         Plain http is accepted for loopback hosts only, unless *allow_insecure* is true.
         An answer larger than *max_answer_bytes* (64 MiB) is refused unread.
+        With a *coordinator*, every client for this webhook on the same Redis shares one
+        request bucket and one operating-time budget per method.
         """
         base = check_portal_url(url, allow_insecure=allow_insecure, what="the webhook URL")
         return cls(
@@ -90,6 +98,7 @@ class BitrixClient:
             session=session,
             timeout=timeout,
             max_answer_bytes=max_answer_bytes,
+            coordinator=coordinator,
         )
 
     @classmethod
@@ -110,6 +119,7 @@ class BitrixClient:
         timeout: float = 75.0,
         allow_insecure: bool = False,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
+        coordinator: RedisCoordinator | None = None,
     ) -> BitrixClient:
         """
         A client for an OAuth application.
@@ -118,6 +128,11 @@ class BitrixClient:
         (``https://<portal>/rest/``). On ``expired_token`` the client refreshes through
         *oauth_url* once, replays the call, and awaits *on_token_refresh* with the new
         ``OAuthTokens`` so that they can be stored.
+
+        With a *coordinator* the token pair lives in Redis: the tokens given here only seed
+        it when it holds none, every process refreshes through one lock (one refresh per
+        expiry, *on_token_refresh* awaited by the process that made it), and the limits
+        are shared as for webhooks.
         """
         endpoint = check_portal_url(
             client_endpoint, allow_insecure=allow_insecure, what="the client endpoint"
@@ -153,6 +168,7 @@ class BitrixClient:
             session=session,
             timeout=timeout,
             max_answer_bytes=max_answer_bytes,
+            coordinator=coordinator,
         )
 
     # --- lifetime ------------------------------------------------------------------------

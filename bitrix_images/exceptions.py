@@ -13,8 +13,10 @@ The tree::
     ├── ServerError             5xx answers (INTERNAL_SERVER_ERROR, ERROR_UNEXPECTED_ANSWER, ...)
     ├── TransportError          no usable answer: connection refused or reset, timeout,
     │   │                       an HTML page or truncated JSON from a proxy
-    │   └── OutcomeUnknown      a non-idempotent call (add, delete) whose answer was lost after
-    │                           it was sent: the portal may have applied it, so it is not replayed
+    │   ├── OutcomeUnknown      a non-idempotent call (add, delete) whose answer was lost after
+    │   │                       it was sent: the portal may have applied it, so it is not replayed
+    │   └── CoordinatorUnavailable  an OAuth refresh was due but the coordinator's Redis
+    │                           could not be reached (retryable: nothing was sent)
     ├── PortalMoved             the portal answered with a redirect to another address
     ├── MalformedResponse       the answer does not have the documented shape
     └── BatchError              a command inside a batch failed and could not be retried
@@ -35,6 +37,7 @@ __all__ = [
     "AuthError",
     "BatchError",
     "BitrixError",
+    "CoordinatorUnavailable",
     "InvalidRequest",
     "MalformedResponse",
     "NotFound",
@@ -139,6 +142,16 @@ class NotSent(TransportError):
     Internal: the connection failed before the request left, so any method may be resent.
 
     Never raised to users (the retry driver turns it into ``TransportError``); not exported.
+    """
+
+
+class CoordinatorUnavailable(NotSent):
+    """
+    The access token must be refreshed, but the coordinator's Redis cannot be reached.
+
+    A refresh rotates the refresh token, so one made outside the shared lock could lock
+    the other processes out; none is made. Nothing was sent to the portal: the call may be
+    retried once Redis answers.
     """
 
 

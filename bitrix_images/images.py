@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import os
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -398,8 +399,9 @@ class Images:
         to a temporary file beside the target, which is renamed into place only when
         complete: a failure leaves no partial file. With *durable* (the default) the file is
         also fsynced before the rename, so that even a power cut cannot leave an empty or
-        partial file under the final name; ``durable=False`` skips that (about a third
-        faster on a busy disk, benchmarks/RESULTS.md W4) where a crash is handled otherwise.
+        partial file under the final name; the client's committer thread does that for
+        the files that finish together, off the event loop. ``durable=False`` skips the
+        fsync (benchmarks/RESULTS.md W4) where a crash is handled otherwise.
         Only the portal's own origin is fetched, because the signed URL carries credentials.
         A target or a folder that is a symbolic link is refused with an ``OSError``
         (``errno.ELOOP``) before anything is fetched; catch ``OSError`` with ``BitrixError``
@@ -420,13 +422,13 @@ class Images:
                 f"refusing to fetch a download_url outside the portal's origin "
                 f"({url.scheme}://{url.host}:{url.port} is not {self._caller.auth.origin})"
             )
-        target, part = _files.reserve(Path(dest), image)
+        target, part = _files.reserve(os.fspath(dest), image)
         try:
             await self._caller.download(url, part, target, durable=durable)
         except BaseException:
             _files.discard(part)
             raise
-        return target
+        return Path(target)
 
     # --- answers -------------------------------------------------------------------------
 

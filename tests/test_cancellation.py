@@ -262,18 +262,18 @@ async def test_cancel_while_the_answer_is_late(name: str, tmp_path: Path) -> Non
 async def test_a_cancelled_download_does_not_write_afterwards(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bitrix_images import _files
+    from bitrix_images import _committer
 
-    original = _files.Spool.write
+    original = _committer.write_out
     in_thread = asyncio.Event()
     loop = asyncio.get_running_loop()
 
-    def slow_commit(spool: Any, target: Path, durable: bool) -> int:
+    def slow_commit(spool: Any) -> int:
         loop.call_soon_threadsafe(in_thread.set)
         time.sleep(0.2)  # a slow disk: the thread is still to write when the cancel comes
-        return original(spool, target, durable)
+        return original(spool)
 
-    monkeypatch.setattr(_files.Spool, "write", slow_commit)
+    monkeypatch.setattr(_committer, "write_out", slow_commit)
     async with FakePortal(products=2, rate=None) as portal:
         async with webhook_client(portal) as client:
             image = await client.images.get(1, 1)

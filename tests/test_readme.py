@@ -1,7 +1,8 @@
 """Every ```python block of README.md runs, against an embedded portal.
 
 Conventions (documented at the end of the README): the placeholder webhook becomes the
-portal's, the ``BITRIX_*`` OAuth variables point at the portal, each block runs in a fresh
+portal's, the ``BITRIX_*`` OAuth variables point at the portal, ``BITRIX_REDIS_URL`` at a
+test ``redis-server`` (for the blocks that use one), each block runs in a fresh
 folder holding a ``cover.png``, and the ``test_*`` coroutines a block defines are awaited.
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from redis_server import RedisServer, running_redis
 from support import ThreadPortal
 
 from bitrix_images import cli
@@ -60,6 +62,12 @@ def test_readme_has_python_blocks() -> None:
     assert any(PLACEHOLDER in block for block in BLOCKS)
 
 
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    with running_redis() as server:
+        yield server
+
+
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
 def test_readme_block_runs(
     index: int,
@@ -67,8 +75,12 @@ def test_readme_block_runs(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    *,
+    request: pytest.FixtureRequest,
 ) -> None:
     block = BLOCKS[index]
+    if "RedisCoordinator" in block:  # the test Redis, started only for the blocks that use it
+        monkeypatch.setenv("BITRIX_REDIS_URL", request.getfixturevalue("redis_server").url)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "cover.png").write_bytes(COVER)
     monkeypatch.setenv("BITRIX_CLIENT_ENDPOINT", str(served.client_endpoint))

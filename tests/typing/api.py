@@ -82,3 +82,30 @@ async def use() -> None:
     except bx.BatchError as error:
         errors: Mapping[str, bx.BitrixError] = error.errors
         del errors
+
+
+async def coordinated() -> None:
+    import redis.asyncio as redis
+
+    connection = redis.Redis.from_url("redis://localhost:6379/0")
+    coordinator = bx.RedisCoordinator(connection, namespace="bitrix_images")
+    async with bx.BitrixClient.from_webhook(
+        "https://example.bitrix24.com/rest/1/abc/", coordinator=coordinator
+    ) as client:
+        fallbacks: int = client.stats.coordinator_fallbacks
+        del fallbacks
+    oauth = bx.BitrixClient.from_oauth(
+        "https://example.bitrix24.com/rest/",
+        access_token="a",
+        refresh_token="r",
+        client_id="c",
+        client_secret="s",
+        coordinator=coordinator,
+    )
+    try:
+        await oauth.images.fields()
+    except bx.CoordinatorUnavailable as error:
+        retryable: bx.TransportError = error
+        del retryable
+    await oauth.close()
+    await connection.aclose()
