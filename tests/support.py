@@ -11,6 +11,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 import sys
 import threading
 import time
@@ -31,6 +32,16 @@ FAST_RETRY = bx.RetryPolicy(max_attempts=6, initial_delay=0.001, max_delay=0.01,
 UNLIMITED = bx.RateLimit(rate=math.inf)
 # The smallest bytes both the SDK and the portal take for a PNG image.
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(24)
+
+
+def examples(full: int) -> int:
+    """How many examples a property test draws: *full*, scaled by BITRIX_IMAGES_TEST_EXAMPLES.
+
+    .ci/test-matrix sets the scale to 0.25 on the versions it runs beside the coverage run: the
+    same properties hold on every Python, and the wide search runs once.
+    """
+    scale = float(os.environ.get("BITRIX_IMAGES_TEST_EXAMPLES", "1"))
+    return max(10, round(full * scale))
 
 
 # --- clients ---------------------------------------------------------------------------------

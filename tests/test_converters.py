@@ -11,6 +11,7 @@ from types import MappingProxyType
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from support import examples
 from yarl import URL
 
 from bitrix_images._converters import Converter, _image_builder, to_wire_name
@@ -180,7 +181,7 @@ def test_a_malformed_url_is_malformed_response_when_read() -> None:
 
 SAMPLES = Path(__file__).parent / "samples"
 PROPERTY = settings(
-    max_examples=300,
+    max_examples=examples(300),
     deadline=None,
     database=None,
     derandomize=True,

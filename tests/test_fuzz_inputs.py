@@ -18,14 +18,14 @@ import aiohttp
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from support import FAST_RETRY, PNG, UNLIMITED, secrets_of
+from support import FAST_RETRY, PNG, UNLIMITED, examples, secrets_of
 from yarl import URL
 
 import bitrix_images as bx
 from bitrix_images.testing import FakePortal
 
 FUZZ = settings(
-    max_examples=60,
+    max_examples=examples(60),
     deadline=None,
     database=None,
     derandomize=True,

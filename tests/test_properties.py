@@ -14,7 +14,7 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, event, example, given, note, settings
 from hypothesis import strategies as st
-from support import webhook_client
+from support import examples, webhook_client
 from yarl import URL
 
 import bitrix_images as bx
@@ -31,14 +31,14 @@ T = TypeVar("T")
 ORIGIN = URL("https://example.bitrix24.com")
 PATIENT = bx.RetryPolicy(max_attempts=8, initial_delay=0.0005, max_delay=0.002, max_wait=5.0)
 FEW = settings(
-    max_examples=20,
+    max_examples=examples(20),
     deadline=None,
     database=None,
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 MANY = settings(
-    max_examples=120,
+    max_examples=examples(120),
     deadline=None,
     database=None,
     derandomize=True,
