@@ -115,10 +115,17 @@ async def _ids(source: Iterable[int] | AsyncIterable[int]) -> AsyncGenerator[int
 
 @attrs.define
 class _Command:
+    """One product's listing in ``list_many``: its pages as the portal sent them."""
+
+    key: str
     product_id: int
     attempts: Attempts
     start: int = 0
-    images: list[ProductImage] = attrs.Factory(list)
+    # The image records of each page, turned into ProductImage only when the product is
+    # yielded: a batch's 2,500 objects made at once outlived the young GC generation and
+    # cost more in collections than the objects themselves (benchmarks/RESULTS.md, W3).
+    pages: list[Sequence[object]] = attrs.Factory(list)
+    count: int = 0
 
 
 class Images:
@@ -201,7 +208,7 @@ class Images:
                 for outcome in outcomes:
                     if isinstance(outcome, BatchError):
                         raise outcome
-                    for image in outcome.images:
+                    for image in self._product_images(outcome):
                         yield image
         finally:
             for task in window:
@@ -220,7 +227,7 @@ class Images:
         a ``BatchError`` are whole products, and a product is never yielded half-listed.
         """
         commands = {
-            f"p{i}": _Command(product_id, self._caller.attempts(idempotent=True))
+            f"p{i}": _Command(f"p{i}", product_id, self._caller.attempts(idempotent=True))
             for i, product_id in enumerate(product_ids)
         }
         order = {key: index for index, key in enumerate(commands)}
@@ -295,8 +302,10 @@ class Images:
             return MalformedResponse(
                 "the batch answer has no result and no error for this command", method=LIST
             )
-        command.images.extend(self._images(results[key], LIST))
-        if len(command.images) > MAX_PRODUCT_IMAGES:
+        items = _protocol.items_of(results[key], "productImages", method=LIST)
+        command.pages.append(items)
+        command.count += len(items)
+        if command.count > MAX_PRODUCT_IMAGES:
             return MalformedResponse(
                 f"product {command.product_id} has more than {MAX_PRODUCT_IMAGES} images; "
                 "refusing to hold more of them",
@@ -312,6 +321,27 @@ class Images:
         command.start = following
         again[key] = command
         return None
+
+    def _product_images(self, command: _Command) -> builtins.list[ProductImage]:
+        """
+        A listed product's images, every page converted before any is yielded.
+
+        A malformed image fails its product the way a failed command does: a ``BatchError``
+        after the products before it, never a product half yielded.
+        """
+        pages, command.pages = command.pages, []
+        convert = self._converter.images
+        try:
+            if len(pages) == 1:
+                return convert(pages[0], method=LIST)
+            return [image for page in pages for image in convert(page, method=LIST)]
+        except MalformedResponse as error:
+            raise BatchError(
+                f"{LIST} failed for product {command.product_id}: {error.description}",
+                errors={command.key: error},
+                attempts=error.attempts,
+                product_id=command.product_id,
+            ) from None
 
     async def get(self, product_id: int, image_id: int) -> ProductImage:
         """One image of a product (catalog-product-image-get.md)."""

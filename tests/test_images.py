@@ -20,6 +20,7 @@ from yarl import URL
 import bitrix_images as bx
 from bitrix_images._converters import Converter
 from bitrix_images._files import safe_name
+from bitrix_images._listing import products
 from bitrix_images.images import is_image
 from bitrix_images.testing import INTERNAL_SERVER_ERROR, QUERY_LIMIT_EXCEEDED, FakePortal
 
@@ -208,6 +209,69 @@ async def test_list_many_gives_up_on_a_command_that_keeps_failing() -> None:
                 _ = [image async for image in client.images.list_many([1, 2])]
         assert info.value.attempts == FAST_RETRY.max_attempts
         assert all(isinstance(e, bx.ServerError) for e in info.value.errors.values())
+
+
+def _batch_answer(results: dict[str, object]) -> dict[str, object]:
+    return {
+        "result": {
+            "result": results,
+            "result_error": [],
+            "result_total": [],
+            "result_next": [],
+            "result_time": [],
+        },
+    }
+
+
+async def test_list_many_fails_a_product_with_a_malformed_image_after_those_before_it() -> None:
+    async with FakePortal(products=3, images_per_product=1, rate=None) as portal:
+        good = {"id": 1, "name": "a.png", "productId": 1}
+        bad = {"id": "not a number", "name": "b.png", "productId": 2}
+        after = {"id": 3, "name": "c.png", "productId": 3}
+        portal.inject(
+            "error",
+            method="batch",
+            status=200,
+            body=_batch_answer(
+                {
+                    "p0": {"productImages": [good]},
+                    "p1": {"productImages": [after, bad]},
+                    "p2": {"productImages": [after]},
+                }
+            ),
+        )
+        got: list[bx.ProductImage] = []
+        async with webhook_client(portal) as client:
+            with pytest.raises(bx.BatchError) as info:
+                await collect(client.images.list_many([1, 2, 3]), got)
+    # Product 1 whole, nothing of product 2 (not even its good image), nothing after it.
+    assert [image.id for image in got] == [1]
+    error = info.value
+    assert error.product_id == 2
+    assert "product 2" in str(error)
+    (malformed,) = error.errors.values()
+    assert isinstance(malformed, bx.MalformedResponse)
+    assert "id" in str(malformed)
+
+
+async def test_a_job_reports_the_product_with_a_malformed_image_and_goes_on() -> None:
+    async with FakePortal(products=3, images_per_product=1, rate=None) as portal:
+        bad = {"id": 7, "name": "b.png", "productId": 2, "createTime": "yesterday"}
+        portal.inject(
+            "error",
+            method="batch",
+            status=200,
+            body=_batch_answer({"p0": {"productImages": []}, "p1": {"productImages": [bad]}}),
+        )
+        async with webhook_client(portal) as client:
+            listed = [entry async for entry in products(client, [1, 2, 3])]
+        wanted = [image.id for image in portal.catalog.images(3)]
+    assert [entry.product_id for entry in listed] == [1, 2, 3]
+    assert listed[0].images == ()
+    assert listed[0].error is None
+    assert isinstance(listed[1].error, bx.MalformedResponse)
+    assert "create_time" in str(listed[1].error)
+    assert [image.id for image in listed[2].images] == wanted  # listed again, whole
 
 
 async def test_list_many_retries_whole_batches(portal: FakePortal, client: bx.BitrixClient) -> None:
