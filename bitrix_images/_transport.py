@@ -107,8 +107,7 @@ class Transport:
             ) as response:
                 if response.status != 200:
                     _refused(response.status, await _error_body(response))
-                length = response.content_length
-                if length is not None and length <= spool.SPOOL:
+                if _sized_within(response, spool.SPOOL):
                     # A product image, small and of a known size: read whole, one call
                     # instead of an iterator over its chunks (aiohttp stops at the length).
                     spool.add(await response.read())
@@ -181,6 +180,8 @@ async def _read(response: aiohttp.ClientResponse, limit: int, method: str) -> by
     """
     status = response.status
     _protocol.check_answer_size(response.content_length, limit, method=method, status=status)
+    if _sized_within(response, limit):
+        return await response.read()  # one call: the whole answer, no more than its length
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_chunked(_CHUNK):
@@ -188,6 +189,19 @@ async def _read(response: aiohttp.ClientResponse, limit: int, method: str) -> by
         _protocol.check_answer_size(size, limit, method=method, status=status)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _sized_within(response: aiohttp.ClientResponse, limit: int) -> bool:
+    """
+    Whether the body is at most *limit* bytes as aiohttp hands it over, known before reading.
+
+    Only for a body sent as is: aiohttp inflates a ``Content-Encoding`` (gzip, deflate) on
+    the fly, and a few KiB of gzip become gigabytes, so such a body is counted as it is read.
+    """
+    length = response.content_length
+    if length is None or length > limit:
+        return False
+    return response.headers.get("Content-Encoding", "identity").strip().lower() == "identity"
 
 
 async def _error_body(response: aiohttp.ClientResponse) -> bytes:

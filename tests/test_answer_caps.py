@@ -5,13 +5,15 @@ product's images (hostile loopback servers; nothing mocked)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import gzip
+import tracemalloc
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
 from aiohttp import web
 from hostile_support import hostile_server
-from support import FAST_RETRY, UNLIMITED
+from support import FAST_RETRY, PNG, UNLIMITED
 
 import bitrix_images as bx
 from bitrix_images import _protocol
@@ -140,3 +142,48 @@ async def test_list_many_holds_a_bounded_number_of_one_products_images(
     assert listed == []  # no image of a product that never ends is yielded
     assert caught.value.product_id == 1
     assert pages <= 500 // 50 + 1
+
+
+def _gzipped(body: bytes, content_type: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """A handler answering *body* gzip-compressed, with the compressed Content-Length."""
+    packed = gzip.compress(body, compresslevel=9)
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(
+            body=packed, content_type=content_type, headers={"Content-Encoding": "gzip"}
+        )
+
+    return handle
+
+
+async def test_a_gzip_answer_is_capped_at_its_inflated_size() -> None:
+    # 8 MiB of JSON in about 8 KiB of gzip: the Content-Length is far below the cap.
+    body = b'{"result": "' + b"x" * (8 * MIB) + b'"}'
+    async with (
+        hostile_server(_gzipped(body, "application/json")) as url,
+        bx.BitrixClient.from_webhook(
+            url, retry=FAST_RETRY, rate_limit=UNLIMITED, max_answer_bytes=1 * MIB
+        ) as client,
+    ):
+        with pytest.raises(bx.MalformedResponse, match="larger than 1048576 bytes"):
+            await client.call("server.time")
+
+
+async def test_a_gzip_download_is_spooled_as_it_inflates(tmp_path: Path) -> None:
+    # 64 MiB in about 64 KiB of gzip: far more than a download holds in memory (4 MiB).
+    content = PNG + bytes(64 * MIB)
+    async with (
+        hostile_server(_gzipped(content, "image/png")) as url,
+        bx.BitrixClient.from_webhook(url, retry=FAST_RETRY, rate_limit=UNLIMITED) as client,
+    ):
+        image = bx.ProductImage(
+            id=1, name="a.png", product_id=1, download_url=client.origin / "rest/download"
+        )
+        tracemalloc.start()
+        try:
+            path = await client.images.download(image, tmp_path)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert path.stat().st_size == len(content)
+    assert peak < 32 * MIB
