@@ -21,6 +21,7 @@ import contextlib
 import os
 import queue
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
@@ -36,6 +37,9 @@ _IDLE: Final = 10.0
 # other each waits for its own (measured on a busy disk: 6-9 ms a file in a row, 0.6-0.8 ms
 # with 6 or 16 at once), so a batch is synced by several threads.
 _SYNCERS: Final = 8
+# fsyncs quicker than this (a tmpfs, a disk with a write cache) are made one after the other
+# in the committer thread: handing them to the pool would cost more than they do.
+_QUICK_SYNC: Final = 0.0005
 
 _QUEUED, _TAKEN, _DROPPED = 0, 1, 2
 
@@ -211,15 +215,23 @@ class _Syncers:
         self._pool: ThreadPoolExecutor | None = None
 
     def sync(self, pairs: list[tuple[_Job, int]]) -> None:
-        """fsync the descriptors of *pairs*; a failure marks its job."""
-        if len(pairs) <= 1:
-            for pair in pairs:
-                _fsync(pair)
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(_SYNCERS, thread_name_prefix="bitrix_images-sync")
-        for _ in self._pool.map(_fsync, pairs):
-            pass
+        """
+        fsync the descriptors of *pairs*; a failure marks its job.
+
+        One after the other while they are quick; from the first slow one on, the rest of
+        the batch at once in the pool.
+        """
+        for index, pair in enumerate(pairs):
+            started = time.perf_counter()
+            _fsync(pair)
+            if time.perf_counter() - started > _QUICK_SYNC and index + 1 < len(pairs):
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(
+                        _SYNCERS, thread_name_prefix="bitrix_images-sync"
+                    )
+                for _ in self._pool.map(_fsync, pairs[index + 1 :]):
+                    pass
+                return
 
     def shutdown(self) -> None:
         if self._pool is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import math
 import os
 import threading
 import time
@@ -53,6 +54,33 @@ async def test_many_durable_downloads_at_once_are_complete_and_the_thread_stops(
         stored = {r.id: r.content for p in range(1, 21) for r in portal.catalog.images(p)}
     assert {int(p.stem): p.read_bytes() for p in written} == stored
     assert partial_files(tmp_path) == []
+
+
+@pytest.mark.parametrize(("quick", "pooled"), [(math.inf, False), (0.0, True)])
+async def test_quick_fsyncs_stay_in_the_committer_and_slow_ones_go_to_the_pool(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, quick: float, pooled: bool
+) -> None:
+    # Which way a batch goes depends on how long its fsyncs take; the threshold is set here
+    # to "every fsync is quick" and "every fsync is slow" so that both ways are taken.
+    monkeypatch.setattr(_committer, "_QUICK_SYNC", quick)
+    loop = asyncio.get_running_loop()
+    jobs = [
+        _committer._Job(_files.Spool(str(tmp_path / f"{i}.part")), "", True, loop.create_future())
+        for i in range(4)
+    ]
+    fds = [os.open(tmp_path / f"{i}", os.O_CREAT | os.O_WRONLY, 0o600) for i in range(4)]
+    os.close(fds[2])  # an fsync that fails marks its own job only
+    syncers = _committer._Syncers()
+    try:
+        syncers.sync(list(zip(jobs, fds, strict=True)))
+        used_pool = any("-sync" in t.name for t in threading.enumerate())
+    finally:
+        syncers.shutdown()
+        for fd in (fds[0], fds[1], fds[3]):
+            os.close(fd)
+    assert used_pool is pooled
+    assert [type(job.error) for job in jobs] == [type(None), type(None), OSError, type(None)]
+    assert not any("-sync" in t.name for t in threading.enumerate())
 
 
 async def test_one_bad_file_in_a_batch_fails_alone(tmp_path: Path) -> None:
