@@ -20,7 +20,7 @@ EXTRA := $(filter-out $(COVER_VERSION),$(FOUND))
 SKIPPED := $(filter-out $(FOUND) $(COVER_VERSION),$(SUPPORTED))
 EXTRA_STAMPS := $(foreach v,$(EXTRA),.venv-$(v)/.installed)
 
-.PHONY: test test-slow lint demo bench bench-quick clean redis-server
+.PHONY: test test-slow test-loaded lint demo bench bench-quick clean redis-server
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -67,6 +67,11 @@ test: lint redis-server $(EXTRA_STAMPS)
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -W error -m slow
+
+# No test may depend on the machine's speed: `make test` ten times in a row beside four
+# CPU-burning processes (about 2.5 hours on 2 cores; stops at the first failure).
+test-loaded:
+	.ci/loaded-runs 10 4
 
 demo: $(STAMP)
 	$(BIN)/bitrix-images mirror --demo ./demo-images
