@@ -7,13 +7,12 @@ values. ``mirror`` and ``upload`` keep a folder and a catalog in step, in either
 direction. ``bitrix_images.testing`` holds an embedded portal for tests.
 """
 
+from ._calls.retry import RetryPolicy
 from ._coordinator import RedisCoordinator
 from ._mirror import MirrorResult, mirror
-from ._paginate import AsyncPaginator, Page
-from ._retry import RetryPolicy
-from ._stats import ClientStats
-from ._throttle import RateLimit
 from ._upload import UploadResult, upload
+from ._wire.limits import RateLimit
+from ._wire.stats import ClientStats
 from .client import BitrixClient
 from .exceptions import (
     AccessDenied,
@@ -32,6 +31,7 @@ from .exceptions import (
 )
 from .images import Images
 from .models import FieldInfo, ImageType, OAuthTokens, ProductImage
+from .pagination import AsyncPaginator, Page
 
 __all__ = [
     "AccessDenied",

@@ -17,31 +17,16 @@ it names, and which file-system errors stop it.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
-import re
-import socket
 import tempfile
 from pathlib import Path
 from typing import Final
 
+from ._wire.naming import HOST as _HOST
+from ._wire.naming import TEMP_NAME as _TEMP_NAME
+from ._wire.naming import TEMP_SUFFIX, temp_prefix
+
 __all__ = ["TEMP_SUFFIX", "prepare_dest", "remove_stale", "stops_the_job", "temp_prefix"]
-
-
-def _host_tag() -> str:
-    # Four hex digits of the host name: short, and enough to tell the hosts of one shared
-    # folder apart (a collision only means a stale file is left for its own host to remove).
-    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:4]
-
-
-_HOST: Final = _host_tag()
-TEMP_SUFFIX: Final = ".part"
-_TEMP_NAME: Final = re.compile(r"\.bxi-([0-9a-f]{4})-([0-9]{1,7})-[a-z0-9_]{8}\.part")
-
-
-def temp_prefix() -> str:
-    """The start of this process's temporary names (read per call: a fork has a new pid)."""
-    return f".bxi-{_HOST}-{os.getpid()}-"
 
 
 # Errors that every further write into DEST would meet as well (write(2), rename(2)).

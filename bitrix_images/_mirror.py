@@ -29,11 +29,11 @@ from typing import IO, TYPE_CHECKING, Final
 import attrs
 
 from ._dest import prepare_dest, remove_stale, stops_the_job
-from ._files import safe_name
 from ._health import PortalHealth
 from ._listing import Listed, products
 from ._manifest import MANIFEST_NAME, Entry, Manifest, digest
 from ._progress import Progress
+from ._wire.naming import safe_name
 from .exceptions import AuthError, BitrixError, MalformedResponse, RateLimited
 from .models import ProductImage
 

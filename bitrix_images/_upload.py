@@ -31,11 +31,11 @@ from typing import IO, TYPE_CHECKING, Final, Protocol
 
 import attrs
 
-from . import _protocol
+from ._calls.retry import Attempts, RetryPolicy, Verdict
 from ._listing import products
-from ._protocol import BatchResult, Retry
-from ._retry import Attempts, RetryPolicy, Verdict
 from ._terminal import printable
+from ._wire import protocol as _protocol
+from ._wire.protocol import BatchResult, Retry
 from .exceptions import (
     AuthError,
     BitrixError,

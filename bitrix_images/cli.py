@@ -39,7 +39,6 @@ from ._listing import products
 from ._mirror import MirrorResult, catalog_ids, file_ids, mirror
 from ._progress import count_ids
 from ._terminal import printable
-from ._throttle import RateLimit
 from ._upload import (
     DEFAULT_MAX_REQUEST_BYTES,
     DETAIL_PREFIX,
@@ -47,6 +46,7 @@ from ._upload import (
     UploadResult,
     upload,
 )
+from ._wire.limits import RateLimit
 from .client import DEFAULT_OAUTH_URL, BitrixClient
 from .exceptions import BitrixError
 from .images import check_select

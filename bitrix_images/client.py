@@ -10,18 +10,18 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from ._auth import OAuthAuth, TokenCallback, WebhookAuth, check_method, check_portal_url
-from ._caller import Caller
-from ._converters import Converter
+from ._calls.caller import Caller
+from ._calls.retry import RetryPolicy
 from ._coordinator import RedisCoordinator
-from ._paginate import AsyncPaginator, Page
-from ._protocol import MAX_ANSWER_BYTES, items_of
-from ._retry import RetryPolicy
-from ._stats import ClientStats
-from ._throttle import RateLimit
-from ._validate import check_int, check_number
+from ._wire.auth import OAuthAuth, TokenCallback, WebhookAuth, check_method, check_portal_url
+from ._wire.converters import Converter
+from ._wire.limits import RateLimit
+from ._wire.protocol import MAX_ANSWER_BYTES, items_of
+from ._wire.stats import ClientStats
+from ._wire.validate import check_int, check_number
 from .images import Images
 from .models import OAuthTokens
+from .pagination import AsyncPaginator, Page
 
 __all__ = ["BitrixClient"]
 

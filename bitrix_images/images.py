@@ -27,14 +27,15 @@ from typing import Any, Final
 import attrs
 from yarl import URL
 
-from . import _files, _protocol
-from ._caller import Caller
-from ._converters import SELECTABLE, Converter, to_wire_name
-from ._paginate import AsyncPaginator, Page
-from ._retry import Attempts
-from ._validate import check_int
+from ._calls.caller import Caller
+from ._calls.retry import Attempts
+from ._net import files as _files
+from ._wire import protocol as _protocol
+from ._wire.converters import SELECTABLE, Converter, to_wire_name
+from ._wire.validate import check_int
 from .exceptions import BatchError, BitrixError, MalformedResponse
 from .models import FieldInfo, ImageType, ProductImage
+from .pagination import AsyncPaginator, Page
 
 __all__ = ["Images"]
 

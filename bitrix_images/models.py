@@ -1,7 +1,7 @@
 """
 The values the SDK returns: frozen attrs classes, snake_case in Python.
 
-They hold data only; the private converter in ``_converters`` maps them from and to the
+They hold data only; the private converter in ``_wire.converters`` maps them from and to the
 camelCase wire format (api-reference/catalog/data-types.md, "catalog_product_image").
 """
 

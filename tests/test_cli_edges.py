@@ -18,7 +18,7 @@ from support import ThreadPortal
 from test_cli import assert_one_error_line, clean_env, ndjson, run_cli, served
 
 import bitrix_images as bx
-from bitrix_images._auth import is_loopback
+from bitrix_images._wire.auth import is_loopback
 
 __all__ = ["clean_env", "served"]  # fixtures, used by name
 

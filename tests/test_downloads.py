@@ -20,7 +20,8 @@ import pytest
 from support import partial_files, webhook_client
 
 import bitrix_images as bx
-from bitrix_images import _committer, _files
+from bitrix_images._net import committer as _committer
+from bitrix_images._net import files as _files
 from bitrix_images.testing import FakePortal
 
 

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
-from ._files import Spool, discard, place, write_out
+from .files import Spool, discard, place, write_out
 
 __all__ = ["Committer"]
 

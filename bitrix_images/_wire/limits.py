@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
-from ._protocol import TimeInfo
-from ._validate import check_int, check_number
+from .protocol import TimeInfo
+from .validate import check_int, check_number
 
 __all__ = ["LeakyBucket", "MethodBudget", "OperatingBudget", "RateLimit", "Reservation", "decide"]
 

@@ -20,23 +20,24 @@ from typing import Final, NoReturn
 import aiohttp
 from yarl import URL
 
-from . import _files, _protocol
-from ._auth import OAuthAuth, WebhookAuth
-from ._committer import Committer
-from ._coordinator import (
+from .._coordinator import (
     RedisCoordinator,
     SharedLimits,
     SharedTokens,
     oauth_credential,
     webhook_credential,
 )
-from ._protocol import BatchResult, Envelope, Retry, TimeInfo
-from ._retry import Attempts, RetryPolicy, Verdict
-from ._stats import ClientStats
-from ._throttle import LeakyBucket, OperatingBudget, RateLimit, Reservation
-from ._transport import Transport
-from .exceptions import AuthError, BitrixError, CoordinatorUnavailable
-from .models import OAuthTokens
+from .._net import files as _files
+from .._net.committer import Committer
+from .._net.transport import Transport
+from .._wire import protocol as _protocol
+from .._wire.auth import OAuthAuth, WebhookAuth
+from .._wire.limits import LeakyBucket, OperatingBudget, RateLimit, Reservation
+from .._wire.protocol import BatchResult, Envelope, Retry, TimeInfo
+from .._wire.stats import ClientStats
+from ..exceptions import AuthError, BitrixError, CoordinatorUnavailable
+from ..models import OAuthTokens
+from .retry import Attempts, RetryPolicy, Verdict
 
 __all__ = ["Caller", "InstantRetries", "instant_retries"]
 

@@ -16,10 +16,10 @@ from typing import Final
 
 import attrs
 
-from ._protocol import Retry, retry_kind
-from ._throttle import RESET_GRAIN
-from ._validate import check_int, check_number
-from .exceptions import BitrixError, NotSent, OutcomeUnknown, RateLimited, TransportError
+from .._wire.limits import RESET_GRAIN
+from .._wire.protocol import Retry, retry_kind
+from .._wire.validate import check_int, check_number
+from ..exceptions import BitrixError, NotSent, OutcomeUnknown, RateLimited, TransportError
 
 __all__ = ["Attempts", "RetryPolicy", "Verdict", "backoff_delay"]
 

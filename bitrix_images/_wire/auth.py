@@ -16,9 +16,9 @@ from typing import Any, Final
 
 from yarl import URL
 
-from ._protocol import classify, loads
-from .exceptions import AuthError, MalformedResponse
-from .models import OAuthTokens
+from ..exceptions import AuthError, MalformedResponse
+from ..models import OAuthTokens
+from .protocol import classify, loads
 
 __all__ = ["OAuthAuth", "TokenCallback", "WebhookAuth", "check_method", "check_portal_url"]
 
