@@ -30,7 +30,7 @@ from .exceptions import (
     TransportError,
 )
 from .images import Images
-from .models import FieldInfo, ImageType, OAuthTokens, ProductImage
+from .models import FieldInfo, ImageType, OAuthTokens, ProductImage, ProductListing
 from .pagination import AsyncPaginator, Page
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "Page",
     "PortalMoved",
     "ProductImage",
+    "ProductListing",
     "RateLimit",
     "RateLimited",
     "RedisCoordinator",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import builtins
+import contextlib
 import os
 from collections import deque
 from collections.abc import (
@@ -27,14 +28,17 @@ from typing import Any, Final
 import attrs
 from yarl import URL
 
+from ._calls.batch import Outcome, run_batch
 from ._calls.caller import Caller
 from ._calls.retry import Attempts
 from ._net import files as _files
 from ._wire import protocol as _protocol
 from ._wire.converters import SELECTABLE, Converter, to_wire_name
+from ._wire.ids import each_id
+from ._wire.protocol import Command
 from ._wire.validate import check_int
 from .exceptions import BatchError, BitrixError, MalformedResponse
-from .models import FieldInfo, ImageType, ProductImage
+from .models import FieldInfo, ImageType, ProductImage, ProductListing
 from .pagination import AsyncPaginator, Page
 
 __all__ = ["Images"]
@@ -105,32 +109,55 @@ def _list_params(product_id: int, select: Sequence[str] | None, start: int) -> d
     return params
 
 
-async def _ids(source: Iterable[int] | AsyncIterable[int]) -> AsyncGenerator[int, None]:
-    if isinstance(source, AsyncIterable):
-        async for value in source:
-            yield check_id(value, "product id")
-    else:
-        for value in source:
-            yield check_id(value, "product id")
+def _list_command(product_id: int, common: str, start: int) -> Command:
+    # The query string is built here directly: ids and offsets are plain ints, and a
+    # generic PHP encoder per command was the costliest step per product.
+    return LIST, f"productId={product_id}{common}&start={start}"
+
+
+def _image_params(product_id: int, image_id: int) -> dict[str, int]:
+    return {"productId": check_id(product_id, "product_id"), "id": check_id(image_id, "image_id")}
+
+
+def _add_params(product_id: int, name: str, content: bytes, type: ImageType) -> dict[str, object]:
+    """An add's parameters; ``ValueError`` unless *content* is an image."""
+    if not is_image(content):
+        raise ValueError(f"{name!r} is not a JPEG, PNG, GIF, WEBP or BMP image")
+    return {
+        "fields": {"productId": product_id, "type": type.value},
+        # catalog-product-image-add.md: [name, base64] at the top level, no data: prefix.
+        "fileContent": [name, base64.b64encode(content).decode("ascii")],
+    }
 
 
 @attrs.define
-class _Command:
-    """One product's listing in ``list_many``: its pages as the portal sent them."""
+class _Product:
+    """One product's listing in ``list_products``: its pages as the portal sent them."""
 
-    key: str
     product_id: int
-    attempts: Attempts
     start: int = 0
     # The image records of each page, turned into ProductImage only when the product is
     # yielded: a batch's 2,500 objects made at once outlived the young GC generation and
     # cost more in collections than the objects themselves (benchmarks/RESULTS.md, W3).
     pages: list[Sequence[object]] = attrs.Factory(list)
     count: int = 0
+    error: BitrixError | None = None
+
+
+def product_failure(listing: ProductListing) -> BatchError:
+    """The ``BatchError`` that ``list_many`` raises for a product whose listing failed."""
+    error = listing.error
+    assert error is not None  # noqa: S101 -- only a failed listing is passed
+    return BatchError(
+        f"{LIST} failed for product {listing.product_id}: {error.description}",
+        errors={str(listing.product_id): error},
+        attempts=error.attempts,
+        product_id=listing.product_id,
+    )
 
 
 class Images:
-    """``client.images``: list, list_many, get, add, delete, fields and download."""
+    """``client.images``: list, list_products, list_many, get, add, delete, fields, download."""
 
     def __init__(self, caller: Caller, converter: Converter, *, batches_in_flight: int = 4):
         self._caller = caller
@@ -163,28 +190,25 @@ class Images:
 
         return AsyncPaginator(fetch, start=start, method=LIST)
 
-    async def list_many(
+    async def list_products(
         self,
         product_ids: Iterable[int] | AsyncIterable[int],
         *,
         select: Sequence[str] | None = None,
-    ) -> AsyncIterator[ProductImage]:
+    ) -> AsyncGenerator[ProductListing, None]:
         """
-        The images of many products, grouped by product in input order.
+        Each product of *product_ids*, in input order, whole: all its images, or its error.
 
         Up to 50 ``catalog.productImage.list`` commands go in one ``batch`` request (batch.md),
-        with a few batches in flight. *product_ids* is read lazily, never more than those
-        batches ahead of the consumer. A command that failed for load or a transient error
-        is sent again; one that cannot succeed raises ``BatchError`` after every image
-        before it was yielded. Nothing is dropped silently.
+        with a few batches in flight; *product_ids* is read lazily, never more than those
+        batches ahead of the consumer. Each command is retried on its own (load refusals,
+        transient errors) and followed through its pages. A product whose listing failed
+        for good (gone, forbidden, a malformed answer, its retries spent) comes with that
+        error and the others go on; a failure of a whole request is raised.
         """
-        if isinstance(product_ids, (str, bytes)) or not isinstance(
-            product_ids, (Iterable, AsyncIterable)
-        ):
-            raise TypeError("product_ids must be an iterable or async iterable of ints")
         names = check_select(select)
-        source = _ids(product_ids)
-        window: deque[asyncio.Task[builtins.list[_Command | BatchError]]] = deque()
+        source = each_id(product_ids)
+        window: deque[asyncio.Task[builtins.list[_Product]]] = deque()
         exhausted = False
 
         async def fill() -> None:
@@ -203,154 +227,97 @@ class Images:
         try:
             await fill()
             while window:
-                outcomes = await window[0]
+                products = await window[0]
                 window.popleft()
                 await fill()
-                for outcome in outcomes:
-                    if isinstance(outcome, BatchError):
-                        raise outcome
-                    for image in self._product_images(outcome):
-                        yield image
+                for product in products:
+                    yield self._listing(product)
         finally:
             for task in window:
                 task.cancel()
             await asyncio.gather(*window, return_exceptions=True)
             await source.aclose()
 
+    async def list_many(
+        self,
+        product_ids: Iterable[int] | AsyncIterable[int],
+        *,
+        select: Sequence[str] | None = None,
+    ) -> AsyncIterator[ProductImage]:
+        """
+        The images of many products, grouped by product in input order.
+
+        ``list_products`` flattened: a product that could not be listed raises
+        ``BatchError`` after every image before it was yielded, and nothing of it or after
+        it is. Nothing is dropped silently.
+        """
+        async with contextlib.aclosing(self.list_products(product_ids, select=select)) as found:
+            async for listing in found:
+                if listing.error is not None:
+                    raise product_failure(listing)
+                for image in listing.images:
+                    yield image
+
     async def _list_chunk(
         self, product_ids: builtins.list[int], select: Sequence[str] | None
-    ) -> builtins.list[_Command | BatchError]:
-        """
-        List up to 50 products through batch requests until each is complete or failed.
-
-        Commands are resent (load refusals, transient errors) or continued (``next``) until
-        every command before the first failed one is complete, so the images yielded before
-        a ``BatchError`` are whole products, and a product is never yielded half-listed.
-        """
-        commands = {
-            f"p{i}": _Command(f"p{i}", product_id, self._caller.attempts(idempotent=True))
-            for i, product_id in enumerate(product_ids)
-        }
-        order = {key: index for index, key in enumerate(commands)}
+    ) -> builtins.list[_Product]:
+        """List up to 50 products through batch requests until each is complete or failed."""
+        products = {f"p{i}": _Product(product_id) for i, product_id in enumerate(product_ids)}
         common = _list_query(select)
-        pending = dict(commands)
-        failed: dict[str, BitrixError] = {}
-        cutoff = len(commands)  # commands from the first failed one on are not yielded
-        while pending:
-            # The query strings are built here directly: ids and offsets are plain ints, and
-            # a generic PHP encoder per command was the costliest step per product.
-            result = await self._caller.batch(
-                {
-                    key: (LIST, f"productId={command.product_id}{common}&start={command.start}")
-                    for key, command in pending.items()
-                }
-            )
-            again: dict[str, _Command] = {}
-            delay = 0.0
-            for key, command in pending.items():
-                error = result.errors.get(key)
-                if error is not None:
-                    # Each command has its own retry driver: the same rules, attempts and
-                    # wait budget as a whole call (README, "The portal's limits").
-                    command.attempts.begin()
-                    verdict = self._caller.judge(command.attempts, error, (LIST,))
-                    if verdict.delay is not None:
-                        again[key] = command
-                        delay = max(delay, verdict.delay)
-                        continue
-                    error = verdict.error
-                else:
-                    error = self._advance(command, result.results, result.nexts, key, again)
-                    if error is None:
-                        continue
-                failed[key] = error
-                cutoff = min(cutoff, order[key])
-            pending = {key: c for key, c in again.items() if order[key] < cutoff}
-            if pending and delay > 0:
-                await self._caller.wait(delay)
-        outcomes: builtins.list[_Command | BatchError] = []
-        for key, command in commands.items():
-            if order[key] == cutoff:
-                error = failed[key]
-                outcomes.append(
-                    BatchError(
-                        f"{LIST} failed for product {command.product_id}: {error.description}",
-                        # The failed product's own error first: it is the one that stopped.
-                        errors={key: error, **failed},
-                        attempts=error.attempts,
-                        product_id=command.product_id,
-                    )
+
+        def proceed(
+            key: str, result: object, following: int | None
+        ) -> Command | BitrixError | None:
+            """Keep a page's images; say what follows (its next page, or the error)."""
+            product = products[key]
+            items = _protocol.items_of(result, "productImages", method=LIST)
+            product.pages.append(items)
+            product.count += len(items)
+            if product.count > MAX_PRODUCT_IMAGES:
+                return MalformedResponse(
+                    f"product {product.product_id} has more than {MAX_PRODUCT_IMAGES} images; "
+                    "refusing to hold more of them",
+                    method=LIST,
                 )
-                break
-            outcomes.append(command)
-        return outcomes
+            if following is None:
+                return None
+            if following <= product.start:
+                return MalformedResponse(
+                    f"the portal sent next={following} after start={product.start}", method=LIST
+                )
+            product.start = following
+            return _list_command(product.product_id, common, following)
 
-    def _advance(
-        self,
-        command: _Command,
-        results: Mapping[str, Any],
-        nexts: Mapping[str, int],
-        key: str,
-        again: dict[str, _Command],
-    ) -> BitrixError | None:
-        """
-        Take a command's answer: keep its images and queue its next page, if any.
+        outcomes = await run_batch(
+            self._caller,
+            {key: _list_command(p.product_id, common, 0) for key, p in products.items()},
+            proceed=proceed,
+        )
+        for key, product in products.items():
+            product.error = outcomes[key].error
+        return builtins.list(products.values())
 
-        Returns ``None`` when the command is done or queued, or the error that ends it.
+    def _listing(self, product: _Product) -> ProductListing:
         """
-        if key not in results:
-            # Neither a result nor an error: a halted or truncated batch (batch.md).
-            return MalformedResponse(
-                "the batch answer has no result and no error for this command", method=LIST
-            )
-        items = _protocol.items_of(results[key], "productImages", method=LIST)
-        command.pages.append(items)
-        command.count += len(items)
-        if command.count > MAX_PRODUCT_IMAGES:
-            return MalformedResponse(
-                f"product {command.product_id} has more than {MAX_PRODUCT_IMAGES} images; "
-                "refusing to hold more of them",
-                method=LIST,
-            )
-        following = nexts.get(key)
-        if following is None:
-            return None
-        if following <= command.start:
-            return MalformedResponse(
-                f"the portal sent next={following} after start={command.start}", method=LIST
-            )
-        command.start = following
-        again[key] = command
-        return None
-
-    def _product_images(self, command: _Command) -> builtins.list[ProductImage]:
+        A listed product, every page converted at once: a malformed image fails its
+        product the way a failed command does, never a product half yielded.
         """
-        A listed product's images, every page converted before any is yielded.
-
-        A malformed image fails its product the way a failed command does: a ``BatchError``
-        after the products before it, never a product half yielded.
-        """
-        pages, command.pages = command.pages, []
+        if product.error is not None:
+            return ProductListing(product.product_id, (), product.error)
+        pages, product.pages = product.pages, []
         convert = self._converter.images
         try:
             if len(pages) == 1:
-                return convert(pages[0], method=LIST)
-            return [image for page in pages for image in convert(page, method=LIST)]
+                images = tuple(convert(pages[0], method=LIST))
+            else:
+                images = tuple(image for page in pages for image in convert(page, method=LIST))
         except MalformedResponse as error:
-            raise BatchError(
-                f"{LIST} failed for product {command.product_id}: {error.description}",
-                errors={command.key: error},
-                attempts=error.attempts,
-                product_id=command.product_id,
-            ) from None
+            return ProductListing(product.product_id, (), error)
+        return ProductListing(product.product_id, images)
 
     async def get(self, product_id: int, image_id: int) -> ProductImage:
         """One image of a product (catalog-product-image-get.md)."""
-        params = {
-            "productId": check_id(product_id, "product_id"),
-            "id": check_id(image_id, "image_id"),
-        }
-        envelope = await self._caller.call(GET, params)
+        envelope = await self._caller.call(GET, _image_params(product_id, image_id))
         return self._one(envelope.result, GET)
 
     async def fields(self) -> Mapping[str, FieldInfo]:
@@ -396,27 +363,54 @@ class Images:
         assert name is not None  # noqa: S101 -- set on every branch above
         if "/" in name or "\\" in name:
             raise ValueError("name must be a file name, not a path")
-        if not is_image(content):
-            raise ValueError(f"{name!r} is not a JPEG, PNG, GIF, WEBP or BMP image")
-        params = {
-            "fields": {"productId": product_id, "type": type.value},
-            # catalog-product-image-add.md: [name, base64] at the top level, no data: prefix.
-            "fileContent": [name, base64.b64encode(content).decode("ascii")],
-        }
-        envelope = await self._caller.call(ADD, params, idempotent=False)
+        envelope = await self._caller.call(
+            ADD, _add_params(product_id, name, content, type), idempotent=False
+        )
         return self._one(envelope.result, ADD)
 
     async def delete(self, product_id: int, image_id: int) -> None:
         """Remove an image from a product. Never replayed after a lost answer."""
-        params = {
-            "productId": check_id(product_id, "product_id"),
-            "id": check_id(image_id, "image_id"),
-        }
+        params = _image_params(product_id, image_id)
         envelope = await self._caller.call(DELETE, params, idempotent=False)
         if envelope.result is not True:
             raise MalformedResponse(
                 f"the portal answered {envelope.result!r} instead of true", method=DELETE
             )
+
+    # --- commands, for the jobs' batches (``_calls.batch.run_batch``) ---------------------
+
+    def _list_command(
+        self, product_id: int, *, select: Sequence[str] | None = None, start: int = 0
+    ) -> Command:
+        """A list command of one product's page (checked like ``list``)."""
+        product_id = check_id(product_id, "product_id")
+        start = check_int("start", start, minimum=0)
+        return _list_command(product_id, _list_query(check_select(select)), start)
+
+    def _add_command(
+        self,
+        product_id: int,
+        name: str,
+        content: bytes,
+        type: ImageType = ImageType.MORE_PHOTO,
+    ) -> Command:
+        """An add command of *content* as *name* (blocking: encodes the bytes).
+
+        Raises ``ValueError`` when *content* is not an image."""
+        product_id = check_id(product_id, "product_id")
+        query = _protocol.http_build_query(_add_params(product_id, name, content, type))
+        return ADD, query
+
+    def _delete_command(self, product_id: int, image_id: int) -> Command:
+        """A delete command of one image."""
+        params = _image_params(product_id, image_id)
+        return DELETE, f"productId={params['productId']}&id={params['id']}"
+
+    async def _run(
+        self, commands: Mapping[str, Command], *, tries: Mapping[str, Attempts] | None = None
+    ) -> dict[str, Outcome]:
+        """Send *commands* through ``run_batch``: one ``Outcome`` per key."""
+        return await run_batch(self._caller, commands, tries=tries)
 
     # --- files ---------------------------------------------------------------------------
 
