@@ -8,8 +8,9 @@ same retry rules as a single call (``retry.Attempts``, one driver per command):
 - A read is resent on any retryable error (a load refusal, OPERATION_TIME_LIMIT, a
   transient failure, an answer that left the command out).
 - A write is resent only on an error proving it did not run: QUERY_LIMIT_EXCEEDED (and
-  OVERLOAD_LIMIT), OPERATION_TIME_LIMIT (limits.md: refused before processing), or a request
-  refused whole with ERROR_BATCH_LENGTH_EXCEEDED (then sent again in smaller requests).
+  OVERLOAD_LIMIT), OPERATION_TIME_LIMIT (limits.md: refused before processing), or
+  ERROR_BATCH_LENGTH_EXCEEDED (past the portal's batch length: then the requests are made
+  smaller). Any command refused so goes again, within its retry driver's attempts.
 - A write whose answer was lost (the request timed out or broke after it was sent, the
   portal failed with a 5xx, the answer was unreadable, or it left the command out) gets the
   outcome "unknown": it may have run. Never replayed here; the caller settles it by listing.
@@ -96,64 +97,100 @@ async def run_batch(
     that holds only reads, or a request holding writes whose failure proves it did not run;
     a ``proceed`` that raises fails the whole run.
     """
-    drivers = dict(tries or {})
-    for key, (method, _) in commands.items():
-        if key not in drivers:
-            drivers[key] = caller.attempts(idempotent=protocol.is_idempotent(method))
-    outcomes: dict[str, Outcome] = {}
-    pending = dict(commands)
-    size = protocol.BATCH_MAX_COMMANDS
-    while pending:
-        again: dict[str, Command] = {}
-        delay = 0.0
-        for chunk in _chunks(pending, size):
-            try:
-                result = await caller.batch(chunk)
-            except BitrixError as error:
-                if _too_long(error) and len(chunk) > 1:
-                    # Refused whole before any command ran: smaller requests from now on.
-                    size = max(1, len(chunk) // 2)
-                    again.update(chunk)
+    return await _Run(caller, commands, tries or {}, proceed).run()
+
+
+class _Run:
+    """One ``run_batch``: the commands still pending, and the outcomes so far."""
+
+    def __init__(
+        self,
+        caller: Caller,
+        commands: Mapping[str, Command],
+        tries: Mapping[str, Attempts],
+        proceed: Proceed | None,
+    ) -> None:
+        self.caller = caller
+        self.proceed = proceed
+        self.pending = dict(commands)
+        self.drivers = {
+            key: tries.get(key) or caller.attempts(idempotent=protocol.is_idempotent(method))
+            for key, (method, _) in commands.items()
+        }
+        self.outcomes: dict[str, Outcome] = {}
+        self.size = protocol.BATCH_MAX_COMMANDS
+        self.again: dict[str, Command] = {}
+        self.delay = 0.0
+
+    async def run(self) -> dict[str, Outcome]:
+        while self.pending:
+            self.again, self.delay = {}, 0.0
+            for chunk in _chunks(self.pending, self.size):
+                await self._request(chunk)
+            self.pending = self.again
+            if self.pending and self.delay > 0:
+                await self.caller.wait(self.delay)
+        return self.outcomes
+
+    async def _request(self, chunk: dict[str, Command]) -> None:
+        """One ``batch`` request of *chunk*, and what each command's answer means."""
+        try:
+            result = await self.caller.batch(chunk)
+        except BitrixError as error:
+            writes = [not protocol.is_idempotent(method) for method, _ in chunk.values()]
+            if not _may_have_run(error) or not any(writes):
+                raise
+            for key, unknown in zip(chunk, writes, strict=True):
+                self.outcomes[key] = Outcome(error=error, unknown=unknown)
+            return
+        refused = sum(1 for error in result.errors.values() if _too_long(error))
+        if refused:
+            # CORE rest_provider.php: the commands past the portal's batch length were not
+            # run. Smaller requests from now on, and those commands go again.
+            self.size = max(1, min(self.size, len(chunk) - refused))
+        for key, command in chunk.items():
+            failure = result.errors.get(key)
+            if failure is None and key not in result.results:
+                # Neither a result nor an error: a halted or cut answer (batch.md). A read
+                # is resent like any lost answer; a write may have run.
+                failure = _lost(command[0])
+                if isinstance(failure, OutcomeUnknown):
+                    self.outcomes[key] = Outcome(error=failure, unknown=True)
                     continue
-                if not _may_have_run(error) or all(
-                    protocol.is_idempotent(method) for method, _ in chunk.values()
-                ):
-                    raise
-                for key, (method, _) in chunk.items():
-                    outcomes[key] = Outcome(error=error, unknown=not protocol.is_idempotent(method))
+            if failure is not None:
+                self._failed(key, command, failure)
                 continue
-            for key, command in chunk.items():
-                method = command[0]
-                failure = result.errors.get(key)
-                if failure is None and key not in result.results:
-                    # Neither a result nor an error: a halted or cut answer (batch.md). A
-                    # read is resent like any lost answer; a write may have run.
-                    failure = _lost(method)
-                    if isinstance(failure, OutcomeUnknown):
-                        outcomes[key] = Outcome(error=failure, unknown=True)
-                        continue
-                if failure is not None:
-                    attempts = drivers[key]
-                    attempts.begin()
-                    verdict = caller.judge(attempts, failure, (method,))
-                    if verdict.delay is not None:
-                        again[key] = command
-                        delay = max(delay, verdict.delay)
-                    else:
-                        outcomes[key] = Outcome(error=verdict.error)
-                    continue
-                answer = result.results[key]
-                following = None if proceed is None else proceed(key, answer, result.nexts.get(key))
-                if isinstance(following, BitrixError):
-                    outcomes[key] = Outcome(error=following)
-                elif following is not None:
-                    again[key] = following
-                else:
-                    outcomes[key] = Outcome(result=answer)
-        pending = again
-        if pending and delay > 0:
-            await caller.wait(delay)
-    return outcomes
+            answer = result.results[key]
+            following = (
+                None if self.proceed is None else self.proceed(key, answer, result.nexts.get(key))
+            )
+            if isinstance(following, BitrixError):
+                self.outcomes[key] = Outcome(error=following)
+            elif following is not None:
+                self.again[key] = following
+            else:
+                self.outcomes[key] = Outcome(result=answer)
+
+    def _failed(self, key: str, command: Command, failure: BitrixError) -> None:
+        """Resend a failed command if its retry driver allows, else give its outcome."""
+        attempts = self.drivers[key]
+        attempts.begin()
+        if _too_long(failure):
+            # Not run (see _request): safe to send again, reads and writes alike.
+            failure.attempts = attempts.attempt
+            if attempts.attempt < attempts.policy.max_attempts:
+                self.again[key] = command
+            else:
+                self.outcomes[key] = Outcome(error=failure)
+            return
+        # The same rules, attempts and wait budget as a whole call (README, "The portal's
+        # limits"): a write is resent only after a refusal that proves it did not run.
+        verdict = self.caller.judge(attempts, failure, (command[0],))
+        if verdict.delay is None:
+            self.outcomes[key] = Outcome(error=verdict.error)
+        else:
+            self.again[key] = command
+            self.delay = max(self.delay, verdict.delay)
 
 
 def _lost(method: str) -> TransportError:
