@@ -1,4 +1,4 @@
-"""``BitrixClient``: the session manager users hold, and the home of ``client.images``."""
+"""``BitrixClient``: one portal through one pooled aiohttp session; home of ``client.images``."""
 
 from __future__ import annotations
 

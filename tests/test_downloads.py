@@ -66,7 +66,9 @@ async def test_quick_fsyncs_stay_in_the_committer_and_slow_ones_go_to_the_pool(
     monkeypatch.setattr(_committer, "_QUICK_SYNC", quick)
     loop = asyncio.get_running_loop()
     jobs = [
-        _committer._Commit(_files.Spool(str(tmp_path / f"{i}.part")), "", True, loop.create_future())
+        _committer._Commit(
+            _files.Spool(str(tmp_path / f"{i}.part")), "", True, loop.create_future()
+        )
         for i in range(4)
     ]
     fds = [os.open(tmp_path / f"{i}", os.O_CREAT | os.O_WRONLY, 0o600) for i in range(4)]

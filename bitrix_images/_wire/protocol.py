@@ -274,7 +274,7 @@ def classify(
 
 
 class Retry(enum.Enum):
-    """What an error allows the session to do next."""
+    """What an error allows the caller to do next."""
 
     BACKOFF = "backoff"  # refused before processing: retry any method after a backoff
     WAIT_RESET = "wait_reset"  # the method's operating time is spent: wait for the reset
