@@ -52,4 +52,13 @@ async def products(
         async for listing in listings:
             if listing.error is not None and not isinstance(listing.error, UNLISTABLE):
                 raise product_failure(listing)
+            for image in listing.images:
+                # A job files images under their product: one the portal sent for
+                # another product, or without one, is never filed anywhere.
+                if image.product_id is None:
+                    raise MalformedResponse(f"image {image.id} came without its productId")
+                if image.product_id != listing.product_id:
+                    raise MalformedResponse(
+                        f"the portal sent images of product {image.product_id}, not asked for"
+                    )
             yield listing
