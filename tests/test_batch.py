@@ -9,6 +9,7 @@ import pytest
 from support import FAST_RETRY, PNG, webhook_client
 
 import bitrix_images as bx
+from bitrix_images._listing import products
 from bitrix_images.testing import INTERNAL_SERVER_ERROR, QUERY_LIMIT_EXCEEDED, FakePortal
 
 ADD = "catalog.productImage.add"
@@ -163,3 +164,45 @@ def test_the_commands_are_checked_before_any_request() -> None:
         LIST,
         "productId=3&select%5B0%5D=id&select%5B1%5D=name&start=50",
     )
+
+
+def _answer(results: dict[str, object]) -> dict[str, object]:
+    return {
+        "result": {
+            "result": results,
+            "result_error": [],
+            "result_total": [],
+            "result_next": [],
+            "result_time": [],
+        }
+    }
+
+
+async def test_a_write_the_answer_left_out_is_unknown_and_not_resent() -> None:
+    async with FakePortal(products=2, images_per_product=0, rate=None) as portal:
+        portal.inject("error", method="batch", status=200, body=_answer({"a": {"image": 1}}))
+        async with webhook_client(portal) as client:
+            images = client.images
+            commands = {
+                "a": images._add_command(1, "a.png", PNG),
+                "b": images._add_command(2, "b.png", PNG),
+            }
+            outcomes = await images._run(commands)
+        assert outcomes["a"].ok
+        assert outcomes["b"].unknown
+        assert isinstance(outcomes["b"].error, bx.OutcomeUnknown)
+        assert portal.counters.by_method["batch"] == 1
+
+
+async def test_a_job_refuses_images_the_portal_sent_for_another_product() -> None:
+    async with FakePortal(products=2, images_per_product=1, rate=None) as portal:
+        stray = {"id": 9, "name": "x.png", "productId": 2}
+        portal.inject(
+            "error",
+            method="batch",
+            status=200,
+            body=_answer({"p0": {"productImages": [stray]}, "p1": {"productImages": []}}),
+        )
+        async with webhook_client(portal) as client:
+            with pytest.raises(bx.MalformedResponse, match="product 2, not asked for"):
+                _ = [entry async for entry in products(client, [1, 2])]
