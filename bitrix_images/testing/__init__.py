@@ -21,6 +21,7 @@ Run one from the shell with ``python -m bitrix_images.testing --port 0``.
 
 from .._caller import InstantRetries, instant_retries
 from ._catalog import Catalog, StoredImage
+from ._catalogs import PortalCatalog
 from ._demo import DEMO_BURST, DEMO_RATE, demo_portal
 from ._errors import (
     EXPIRED_TOKEN,
@@ -33,6 +34,7 @@ from ._errors import (
     OVERLOAD_LIMIT,
     QUERY_LIMIT_EXCEEDED,
 )
+from ._faults import FILE_FAULT_KINDS, FileFault, FileFaultKind
 from ._portal import FAULT_KINDS, Counters, FakePortal, Fault, FaultKind, ReceivedCall
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "DEMO_RATE",
     "EXPIRED_TOKEN",
     "FAULT_KINDS",
+    "FILE_FAULT_KINDS",
     "INTERNAL_SERVER_ERROR",
     "INVALID_CREDENTIALS",
     "INVALID_TOKEN",
@@ -53,7 +56,10 @@ __all__ = [
     "FakePortal",
     "Fault",
     "FaultKind",
+    "FileFault",
+    "FileFaultKind",
     "InstantRetries",
+    "PortalCatalog",
     "ReceivedCall",
     "StoredImage",
     "demo_portal",
