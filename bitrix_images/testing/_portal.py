@@ -126,7 +126,9 @@ class FakePortal(PortalView):
                 member_id=secrets.token_hex(16),
             ),
             catalog=catalog,
-            catalogs=CatalogIndex(catalog, catalogs or (PortalCatalog(iblock_id),)),
+            catalogs=CatalogIndex(
+                catalog, (PortalCatalog(iblock_id),) if catalogs is None else catalogs
+            ),
             clock=clock,
             cost=_cost(operating_cost),
             secret=secrets.token_bytes(32),
