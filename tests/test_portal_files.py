@@ -180,3 +180,15 @@ async def test_unknown_file_paths(session: aiohttp.ClientSession) -> None:
                 assert response.status == 404
         assert portal.counters.files == 2
         assert portal.counters.requests == 0
+
+
+async def test_files_origin_that_cannot_bind() -> None:
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: the second site cannot bind,
+    # and the portal does not stay half-started.
+    portal = FakePortal(files_origin="192.0.2.1")
+    with pytest.raises(OSError, match="assign"):  # EADDRNOTAVAIL
+        await portal.start()
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await session.get(portal.origin / "rest/1/x/scope")
+    await portal.close()

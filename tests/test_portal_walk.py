@@ -127,6 +127,18 @@ async def test_reference_past_a_short_page(session: aiohttp.ClientSession) -> No
         assert [p["id"] for p in result["c"]["products"]] == list(range(1, 51))
 
 
+async def test_batch_commands_as_a_list(session: aiohttp.ClientSession) -> None:
+    async with FakePortal(products=3, rate=None) as portal:
+        cmd = [_query(0), _query("$result[0][products][0][id]"), 42]
+        status, body = await call(session, portal.webhook_url / "batch", {"cmd": cmd})
+        assert status == 200
+        pages = body["result"]["result"]
+        assert isinstance(pages, list)  # keys 0..n-1: json_encode writes a list
+        assert [p["id"] for p in pages[1]["products"]] == [2, 3]
+        _, body = await call(session, portal.webhook_url / "batch", {"cmd": "nothing"})
+        assert body["result"]["result"] == []
+
+
 def test_resolve_value_follows_process_batch_element() -> None:
     store: dict[str, object] = {
         "result": {"u": {"ID": 7, "NAME": "Ann", "DEPS": [3, 5], "ok": True}, "l": []},
@@ -154,6 +166,13 @@ def test_resolve_value_follows_process_batch_element() -> None:
     assert resolve_value("$result", store) == "$result"
     assert resolve_value("$other[u]", store) == "$other[u]"
     assert resolve({"f": {">id": "$result[u][ID]"}, "n": 1}, store) == {"f": {">id": 7}, "n": 1}
+    # Numbers as PHP writes them; a key into a PHP array with integer keys.
+    numbers: dict[str, object] = {"result": {"f": {"a": 2.0, "b": 2.5, "c": False}}}
+    numbers["result"]["g"] = {1: "one"}  # type: ignore[index]
+    assert resolve_value("x=$result[f][a] ", numbers) == "x=2 "
+    assert resolve_value("x=$result[f][b] ", numbers) == "x=2.5 "
+    assert resolve_value("x=$result[f][c] ", numbers) == "x=$result[f][c] "
+    assert resolve_value("x=$result[g][1] ", numbers) == "x=one "
     # What such a bound then means to the filter: PHP's intval of an array.
     assert (php_intval([{"id": 9}]), php_intval({"a": 1}), php_intval([])) == (1, 1, 0)
 

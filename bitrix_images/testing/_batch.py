@@ -73,7 +73,7 @@ def resolve_value(text: str, store: Mapping[str, object]) -> object:
     whole reference becomes that value, whatever its type; a reference inside a longer text
     is replaced only by a string or a number, and otherwise left as written.
     """
-    query: object = text
+    query = text
     for match in _REFERENCE.finditer(text):
         keys = _PATH_KEY.findall(match.group(2))
         if not keys:
@@ -84,11 +84,8 @@ def resolve_value(text: str, store: Mapping[str, object]) -> object:
             if child is None:
                 break
             node = child
-        if not isinstance(query, str):
-            continue
-        if match.group(0) == query:
-            query = node
-            continue
+        if match.group(0) == text:
+            return node  # the only reference: it runs to the end of the text
         spliced = _php_string(node)
         if spliced is not None:
             query = query.replace(match.group(0), spliced)

@@ -80,9 +80,3 @@ class CatalogIndex:
         if not self._claimed:
             return every
         return [pid for pid in every if pid not in self._claimed]
-
-    def iblock_of(self, product_id: int) -> int:
-        for found in self.catalogs:
-            if found.products is not None and product_id in found.products:
-                return found.iblock_id
-        return next((c.iblock_id for c in self.catalogs if c.products is None), 0)
