@@ -231,10 +231,8 @@ class FakePortal(PortalView):
         "truncated" (process, answer half the JSON), "cut_body" (send all headers and half
         the body, then close), "command_error" (batch sub-commands fail with ``body``).
         """
-        faults = self._state.faults
-        return faults.inject(
-            kind, times=times, method=method, status=status, body=body, delay=delay
-        )
+        inject = self._state.faults.inject
+        return inject(kind, times=times, method=method, status=status, body=body, delay=delay)
 
     def inject_file(
         self, kind: FileFaultKind, *, image_id: int | None = None, times: int | None = None
