@@ -33,6 +33,8 @@ async def test_scope_and_method_get(session: aiohttp.ClientSession) -> None:
         _, body = await call(session, portal.webhook_url / "scope", {"full": True})
         assert "catalog" in body["result"]
         assert "crm" in body["result"]
+        _, body = await call(session, portal.webhook_url / "scope", {"full": "0"})
+        assert body["result"] == ["catalog"]
         method_get = portal.webhook_url / "method.get"
         for name in (LIST, ADD, "catalog.productimage.delete", "batch", "server.time"):
             _, body = await call(session, method_get, {"name": name})

@@ -1,12 +1,14 @@
 """An embedded fake Bitrix24 portal for tests, demos and benchmarks (like moto for AWS).
 
 ``FakePortal`` is an ``aiohttp.web`` server on 127.0.0.1 that speaks the Bitrix24 REST wire
-protocol for ``catalog.productImage.*``, ``catalog.product.list`` and ``batch``: webhook and
-OAuth auth (with token refresh), JSON / PHP-bracket form / query-string bodies, integer
-business error codes, PHP ``json_encode`` quirks in batch answers, the request-rate leaky
-bucket, the per-method operating-time limit, signed ``downloadUrl`` links and fault
-injection. It depends on nothing else in ``bitrix_images``: it behaves like the server,
-not like our client expects. The one piece of the SDK here is ``instant_retries()``, the
+protocol for ``catalog.productImage.*``, ``catalog.product.list``, ``catalog.catalog.list``,
+``batch`` (with ``$result`` references) and the checks ``scope``, ``method.get``,
+``server.time`` and ``app.info``: webhook and OAuth auth (with token refresh), JSON /
+PHP-bracket form / query-string bodies, integer business error codes, PHP ``json_encode``
+quirks in batch answers, the request-rate leaky bucket, the per-method operating-time limit,
+signed ``downloadUrl`` links, public ``detailUrl`` files, and fault injection. It depends
+on nothing else in ``bitrix_images``: it behaves like the server, not like our client
+expects. The one piece of the SDK here is ``instant_retries()``, the
 switch that makes every client's waits instant in your own tests (like stamina's
 ``set_testing()``); ``demo_portal()`` is the catalog of ``bitrix_images mirror --demo``.
 

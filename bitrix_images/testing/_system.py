@@ -27,8 +27,9 @@ def method_scope(method: str) -> str:
 
 def _scope(ctx: MethodContext, params: Mapping[str, object]) -> MethodResult:
     # scopeList: `full` lists every scope of the portal, else the credential's own.
+    # ($arQuery['FULL'] == true: PHP's loose truth, so the string "false" is true.)
     full = {str(k).lower(): v for k, v in params.items()}.get("full")
-    if full not in (None, "", "0", 0, False, "false"):
+    if full not in (None, "", "0", 0, False):
         return MethodResult(list(_FULL_SCOPE))
     return MethodResult(list(ctx.scopes))
 
