@@ -16,7 +16,8 @@ import yarl
 from support import ThreadPortal
 from test_cli import assert_one_error_line, clean_env, ndjson, oauth_env, run_cli, served
 
-from bitrix_images import OAuthTokens, _tokenfile
+from bitrix_images import OAuthTokens
+from bitrix_images.cli import tokenfile as _tokenfile
 from bitrix_images.testing import FakePortal
 
 __all__ = ["clean_env", "served"]  # fixtures, used by name
