@@ -26,13 +26,26 @@ from .progress import Progress
 if TYPE_CHECKING:
     from ..client import BitrixClient
 
-__all__ = ["FATAL", "Job", "RunTotals", "run_bounded"]
+__all__ = ["FATAL", "Counts", "Job", "RunTotals", "run_bounded"]
 
 # Errors after which every further request would fail too: a job stops at once.
 FATAL: Final = (AuthError, RateLimited)
 
-C = TypeVar("C", bound=attrs.AttrsInstance)
-R = TypeVar("R")
+
+# Without slots (as the jobs' counts classes): a result class inherits its job's counts and
+# RunTotals, and two slotted bases cannot be combined.
+@attrs.define(slots=False)
+class Counts:
+    """
+    The counts every job keeps: ``products`` named, ``removed`` by ``prune``, ``failed``
+    (see the warnings), ``unlisted`` products (gone or forbidden). Mutable, the job's own;
+    a job's counts class adds its fields, and its result class inherits them.
+    """
+
+    products: int = 0
+    removed: int = 0
+    failed: int = 0
+    unlisted: int = 0
 
 
 @attrs.frozen
@@ -49,6 +62,10 @@ class RunTotals:
     waited: float = 0.0
     dry_run: bool = False
     planned: tuple[str, ...] = ()
+
+
+C = TypeVar("C", bound=Counts)
+R = TypeVar("R")
 
 
 class _Mark:

@@ -41,7 +41,7 @@ from .dest import (
     same_file,
     stops_the_job,
 )
-from .frame import FATAL, Job, RunTotals, run_bounded
+from .frame import FATAL, Counts, Job, RunTotals, run_bounded
 from .health import PortalHealth
 from .ids import Ids, counted
 from .listing import Listed, products
@@ -63,20 +63,14 @@ _RECORD_EVERY: Final = 50
 _MALFORMED_IN_A_ROW: Final = 3
 
 
-# Without slots: the result class inherits these and RunTotals, and two slotted bases
-# cannot be combined.
 @attrs.define(slots=False)
-class MirrorCounts:
+class MirrorCounts(Counts):
     """The running counts of a mirror; ``MirrorResult`` inherits them."""
 
-    products: int = 0
     images: int = 0
     downloaded: int = 0
     skipped: int = 0
     adopted: int = 0
-    removed: int = 0
-    failed: int = 0
-    unlisted: int = 0
     bytes: int = 0
 
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import IO, TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import IO, TYPE_CHECKING, TypedDict, TypeVar
 
 from ...sync.ids import Ids, catalog_ids, count_ids, file_ids, sharded
 from ...sync.mirror import MirrorResult, mirror
@@ -11,14 +12,11 @@ from ...sync.upload.run import UploadResult, upload
 from ..options import MirrorOptions, UploadOptions
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Coroutine
-    from typing import Any, TypeVar
-
     from ...client import BitrixClient
 
-    R = TypeVar("R", MirrorResult, UploadResult)
-
 __all__ = ["Failed", "mirror_command", "products_total", "upload_command"]
+
+R = TypeVar("R", MirrorResult, UploadResult)
 
 
 class Failed(Exception):
@@ -37,23 +35,19 @@ async def mirror_command(
         ids = options.products or ()
     if options.shard is not None:
         ids = sharded(ids, *options.shard)
-    result = await _summed_up(
-        out,
-        lambda finished: mirror(
-            client,
-            ids,
-            options.dest,
-            prune=options.prune,
-            concurrency=options.concurrency,
-            verify=options.verify,
-            dry_run=options.dry_run,
-            progress=_bar(dry_run=options.dry_run),
-            warnings=sys.stderr,
-            total=products_total(options),
-            on_finish=finished,
-        ),
+    summary = _Summary(out)
+    job = mirror(
+        client,
+        ids,
+        options.dest,
+        prune=options.prune,
+        concurrency=options.concurrency,
+        verify=options.verify,
+        total=products_total(options),
+        **summary.reporting(options.dry_run),
     )
-    return _report(result, out, "images failed to download; run again to retry them")
+    result = await summary.run(job)
+    return summary.report(result, "images failed to download; run again to retry them")
 
 
 def products_total(options: MirrorOptions) -> int | None:
@@ -68,49 +62,60 @@ def products_total(options: MirrorOptions) -> int | None:
 
 
 async def upload_command(client: BitrixClient, options: UploadOptions, out: IO[str]) -> int:
-    result = await _summed_up(
-        out,
-        lambda finished: upload(
-            client,
-            options.src,
-            prune=options.prune,
-            dry_run=options.dry_run,
-            pack=options.pack,
-            max_request_bytes=options.max_request_bytes,
-            concurrency=options.concurrency,
-            progress=_bar(dry_run=options.dry_run),
-            warnings=sys.stderr,
-            on_finish=finished,
-        ),
+    summary = _Summary(out)
+    job = upload(
+        client,
+        options.src,
+        prune=options.prune,
+        pack=options.pack,
+        max_request_bytes=options.max_request_bytes,
+        concurrency=options.concurrency,
+        **summary.reporting(options.dry_run),
     )
-    return _report(result, out, "files or images failed (see the warnings); run again")
+    result = await summary.run(job)
+    return summary.report(result, "files or images failed (see the warnings); run again")
 
 
-def _bar(*, dry_run: bool) -> IO[str] | None:
-    """Where a job's bar goes: standard error when it is a terminal (not for a plan)."""
-    return sys.stderr if sys.stderr.isatty() and not dry_run else None
+class _Reporting(TypedDict):
+    dry_run: bool
+    progress: IO[str] | None
+    warnings: IO[str]
+    on_finish: Callable[[MirrorResult | UploadResult], object]
 
 
-async def _summed_up(
-    out: IO[str], start: Callable[[Callable[[R], object]], Coroutine[Any, Any, R]]
-) -> R:
-    """Run a job; when it is stopped (an error, ``RateLimited``, a signal), sum up anyway."""
-    finished: list[R] = []
-    try:
-        return await start(finished.append)
-    except BaseException:
-        for partial in finished:
-            print(partial.summary(), file=out)
-        raise
+class _Summary:
+    """A job's report on the terminal: its bar, its warnings, its plan and summary."""
 
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.finished: list[MirrorResult | UploadResult] = []
 
-def _report(result: MirrorResult | UploadResult, out: IO[str], failed: str) -> int:
-    """Print a job's plan (a dry run) and summary; fail when something did not happen."""
-    for line in result.planned:
-        print(line, file=out)
-    print(result.summary(), file=out)
-    if result.failed:
-        raise Failed(f"{result.failed} {failed}")
-    if result.unlisted:
-        raise Failed(f"{result.unlisted} products could not be listed (see the warnings)")
-    return 0
+    def reporting(self, dry_run: bool) -> _Reporting:
+        """The job's options: a bar on standard error when it is a terminal (not for a
+        plan), the warnings there too, and its counts here however it ends."""
+        return {
+            "dry_run": dry_run,
+            "progress": sys.stderr if sys.stderr.isatty() and not dry_run else None,
+            "warnings": sys.stderr,
+            "on_finish": self.finished.append,
+        }
+
+    async def run(self, job: Awaitable[R]) -> R:
+        try:
+            return await job
+        except BaseException:
+            # Stopped by an error, RateLimited or a signal: what was done is still summed up.
+            for partial in self.finished:
+                print(partial.summary(), file=self.out)
+            raise
+
+    def report(self, result: MirrorResult | UploadResult, failed: str) -> int:
+        """Print the plan (a dry run) and the summary; fail when something did not happen."""
+        for line in result.planned:
+            print(line, file=self.out)
+        print(result.summary(), file=self.out)
+        if result.failed:
+            raise Failed(f"{result.failed} {failed}")
+        if result.unlisted:
+            raise Failed(f"{result.unlisted} products could not be listed (see the warnings)")
+        return 0

@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import attrs
 
 from ...exceptions import BitrixError
-from ..frame import Job, RunTotals
+from ..frame import Counts, Job, RunTotals
 from ..listing import products
 from ..progress import Progress
 from .plan import ADD, DELETE, Key, Op, applied, plan_product
@@ -45,20 +45,14 @@ DEFAULT_MAX_REQUEST_BYTES: Final = 8 * 1024 * 1024
 _SELECT: Final = ("id", "name", "productId", "type")
 
 
-# Without slots: the result class inherits these and RunTotals, and two slotted bases
-# cannot be combined.
 @attrs.define(slots=False)
-class UploadCounts:
+class UploadCounts(Counts):
     """The running counts of an upload; ``UploadResult`` inherits them."""
 
-    products: int = 0
     files: int = 0
     added: int = 0
     present: int = 0
-    removed: int = 0
-    failed: int = 0
     not_images: int = 0
-    unlisted: int = 0
 
 
 @attrs.frozen
