@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ThreadPortal
+from support import ThreadPortal, assert_one_error_line, run_cli
 
 import bitrix_images as bx
 from bitrix_images import cli
@@ -33,18 +33,7 @@ from bitrix_images.testing import INVALID_CREDENTIALS, FakePortal, demo_portal
 ACCESS_DENIED = {"error": "ACCESS_DENIED", "error_description": "Access denied."}
 
 
-@pytest.fixture
-def served() -> Iterator[ThreadPortal]:
-    portal = ThreadPortal()
-    yield portal
-    portal.close()
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in (cli.WEBHOOK_ENV, *cli.OAUTH_ENV, cli.OAUTH_URL_ENV):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 @pytest.fixture
@@ -57,25 +46,6 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
         return original(url, retry=retry, **options)
 
     monkeypatch.setattr(bx.BitrixClient, "from_webhook", quick)
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_error_line(err: str, *secrets: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("bitrix-images: error: "), err
-    assert "Traceback" not in err
-    for secret in secrets:
-        assert secret not in err
-    return lines[0]
 
 
 def ndjson(out: str) -> list[dict[str, Any]]:

@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support import ThreadPortal
-
-from bitrix_images import cli
+from support import ThreadPortal, run_cli
 
 NOT_FOUND_TEXT = "Product was not found"
 
 
-@pytest.fixture
-def served() -> Iterator[ThreadPortal]:
-    portal = ThreadPortal(products=6, images_per_product=2)
-    yield portal
-    portal.close()
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in (cli.WEBHOOK_ENV, *cli.OAUTH_ENV, cli.OAUTH_URL_ENV):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+pytestmark = [
+    pytest.mark.usefixtures("cli_env"),
+    pytest.mark.served(products=6, images_per_product=2),
+]
 
 
 def test_mirror_prune_dry_run_then_prune(
