@@ -19,7 +19,6 @@ manifest lists, never after a failed listing.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable, Sized
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
@@ -52,8 +51,6 @@ if TYPE_CHECKING:
     from ..client import BitrixClient
 
 __all__ = ["MirrorCounts", "MirrorResult", "mirror"]
-
-log = logging.getLogger("bitrix_images")
 
 # Completed files recorded per manifest transaction: a crash loses at most this many
 # records, and those files are adopted by hash on the next run.
