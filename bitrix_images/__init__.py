@@ -9,8 +9,6 @@ direction. ``bitrix_images.testing`` holds an embedded portal for tests.
 
 from ._calls.retry import RetryPolicy
 from ._coordinator import RedisCoordinator
-from ._mirror import MirrorResult, mirror
-from ._upload import UploadResult, upload
 from ._wire.limits import RateLimit
 from ._wire.stats import ClientStats
 from .client import BitrixClient
@@ -32,6 +30,7 @@ from .exceptions import (
 from .images import Images
 from .models import FieldInfo, ImageType, OAuthTokens, ProductImage, ProductListing
 from .pagination import AsyncPaginator, Page
+from .sync import MirrorResult, UploadResult, mirror, upload
 
 __all__ = [
     "AccessDenied",

@@ -9,7 +9,7 @@ import pytest
 from support import FAST_RETRY, PNG, webhook_client
 
 import bitrix_images as bx
-from bitrix_images._listing import products
+from bitrix_images.sync.listing import products
 from bitrix_images.testing import INTERNAL_SERVER_ERROR, QUERY_LIMIT_EXCEEDED, FakePortal
 
 ADD = "catalog.productImage.add"

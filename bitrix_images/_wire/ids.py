@@ -1,41 +1,41 @@
-"""``each_id``: product ids from a sync or async iterable, checked, read lazily."""
+"""
+``each``: the one place that takes "a sync or an async iterable of ids"; ``checked``: the
+same, each id checked. Read lazily, one id at a time.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from typing import TypeAlias
 
 from .validate import check_int
 
-__all__ = ["each_id"]
+__all__ = ["Ids", "checked", "each"]
+
+Ids: TypeAlias = Iterable[int] | AsyncIterable[int]
 
 
-async def each_id(
-    source: Iterable[int] | AsyncIterable[int], *, unique: bool = False
-) -> AsyncGenerator[int, None]:
-    """
-    The ids of *source* (an iterable or async iterable), each a positive ``int``, read one at a
-    time as they are asked for. With *unique*, an id already given is skipped.
-
-    Raises ``TypeError`` (not an iterable of ids; a ``bool`` or numeric string) or
-    ``ValueError`` (an id below 1) when the bad value is reached.
-    """
-    if isinstance(source, (str, bytes)) or not isinstance(source, (Iterable, AsyncIterable)):
+async def each(ids: Ids) -> AsyncGenerator[int, None]:
+    """The ids of a list, a generator or an async iterator, as one async iterator."""
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, (Iterable, AsyncIterable)):
         raise TypeError("product_ids must be an iterable or async iterable of ints")
-    seen: set[int] | None = set() if unique else None
-    if isinstance(source, AsyncIterable):
-        async for value in source:
-            product_id = check_int("product id", value, minimum=1)
-            if seen is None or _first(seen, product_id):
-                yield product_id
+    if isinstance(ids, AsyncIterable):
+        async for product_id in ids:
+            yield product_id
     else:
-        for value in source:
-            product_id = check_int("product id", value, minimum=1)
-            if seen is None or _first(seen, product_id):
-                yield product_id
+        for product_id in ids:
+            yield product_id
 
 
-def _first(seen: set[int], product_id: int) -> bool:
-    if product_id in seen:
-        return False
-    seen.add(product_id)
-    return True
+async def checked(ids: Ids) -> AsyncGenerator[int, None]:
+    """
+    The ids of *ids*, each a positive ``int``: ``TypeError`` (a ``bool``, a numeric
+    string) or ``ValueError`` (below 1) when a bad one is reached.
+    """
+    values = each(ids)
+    try:
+        async for value in values:
+            yield check_int("product id", value, minimum=1)
+    finally:
+        # At once, not when the collector gets to it: closing this closes *ids* too.
+        await values.aclose()

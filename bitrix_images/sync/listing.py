@@ -3,31 +3,30 @@ Whole products from ``client.images.list_products``: each product once, complete
 
 The jobs (``mirror``, ``upload``) decide per product: what to download, prune, add or
 delete. They need to know when a product's listing is complete, including a product with no
-images at all, and they must tell a product whose
-listing failed from an empty one: a failed listing is never an empty product.
+images at all, and they must tell a product whose listing failed from an empty one: a
+failed listing is never an empty product.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Final
 
-from ._wire.ids import each_id
-from .exceptions import AccessDenied, MalformedResponse, NotFound
-from .images import product_failure
-from .models import ProductListing
+from ..exceptions import AccessDenied, MalformedResponse, NotFound
+from ..images import product_failure
+from ..models import ProductListing
+from .ids import Ids, unique
 
 if TYPE_CHECKING:
-    from .client import BitrixClient
+    from ..client import BitrixClient
 
 __all__ = ["Listed", "products"]
 
 # A product's own listing errors that another product would not share: report it, go on.
 # MalformedResponse here is one product's answer (a bad image record, more images than
-# list_many holds); a whole answer that is malformed fails the batch, not one command.
+# list_products holds); a whole answer that is malformed fails the batch, not one command.
 UNLISTABLE: Final = (NotFound, AccessDenied, MalformedResponse)
-
 
 # One product: every image it has (``error is None``), or why it could not be listed.
 Listed = ProductListing
@@ -35,7 +34,7 @@ Listed = ProductListing
 
 async def products(
     client: BitrixClient,
-    product_ids: Iterable[int] | AsyncIterable[int],
+    product_ids: Ids,
     *,
     select: Sequence[str] | None = None,
 ) -> AsyncIterator[Listed]:
@@ -47,7 +46,7 @@ async def products(
     its error and the listing goes on. Any other failure is raised as ``list_many`` raises
     it (it would repeat for every product).
     """
-    listings = client.images.list_products(each_id(product_ids, unique=True), select=select)
+    listings = client.images.list_products(unique(product_ids), select=select)
     async with contextlib.aclosing(listings):
         async for listing in listings:
             if listing.error is not None and not isinstance(listing.error, UNLISTABLE):
