@@ -51,7 +51,7 @@ from ._wire.commands import (
     same_origin,
 )
 from ._wire.converters import Converter
-from ._wire.ids import checked
+from ._wire.ids import each
 from ._wire.protocol import Command
 from ._wire.validate import check_int
 from .exceptions import BatchError, BitrixError, MalformedResponse
@@ -310,7 +310,7 @@ class _ProductLister:
         self, product_ids: Iterable[int] | AsyncIterable[int], select: Sequence[str] | None
     ) -> AsyncGenerator[ProductListing, None]:
         names = check_select(select)
-        source = checked(product_ids)
+        source = each(product_ids, check=True)
         window: deque[asyncio.Task[list[_Product]]] = deque()
         exhausted = False
 

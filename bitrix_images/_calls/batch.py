@@ -113,8 +113,9 @@ class _Run:
         self.caller = caller
         self.proceed = proceed
         self.pending = dict(commands)
+        reads = {method: protocol.is_idempotent(method) for method, _ in commands.values()}
         self.drivers = {
-            key: tries.get(key) or caller.attempts(idempotent=protocol.is_idempotent(method))
+            key: tries.get(key) or caller.attempts(idempotent=reads[method])
             for key, (method, _) in commands.items()
         }
         self.outcomes: dict[str, Outcome] = {}
