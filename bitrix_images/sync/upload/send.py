@@ -86,15 +86,11 @@ class Sender:
     def batches(self, ops: list[Op], alone: list[Op]) -> Iterator[Awaitable[None]]:
         """
         Coroutines sending *ops* in groups of at most 50 and about the byte bound (read
-        lazily: a group's files are read only when it is sent). Once the portal has refused
-        packing, the rest goes to *alone*.
+        lazily: a group's files are read only when it is sent).
         """
         group: list[Op] = []
         size = 0
-        for index, op in enumerate(ops):
-            if not self.pack:
-                alone += group + ops[index:]
-                return
+        for op in ops:
             cost = _cost(op)
             bound = self.packing.size
             if group and (
@@ -115,7 +111,8 @@ class Sender:
         cut by it, and what they teach (a 413, a batch length) goes back to the run's.
         """
         if not self.pack or (len(group) == 1 and group[0].file is not None):
-            # One add: a plain call sends its bytes once (no query-string escaping).
+            # The portal refused packing (since the group was made), or one add: a plain
+            # call sends its bytes once (no query-string escaping).
             alone += group
             return
         commands: dict[str, Command] = {}
