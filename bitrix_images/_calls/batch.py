@@ -133,9 +133,11 @@ async def run_batch(
         proceed: called with each answered command (see ``Proceed``), for paged reads.
 
     Commands refused for load wait the longest backoff any of them was given, then go
-    again together with the continuations of the others. Raises what fails a whole request
-    that holds only reads, or a request holding writes whose failure proves it did not run;
-    a ``proceed`` that raises fails the whole run.
+    again together with the continuations of the others. A request too large (413) is cut
+    smaller and its commands go again; one the portal refuses to run inside batch gives its
+    commands that error (``Outcome.alone``). Raises what else fails a whole request that
+    holds only reads, or a request holding writes whose failure proves it did not run; a
+    ``proceed`` that raises fails the whole run.
     """
     return await _Run(caller, commands, packing or Packing(), proceed).run()
 
