@@ -25,7 +25,7 @@ from redis_server import RedisServer, running_redis
 from bitrix_images._coordinator import Keys, oauth_credential
 from bitrix_images.testing import FakePortal
 
-WORKER = Path(__file__).with_name("coordinated_worker.py")
+WORKER = Path(__file__).parent.parent / "coordinated_worker.py"
 LIMIT = 180.0  # seconds any one wait may take on a loaded machine before the test fails
 # Retries patient enough to outlast 503 storms and a Redis restart, quick to come back.
 RETRY = {"max_attempts": 60, "initial_delay": 0.02, "max_delay": 0.5, "max_wait": 150.0}
