@@ -103,7 +103,7 @@ class Caller:
         if coordinator is not None:
             if isinstance(auth, OAuthAuth):
                 link = coordinator.link(auth.origin, oauth_credential(auth.client_id))
-                self._shared_tokens = SharedTokens(link, auth.origin)
+                self._shared_tokens = SharedTokens(link, auth.origin, lambda: auth.grantee)
             else:
                 link = coordinator.link(auth.origin, webhook_credential(auth.secrets[0]))
             self._shared = SharedLimits(
@@ -121,7 +121,10 @@ class Caller:
         if refreshing is not None and not refreshing.done():
             # The OAuth server may have replaced the pair already: a refresh in flight (and
             # its on_token_refresh) finishes before the session goes, even when the caller
-            # was cancelled (SIGINT, SIGTERM), or the new refresh token would be lost.
+            # was cancelled (SIGINT, SIGTERM), or the new refresh token would be lost. One
+            # still waiting for another process's lock has sent nothing: it ends at once.
+            if self._shared_tokens is not None and self._shared_tokens.waiting:
+                refreshing.cancel()
             await asyncio.wait({refreshing})
         try:
             await self.transport.close()

@@ -34,6 +34,7 @@ from yarl import URL
 
 from . import _tokenfile
 from ._coordinator import RedisCoordinator
+from ._coordinator import _cli as coordinated
 from ._interrupt import Interrupted, run_interruptible
 from ._listing import products
 from ._mirror import MirrorResult, catalog_ids, file_ids, mirror
@@ -635,20 +636,26 @@ async def _run(portal: _Portal, args: argparse.Namespace) -> int:
 
 @contextlib.asynccontextmanager
 async def _coordinator(url: str | None) -> AsyncIterator[RedisCoordinator | None]:
-    """A coordinator on the Redis at *url* (closed after), or ``None`` without one."""
+    """
+    A coordinator on the Redis at *url* (closed after), or ``None`` without one.
+
+    A ``--redis`` that cannot be used stops the command before it starts, with status 2,
+    as any other unusable option does: running uncoordinated would break what the caller
+    asked Redis for (one bucket, one refresh) without anyone noticing.
+    """
     if url is None:
         yield None
         return
     try:
-        from redis.asyncio import Redis  # noqa: PLC0415 -- the optional extra
-    except ImportError:
-        raise ValueError("--redis needs redis-py: pip install 'bitrix_images[redis]'") from None
-    # Short socket timeouts: a Redis that does not answer must not hold up the portal's work.
-    redis = Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        coordinator = await coordinated.connect(url)
+    except coordinated.RedisUnusable as error:
+        print(f"{PROG}: error: {printable(str(error))}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
-        yield RedisCoordinator(redis)
+        with coordinated.warnings_to(_warn):
+            yield coordinator
     finally:
-        await redis.aclose()
+        await coordinator.redis.aclose()
 
 
 async def _run_demo(args: argparse.Namespace) -> int:

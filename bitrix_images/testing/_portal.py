@@ -295,6 +295,7 @@ class FakePortal:
             self._cost = lambda method: 0.0 if method == "download" else flat
         self._secret = secrets.token_bytes(32)
         self._tokens: dict[str, _Token] = {}
+        self._users = _Users()
         self.access_token = ""
         self.refresh_token = ""
         self._issue_tokens()
@@ -631,11 +632,13 @@ class FakePortal:
         if header[:7].lower() == "bearer ":
             token = header[7:].strip()
             self._check_token(token)
+            self._users.ran_as(self, token)
             return _Auth("bearer", f"bearer:{token}")
         for key in ("auth", "access_token"):
             value = params.get(key)
             if isinstance(value, str) and value:
                 self._check_token(value)
+                self._users.ran_as(self, value)
                 return _Auth("oauth", f"oauth:{value}", ((key, value),))
         raise RestError.from_body(401, NO_AUTH_FOUND)
 
@@ -876,6 +879,9 @@ class FakePortal:
             return self._json(
                 401, {"error": "invalid_client", "error_description": "Invalid client"}
             )
+        other = self._users.refresh(self, params)
+        if other is not None:
+            return other
         if self.reject_refresh or params.get("refresh_token") != self.refresh_token:
             return self._json(
                 400, {"error": "invalid_grant", "error_description": "Invalid refresh token"}
@@ -897,5 +903,67 @@ class FakePortal:
                 "member_id": self.member_id,
                 "user_id": self.user_id,
                 "refresh_token": self.refresh_token,
+            },
+        )
+
+    # -- several users of the OAuth application (the pair above is user_id's) ---------------
+
+    def authorize(self, user_id: int | None = None) -> tuple[str, str]:
+        """
+        Authorise the application for *user_id* (the portal's own user by default) anew and
+        return the new ``(access_token, refresh_token)``; that user's previous refresh token
+        stops working, as when the application is installed or opened again.
+        """
+        if user_id is None or user_id == self.user_id:
+            self._issue_tokens()
+            return self.access_token, self.refresh_token
+        return self._users.issue(self, user_id)
+
+    @property
+    def requests_by_user(self) -> Counter[int]:
+        """The OAuth REST requests that ran, by the user whose access token they carried."""
+        return self._users.requests
+
+    def expire(self, access_token: str) -> None:
+        """From now on *access_token* (any user's) answers 401 ``expired_token``."""
+        self._tokens[access_token].expired = True
+
+
+class _Users:
+    """The pairs of users other than the portal's own, and whose each request ran as."""
+
+    def __init__(self) -> None:
+        self.requests: Counter[int] = Counter()
+        self._owners: dict[str, int] = {}  # access token -> user id
+        self._refresh: dict[int, str] = {}  # user id -> that user's current refresh token
+
+    def issue(self, portal: FakePortal, user_id: int) -> tuple[str, str]:
+        access, refresh = secrets.token_hex(32), secrets.token_hex(32)
+        portal._tokens[access] = _Token(expires_at=portal._clock() + TOKEN_LIFETIME)
+        self._owners[access] = user_id
+        self._refresh[user_id] = refresh
+        return access, refresh
+
+    def ran_as(self, portal: FakePortal, access_token: str) -> None:
+        self.requests[self._owners.get(access_token, portal.user_id)] += 1
+
+    def refresh(self, portal: FakePortal, params: Mapping[str, object]) -> _Answer | None:
+        """Another user's refresh (client already checked), or ``None`` for the portal's."""
+        token = params.get("refresh_token")
+        user = next((u for u, r in self._refresh.items() if r == token), None)
+        if user is None or portal.reject_refresh:
+            return None
+        access, refresh = self.issue(portal, user)
+        portal.counters.refreshes += 1
+        return portal._json(
+            200,
+            {
+                "access_token": access,
+                "expires": int(portal._tokens[access].expires_at),
+                "expires_in": TOKEN_LIFETIME,
+                "client_endpoint": str(portal.client_endpoint),
+                "member_id": portal.member_id,
+                "user_id": user,
+                "refresh_token": refresh,
             },
         )
