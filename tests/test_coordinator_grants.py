@@ -258,7 +258,7 @@ async def test_sigint_ends_a_wait_for_another_process_lock(redis_server: RedisSe
         redis = aioredis.Redis.from_url(redis_server.url)
         try:
             await until(lambda: portal.counters.by_method["oauth.token"] == 1, "the holder")
-            grant = f"bitrix_images:{{127.0.0.1:{portal.port}}}:*:lock"
+            grant = f"bitrix_images:{{127.0.0.1:{portal.port}*:lock"
             locks = [k async for k in redis.scan_iter(match=grant)]
             assert len(locks) == 1
             held_by = await redis.get(locks[0])
