@@ -20,6 +20,7 @@ import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,14 @@ from yarl import URL
 
 import bitrix_images as bx
 from bitrix_images import cli
-from bitrix_images._coordinator import SharedLimits, webhook_credential
+from bitrix_images._coordinator import (
+    RedisDown,
+    SharedLimits,
+    SharedTokens,
+    oauth_credential,
+    webhook_credential,
+)
+from bitrix_images._coordinator._cli import RedisUnusable, connect, warnings_to
 from bitrix_images._coordinator._redis import BACKOFF_FIRST
 from bitrix_images._throttle import LeakyBucket
 from bitrix_images.testing import FakePortal, instant_retries
@@ -431,3 +439,132 @@ def test_redis_warnings_are_the_command_lines_own(
     assert all(line.startswith("bitrix-images: warning: ") for line in lines), err
     assert "Redis is unreachable" in err
     assert "pingpass" not in err
+
+
+# --- the pieces, in this process -------------------------------------------------------------
+
+
+def pair(n: int) -> bx.OAuthTokens:
+    return bx.OAuthTokens(
+        access_token=f"access-{n}",
+        refresh_token=f"refresh-{n}",
+        expires_at=datetime(2030, 1, 1, tzinfo=timezone.utc) + timedelta(hours=n),
+        client_endpoint=URL("http://127.0.0.1:8123/rest/"),
+    )
+
+
+def shared_tokens(
+    connection: aioredis.Redis, namespace: str, *, lock_ttl: float = 30.0, **options: Any
+) -> SharedTokens:
+    coordinator = bx.RedisCoordinator(connection, namespace=namespace, lock_ttl=lock_ttl)
+    origin = URL("http://127.0.0.1:8123")
+    return SharedTokens(coordinator.link(origin, oauth_credential("app")), origin, **options)
+
+
+async def test_a_cancelled_wait_leaves_the_other_process_lock_alone(
+    connections: list[aioredis.Redis], namespace: str
+) -> None:
+    tokens = shared_tokens(connections[0], namespace)
+    await tokens.load(pair(1))
+    assert tokens.lineage is not None
+    lock = tokens.link.keys.lock(tokens.lineage)
+    await connections[1].set(lock, "another process")
+
+    async def run(tokens: bx.OAuthTokens) -> bx.OAuthTokens:
+        raise AssertionError("no refresh: the lock is taken")
+
+    waiting = asyncio.ensure_future(tokens.refresh("access-1", pair(1), run))
+    await until(lambda: tokens.waiting, "the wait for the lock")
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert not tokens.waiting
+    assert await connections[1].get(lock) == b"another process"
+
+
+async def test_a_lost_lock_is_told(
+    connections: list[aioredis.Redis], namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    tokens = shared_tokens(connections[0], namespace, lock_ttl=0.2)
+    await tokens.load(pair(1))
+    assert tokens.lineage is not None
+    lock = tokens.link.keys.lock(tokens.lineage)
+
+    async def run(given: bx.OAuthTokens) -> bx.OAuthTokens:
+        await connections[1].delete(lock)  # as if it had expired
+        await until(lambda: "expired while the refresh ran" in caplog.text, "the warning")
+        return pair(2)
+
+    with caplog.at_level(logging.WARNING, logger="bitrix_images"):
+        assert await tokens.refresh("access-1", pair(1), run) == (pair(2), True)
+    assert await tokens.load(pair(1)) == pair(2)  # stored all the same
+
+
+async def test_a_refresh_that_fails_otherwise_releases_the_lock(
+    connections: list[aioredis.Redis], namespace: str
+) -> None:
+    # An answer without member_id / user_id: the grant is stored with no owner to check.
+    tokens = shared_tokens(connections[0], namespace, owner=lambda: (None, 5))
+    await tokens.load(pair(1))
+    assert tokens.lineage is not None
+    lock = tokens.link.keys.lock(tokens.lineage)
+
+    async def broken(given: bx.OAuthTokens) -> bx.OAuthTokens:
+        raise RuntimeError("not an AuthError")
+
+    with pytest.raises(RuntimeError):
+        await tokens.refresh("access-1", pair(1), broken)
+    assert await connections[0].exists(lock) == 0
+
+    async def run(given: bx.OAuthTokens) -> bx.OAuthTokens:
+        return pair(2)
+
+    assert await tokens.refresh("access-1", pair(1), run) == (pair(2), True)
+    grant = tokens.link.keys.grant(tokens.lineage)
+    assert await connections[0].hget(grant, "user_id") is None
+
+
+@pytest.mark.parametrize("failure", [RedisDown("timed out"), asyncio.CancelledError()])
+async def test_a_failed_read_under_the_lock_releases_it(
+    connections: list[aioredis.Redis], namespace: str, failure: BaseException
+) -> None:
+    tokens = shared_tokens(connections[0], namespace)
+    await tokens.load(pair(1))
+    assert tokens.lineage is not None
+    link = tokens.link
+
+    class Failing(type(link)):  # type: ignore[misc]
+        reads = 0
+
+        async def read_tokens(self, lineage: str, seed: bx.OAuthTokens | None = None) -> Any:
+            Failing.reads += 1
+            if Failing.reads == 2:  # the read inside the lock
+                raise failure
+            return await super().read_tokens(lineage, seed)
+
+    failing = SharedTokens(Failing(link.coordinator, link.keys), URL("http://127.0.0.1:8123"))
+    failing.lineage = tokens.lineage
+
+    async def run(given: bx.OAuthTokens) -> bx.OAuthTokens:
+        raise AssertionError("no refresh")
+
+    with pytest.raises((bx.CoordinatorUnavailable, asyncio.CancelledError)):
+        await failing.refresh("access-1", pair(1), run)
+    assert await connections[0].exists(link.keys.lock(tokens.lineage)) == 0
+
+
+async def test_a_unix_socket_redis_is_named_by_its_path() -> None:
+    with pytest.raises(RedisUnusable, match=r"/nonexistent/redis\.sock"):
+        await connect("unix:///nonexistent/redis.sock")
+
+
+def test_a_warning_writer_that_fails_does_not_stop_the_command(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logging, "raiseExceptions", False)
+
+    def broken(line: str) -> None:
+        raise BrokenPipeError
+
+    with warnings_to(broken):
+        logging.getLogger("bitrix_images.coordinator").warning("Redis is unreachable")

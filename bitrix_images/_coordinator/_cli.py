@@ -53,18 +53,19 @@ async def connect(url: str) -> RedisCoordinator:
             "--redis is not a Redis URL: redis://[:password@]host[:port][/db], rediss://... "
             "or unix:///path"
         ) from None
+    answered = False
     try:
         await asyncio.wait_for(redis.ping(), _CHECK_TIMEOUT)
+        answered = True
     except (RedisError, OSError, asyncio.TimeoutError) as exc:
-        await redis.aclose()
         what = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
         raise RedisUnusable(
             f"cannot use the Redis at {_where(redis)} given by --redis ({what}); check "
             "the host, port and password, or leave out --redis to run uncoordinated"
         ) from None
-    except BaseException:
-        await redis.aclose()
-        raise
+    finally:
+        if not answered:
+            await redis.aclose()
     return RedisCoordinator(redis)
 
 
