@@ -207,15 +207,16 @@ async def test_the_lock_outlives_a_refresh_slower_than_its_ttl(
     portal: FakePortal, connections: list[aioredis.Redis], namespace: str
 ) -> None:
     pair = (portal.access_token, portal.refresh_token)
-    # A 1 s lock and an OAuth server that takes 5 s to answer the first refresh.
+    # A 2 s lock and an OAuth server that takes 6 s to answer the first refresh (the holder
+    # extends its lock every 0.5 s: a stall of 1.5 s would still not lose it).
     first, second = (
-        client_of(portal, pair, bx.RedisCoordinator(c, namespace=namespace, lock_ttl=1.0))
+        client_of(portal, pair, bx.RedisCoordinator(c, namespace=namespace, lock_ttl=2.0))
         for c in connections[:2]
     )
     async with first, second:
         await first.images.fields()
         await second.images.fields()
-        portal.inject("delay", method="oauth.token", delay=5.0)
+        portal.inject("delay", method="oauth.token", delay=6.0)
         portal.expire(portal.access_token)
         holder = asyncio.ensure_future(first.images.fields())
         await until(lambda: portal.counters.by_method["oauth.token"] == 1, "the slow refresh")
