@@ -8,12 +8,10 @@ direction. ``bitrix_images.testing`` holds an embedded portal for tests.
 """
 
 from ._coordinator import RedisCoordinator
-from ._mirror import MirrorResult, mirror
 from ._paginate import AsyncPaginator, Page
 from ._retry import RetryPolicy
 from ._stats import ClientStats
 from ._throttle import RateLimit
-from ._upload import UploadResult, upload
 from .client import BitrixClient
 from .exceptions import (
     AccessDenied,
@@ -32,6 +30,7 @@ from .exceptions import (
 )
 from .images import Images
 from .models import FieldInfo, ImageType, OAuthTokens, ProductImage
+from .sync import MirrorResult, UploadResult, mirror, upload
 
 __all__ = [
     "AccessDenied",

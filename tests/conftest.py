@@ -22,10 +22,11 @@ import logging
 import re
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from support import FAST_RETRY, UNLIMITED, secrets_of
+from support import CLI_ENV, FAST_RETRY, UNLIMITED, ThreadPortal, secrets_of
 
 import bitrix_images as bx
 from bitrix_images._auth import OAuthAuth, WebhookAuth
@@ -286,3 +287,29 @@ async def _client(portal: FakePortal) -> AsyncIterator[bx.BitrixClient]:
         portal.webhook_url, retry=FAST_RETRY, rate_limit=UNLIMITED
     ) as client:
         yield client
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "served(**options): the FakePortal options of the `served` fixture"
+    )
+
+
+@pytest.fixture
+def served(request: pytest.FixtureRequest) -> Iterator[ThreadPortal]:
+    """A portal in a background thread, for the command line (its ``asyncio.run``)."""
+    marker = request.node.get_closest_marker("served")
+    portal = ThreadPortal(**(marker.kwargs if marker is not None else {}))
+    yield portal
+    portal.close()
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No portal from the environment, and a scratch folder as the working directory."""
+    for name in CLI_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)

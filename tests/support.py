@@ -1,7 +1,8 @@
 """
 What the tests share (fixtures live in conftest.py): fast clients, the test image, the
-checks that a call left nothing behind, a portal in a process or a thread, and the raw
-HTTP helpers of the embedded-portal tests. Everything here uses the SDK's public surface.
+checks that a call left nothing behind, a portal in a process or a thread, the command
+line run in-process, and the raw HTTP helpers of the embedded-portal tests. Everything here
+uses the SDK's public surface.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
+import pytest
 import yarl
 
 import bitrix_images as bx
+from bitrix_images import cli
 from bitrix_images.testing import FakePortal
 
 T = TypeVar("T")
@@ -195,6 +198,33 @@ class ThreadPortal:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
+
+
+# --- the command line, in-process --------------------------------------------------------------
+
+# The variables from which the command line takes a portal: a test starts without them.
+CLI_ENV = (cli.WEBHOOK_ENV, *cli.OAUTH_ENV, cli.OAUTH_URL_ENV, cli.REDIS_ENV)
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """``bitrix-images ARGV`` in this process: its exit status, its stdout and stderr."""
+    try:
+        code = cli.main(list(argv))
+    except SystemExit as exit_:
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_error_line(err: str, *secrets: str) -> str:
+    """*err* is one ``bitrix-images: error:`` line, with none of *secrets*; return it."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("bitrix-images: error: "), err
+    assert "Traceback" not in err
+    for secret in secrets:
+        assert secret not in err
+    return lines[0]
 
 
 # --- raw HTTP for the embedded-portal tests -----------------------------------------------------

@@ -23,7 +23,7 @@ import pytest
 from support import PNG, idle, oauth_client, partial_files, settle, webhook_client
 
 import bitrix_images as bx
-from bitrix_images._mirror import mirror
+from bitrix_images import mirror
 from bitrix_images.testing import OPERATION_TIME_LIMIT, FakePortal
 
 Op = Callable[[bx.BitrixClient, FakePortal, Path], Awaitable[object]]

@@ -19,59 +19,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ThreadPortal
+from support import ThreadPortal, assert_one_error_line, run_cli
 
 import bitrix_images as bx
-from bitrix_images import _mirror, cli
-from bitrix_images._progress import human_size
+from bitrix_images import cli
+from bitrix_images.cli import app
+from bitrix_images.cli.output import scrub
+from bitrix_images.cli.portal import Portal
+from bitrix_images.sync import ids as _ids
+from bitrix_images.sync.progress import human_size
 from bitrix_images.testing import INVALID_CREDENTIALS, FakePortal, demo_portal
 
 ACCESS_DENIED = {"error": "ACCESS_DENIED", "error_description": "Access denied."}
 
 
-@pytest.fixture
-def served() -> Iterator[ThreadPortal]:
-    portal = ThreadPortal()
-    yield portal
-    portal.close()
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in (cli.WEBHOOK_ENV, *cli.OAUTH_ENV, cli.OAUTH_URL_ENV):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 
 @pytest.fixture
 def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Production backoff takes seconds: the CLI's clients retry within milliseconds here."""
-    original = cli.BitrixClient.from_webhook
+    original = bx.BitrixClient.from_webhook
 
     def quick(url: str, **options: Any) -> bx.BitrixClient:
         retry = bx.RetryPolicy(initial_delay=0.001, max_delay=0.002)
         return original(url, retry=retry, **options)
 
-    monkeypatch.setattr(cli.BitrixClient, "from_webhook", quick)
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_error_line(err: str, *secrets: str) -> str:
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("bitrix-images: error: "), err
-    assert "Traceback" not in err
-    for secret in secrets:
-        assert secret not in err
-    return lines[0]
+    monkeypatch.setattr(bx.BitrixClient, "from_webhook", quick)
 
 
 def ndjson(out: str) -> list[dict[str, Any]]:
@@ -361,13 +335,13 @@ def test_rate_options_before_and_after_the_command(
     served: ThreadPortal, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[bx.RateLimit] = []
-    original = cli._Portal.client
+    original = Portal.client
 
-    def spy(self: cli._Portal, rate_limit: bx.RateLimit) -> bx.BitrixClient:
+    def spy(self: Portal, rate_limit: bx.RateLimit) -> bx.BitrixClient:
         seen.append(rate_limit)
         return original(self, rate_limit)
 
-    monkeypatch.setattr(cli._Portal, "client", spy)
+    monkeypatch.setattr(Portal, "client", spy)
     assert (
         run_cli(capsys, "--rate", "5", "fields", "--burst", "250", "--webhook", served.url)[0] == 0
     )
@@ -699,7 +673,7 @@ def test_interrupt_exits_130(
     def interrupted(*args: Any) -> int:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli, "_start", interrupted)
+    monkeypatch.setattr(app, "execute", interrupted)
     code, _, err = run_cli(capsys, "fields", "--webhook", "https://portal.example.com/rest/1/c/")
     assert code == 130
     assert err == "bitrix-images: interrupted\n"
@@ -711,7 +685,7 @@ def test_an_error_without_a_message_names_its_type(
     def failing(*args: Any) -> int:
         raise PermissionError
 
-    monkeypatch.setattr(cli, "_start", failing)
+    monkeypatch.setattr(app, "execute", failing)
     code, _, err = run_cli(capsys, "fields", "--webhook", "https://portal.example.com/rest/1/c/")
     assert code == 1
     assert err == "bitrix-images: error: PermissionError\n"
@@ -763,13 +737,13 @@ def test_a_closed_pipe_stops_quietly(
     ],
 )
 def test_scrub(message: str, expected: str) -> None:
-    assert cli._scrub(message, ["abcdef123", "abcdef"]) == expected
+    assert scrub(message, ["abcdef123", "abcdef"]) == expected
 
 
 def test_portal_secrets() -> None:
-    portal = cli._Portal(webhook="https://portal.example.com/rest/1/abcdef/")
+    portal = Portal(webhook="https://portal.example.com/rest/1/abcdef/")
     assert portal.secrets() == ["https://portal.example.com/rest/1/abcdef/", "abcdef"]
-    oauth = cli._Portal(
+    oauth = Portal(
         oauth={
             "BITRIX_ACCESS_TOKEN": "access",
             "BITRIX_REFRESH_TOKEN": "refresh",
@@ -795,7 +769,7 @@ def test_python_dash_m(
 
 def test_file_ids() -> None:
     lines = ["1\n", "\n", "# comment\n", " 22 # trailing\n", "333"]
-    assert list(_mirror.file_ids(lines, "ids.txt")) == [1, 22, 333]
+    assert list(_ids.file_ids(lines, "ids.txt")) == [1, 22, 333]
 
 
 def test_file_ids_is_lazy() -> None:
@@ -803,7 +777,7 @@ def test_file_ids_is_lazy() -> None:
         yield "1"
         raise AssertionError("read too far")
 
-    assert next(_mirror.file_ids(lines(), "ids")) == 1
+    assert next(_ids.file_ids(lines(), "ids")) == 1
 
 
 class StubClient:
@@ -835,27 +809,27 @@ class StubClient:
 
 async def test_catalog_ids_reads_numbers_and_numeric_strings() -> None:
     client: Any = StubClient([{"id": 1}, {"id": "2"}, {"id": 3, "iblockId": 7}], [])
-    assert [i async for i in _mirror.catalog_ids(client, 7)] == [1, 2, 3]
+    assert [i async for i in _ids.catalog_ids(client, 7)] == [1, 2, 3]
 
 
 @pytest.mark.parametrize("product", [{"id": None}, {"id": True}, {"id": "x"}, ["id", 1]])
 async def test_catalog_ids_refuses_a_product_without_an_id(product: object) -> None:
     client: Any = StubClient([product], [])
     with pytest.raises(ValueError, match="without a valid id"):
-        [i async for i in _mirror.catalog_ids(client, 7)]
+        [i async for i in _ids.catalog_ids(client, 7)]
 
 
 async def test_mirror_refuses_an_image_without_its_product(tmp_path: Path) -> None:
     client: Any = StubClient([], [bx.ProductImage(id=5, name="a.png")])
     with pytest.raises(bx.MalformedResponse, match="without its productId"):
-        await _mirror.mirror(client, [1], tmp_path, warnings=sys.stderr)
+        await bx.mirror(client, [1], tmp_path, warnings=sys.stderr)
 
 
 @pytest.mark.parametrize("concurrency", [0, True, 1.5])
 async def test_mirror_checks_concurrency(tmp_path: Path, concurrency: Any) -> None:
     client: Any = StubClient([], [])
     with pytest.raises(ValueError, match="concurrency"):
-        await _mirror.mirror(client, [1], tmp_path, concurrency=concurrency, warnings=sys.stderr)
+        await bx.mirror(client, [1], tmp_path, concurrency=concurrency, warnings=sys.stderr)
 
 
 async def test_mirror_reads_async_ids(tmp_path: Path) -> None:
@@ -864,7 +838,7 @@ async def test_mirror_reads_async_ids(tmp_path: Path) -> None:
         yield 2
 
     client: Any = StubClient([], [])
-    stats = await _mirror.mirror(client, ids(), tmp_path, warnings=sys.stderr)
+    stats = await bx.mirror(client, ids(), tmp_path, warnings=sys.stderr)
     assert (stats.products, stats.images) == (2, 0)
 
 

@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 
 import pytest
-from support import ThreadPortal
-from test_cli import assert_one_error_line, clean_env, ndjson, run_cli, served
+from support import ThreadPortal, assert_one_error_line, run_cli
+from test_cli import ndjson
 
 import bitrix_images as bx
 from bitrix_images._auth import is_loopback
 
-__all__ = ["clean_env", "served"]  # fixtures, used by name
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 HOSTILE = "\x1b]0;PWNED-TITLE\x07\x1b[2J\rfake line\x9b31m\u202egnp.exe"
 

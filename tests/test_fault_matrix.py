@@ -32,7 +32,7 @@ from support import (
 )
 
 import bitrix_images as bx
-from bitrix_images._mirror import mirror
+from bitrix_images import mirror
 from bitrix_images.testing import (
     INTERNAL_SERVER_ERROR,
     OPERATION_TIME_LIMIT,

@@ -8,12 +8,11 @@ from pathlib import Path
 
 import pytest
 from hostile_support import HostileProxy
-from support import ThreadPortal
-from test_cli import clean_env, run_cli
+from support import ThreadPortal, run_cli
 
 from bitrix_images.testing._catalog import make_png
 
-__all__ = ["clean_env"]  # a fixture, used by name
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 HOSTILE_NAMES = {
     "nul": "nul\x00byte.png",

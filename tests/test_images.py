@@ -20,8 +20,8 @@ from yarl import URL
 import bitrix_images as bx
 from bitrix_images._converters import Converter
 from bitrix_images._files import safe_name
-from bitrix_images._listing import products
 from bitrix_images.images import is_image
+from bitrix_images.sync.listing import products
 from bitrix_images.testing import INTERNAL_SERVER_ERROR, QUERY_LIMIT_EXCEEDED, FakePortal
 
 SAMPLES = Path(__file__).parent / "samples"

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from support import ThreadPortal
 
-from bitrix_images._interrupt import Interrupted, run_interruptible
+from bitrix_images.cli.interrupt import Interrupted, run_interruptible
 
 # Generous: these wait for events, they never time anything.
 PATIENCE = 60.0

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 import bitrix_images as bx
-from bitrix_images import _dest
-from bitrix_images._health import PortalHealth
-from bitrix_images._progress import Progress, count_ids
+from bitrix_images.sync import dest as _dest
+from bitrix_images.sync.health import PortalHealth
+from bitrix_images.sync.ids import count_ids
+from bitrix_images.sync.progress import Progress
 
 # --- DEST ---------------------------------------------------------------------------------
 

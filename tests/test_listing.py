@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 import bitrix_images as bx
-from bitrix_images._listing import Listed, products
+from bitrix_images.sync.listing import Listed, products
 
 
 class Stub:

@@ -11,7 +11,6 @@ import pytest
 from support import FAST_RETRY, UNLIMITED
 
 import bitrix_images as bx
-from bitrix_images import _mirror
 from bitrix_images.testing import INTERNAL_SERVER_ERROR, FakePortal
 
 
@@ -45,7 +44,7 @@ async def test_a_missing_and_a_forbidden_product_are_skipped(
         async with bx.BitrixClient.from_webhook(
             portal.webhook_url, retry=FAST_RETRY, rate_limit=UNLIMITED
         ) as client:
-            stats = await _mirror.mirror(client, ids, tmp_path, warnings=warnings)
+            stats = await bx.mirror(client, ids, tmp_path, warnings=warnings)
         listed = [pid for pid in ids if pid not in (99_999, 200)]
         assert files_under(tmp_path) == expected_files(portal, listed)
         assert stats.unlisted == 2
@@ -69,7 +68,7 @@ async def test_skipping_works_for_an_async_source_and_a_failure_first(tmp_path: 
         async with bx.BitrixClient.from_webhook(
             portal.webhook_url, retry=FAST_RETRY, rate_limit=UNLIMITED
         ) as client:
-            stats = await _mirror.mirror(client, ids(), tmp_path, warnings=io.StringIO())
+            stats = await bx.mirror(client, ids(), tmp_path, warnings=io.StringIO())
         assert files_under(tmp_path) == expected_files(portal, list(range(1, 61)))
         assert stats.unlisted == 1
 
@@ -86,5 +85,5 @@ async def test_a_failure_every_product_would_share_still_stops_the_run(tmp_path:
             portal.webhook_url, retry=FAST_RETRY, rate_limit=UNLIMITED
         ) as client:
             with pytest.raises(bx.BatchError) as info:
-                await _mirror.mirror(client, [1, 2, 3], tmp_path, warnings=io.StringIO())
+                await bx.mirror(client, [1, 2, 3], tmp_path, warnings=io.StringIO())
         assert isinstance(next(iter(info.value.errors.values())), bx.ServerError)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bitrix_images import _dest
+from bitrix_images.sync import dest as _dest
 
 PATIENCE = 90.0
 # 60 products of 3 images; the portal's own bucket out of the way (the client keeps its own).

@@ -8,6 +8,8 @@ import signal
 import sys
 import threading
 import time
+from datetime import datetime
+from typing import Any
 
 import aiohttp
 import pytest
@@ -152,3 +154,83 @@ def test_main_until_sigterm(capsys: pytest.CaptureFixture[str]) -> None:
         thread.join()
     assert capsys.readouterr().out.startswith("http://127.0.0.1:")
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+async def _serve_until_url(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> tuple[str, asyncio.Event, asyncio.Task[None]]:
+    """Run serve() in this process; its webhook URL, its stop switch and its task."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(parse_args(argv), stop))
+    out = ""
+    while not out and not task.done():
+        out = capsys.readouterr().out
+        await asyncio.sleep(0.01)
+    return out.splitlines()[0], stop, task
+
+
+def test_new_flags_default_to_the_portal_defaults() -> None:
+    args = parse_args([])
+    assert args.scopes == ("catalog",)
+    assert (args.public_files, args.files_origin, args.batch_writes) == (True, None, True)
+    assert (args.clock_skew, args.variations, args.iblock_id) == (0.0, 0, 14)
+    assert (args.operating_baskets, args.operating_reset_rounding) == ("first-call", "floor")
+
+
+async def test_serve_passes_every_portal_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        *("--products", "4", "--variations", "2", "--rate", "0"),
+        *("--scopes", "catalog, user", "--no-batch-writes", "--clock-skew", "3600"),
+        *("--private-files", "--files-origin", "127.0.0.1"),
+        *("--operating-baskets", "clock", "--operating-reset-rounding", "ceil"),
+        *("--operating-cost", "0.5"),
+    ]
+    url, stop, task = await asyncio.wait_for(_serve_until_url(capsys, argv), PATIENCE)
+    try:
+        async with aiohttp.ClientSession() as session:
+
+            async def post(method: str, payload: object) -> dict[str, Any]:
+                async with session.post(url + method, json=payload) as response:
+                    body: dict[str, Any] = await response.json()
+                    return body
+
+            assert (await post("scope", {}))["result"] == ["catalog", "user"]
+            catalogs = (await post("catalog.catalog.list", {}))["result"]["catalogs"]
+            assert [(c["iblockId"], c["productIblockId"]) for c in catalogs] == [
+                (14, None),
+                (15, 14),
+            ]
+            products = await post("catalog.product.list", {"filter": {"iblockId": 15}})
+            assert [p["id"] for p in products["result"]["products"]] == [3, 4]
+            add = "catalog.productImage.add?fields[productId]=1"
+            batch = await post("batch", {"cmd": {"a": add}})
+            assert batch["result"]["result_error"]["a"]["error"] == "ERROR_BATCH_METHOD_NOT_ALLOWED"
+            listed = await post("catalog.productImage.list", {"productId": 1})
+            # Aligned baskets of 60 s: the oldest leaves on a whole minute.
+            assert listed["time"]["operating_reset_at"] % 60 == 0
+            detail = listed["result"]["productImages"][0]["detailUrl"]
+            assert detail.startswith("http://127.0.0.1:")
+            assert not url.startswith(detail[: detail.index("/upload/")] + "/")
+            async with session.get(detail) as response:
+                assert response.status == 403
+            server = datetime.fromisoformat((await post("server.time", {}))["result"])
+            # An hour ahead; the margin only absorbs a slow machine, never decides the test.
+            assert abs(server.timestamp() - time.time() - 3600) < 600
+    finally:
+        stop.set()
+        await task
+
+
+async def test_serve_without_catalog_scope(capsys: pytest.CaptureFixture[str]) -> None:
+    url, stop, task = await asyncio.wait_for(
+        _serve_until_url(capsys, ["--scopes", "user"]), PATIENCE
+    )
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(url + "catalog.catalog.list", json={}) as response,
+        ):
+            assert (await response.json())["error"] == "insufficient_scope"
+    finally:
+        stop.set()
+        await task

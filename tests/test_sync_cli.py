@@ -2,38 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import io
+import sys
 from pathlib import Path
 
 import pytest
-from support import ThreadPortal
+from support import ThreadPortal, assert_one_error_line, run_cli
 
-from bitrix_images import cli
+from bitrix_images.testing import INVALID_CREDENTIALS
 
 NOT_FOUND_TEXT = "Product was not found"
 
 
-@pytest.fixture
-def served() -> Iterator[ThreadPortal]:
-    portal = ThreadPortal(products=6, images_per_product=2)
-    yield portal
-    portal.close()
-
-
-@pytest.fixture(autouse=True)
-def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in (cli.WEBHOOK_ENV, *cli.OAUTH_ENV, cli.OAUTH_URL_ENV):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.chdir(tmp_path)
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    try:
-        code = cli.main(list(argv))
-    except SystemExit as exit_:
-        code = int(exit_.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
+pytestmark = [
+    pytest.mark.usefixtures("cli_env"),
+    pytest.mark.served(products=6, images_per_product=2),
+]
 
 
 def test_mirror_prune_dry_run_then_prune(
@@ -146,3 +130,42 @@ def test_upload_of_a_missing_folder_is_one_error_line(
     code, out, err = run_cli(capsys, "upload", "nowhere", "--webhook", served.url)
     assert (code, out) == (1, "")
     assert err == "bitrix-images: error: not a directory: nowhere\n"
+
+
+def test_upload_stopped_by_the_portal_still_prints_its_summary(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    for product_id in (1, 2):
+        (tmp_path / "photos" / str(product_id)).mkdir(parents=True)
+        (tmp_path / "photos" / str(product_id) / "a.png").write_bytes(b"\x89PNG\r\n\x1a\na")
+    served.call(served.portal.inject, "error", method="batch", status=401, body=INVALID_CREDENTIALS)
+    code, out, err = run_cli(capsys, "upload", "photos", "--webhook", served.url)
+    assert code == 1
+    # What was done before the run stopped: the folder was read, nothing added.
+    assert out.startswith("2 products, 2 files (0 added, 0 already there) in ")
+    assert "INVALID_CREDENTIALS" in assert_one_error_line(err, served.portal.webhook_code)
+
+
+def test_upload_shows_a_progress_bar_on_a_terminal(
+    served: ThreadPortal,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    (tmp_path / "photos" / "3").mkdir(parents=True)
+    (tmp_path / "photos" / "3" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\na")
+    (tmp_path / "photos" / "3" / "notes.txt").write_text("no image")
+    code, out, _ = run_cli(capsys, "upload", "photos", "--webhook", served.url)
+    assert code == 0
+    assert out.startswith("1 products, 1 files (1 added, ")
+    shown = terminal.getvalue()
+    assert "upload: 100%" in shown
+    assert "1/1 products" in shown
+    assert "1 added" in shown
+    assert "bitrix-images: warning: 3/notes.txt: not a JPEG" in shown

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 import bitrix_images as bx
-from bitrix_images._manifest import MANIFEST_NAME
+from bitrix_images.sync.manifest import MANIFEST_NAME
 from bitrix_images.testing import FakePortal
 
 PRODUCTS = 20

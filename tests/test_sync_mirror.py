@@ -12,7 +12,7 @@ import pytest
 from support import FAST_RETRY, UNLIMITED
 
 import bitrix_images as bx
-from bitrix_images._manifest import MANIFEST_NAME, Entry, Manifest
+from bitrix_images.sync.manifest import MANIFEST_NAME, Entry, Manifest
 from bitrix_images.testing import FakePortal
 
 

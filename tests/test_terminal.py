@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bitrix_images._terminal import printable
+from bitrix_images.sync.terminal import printable
 
 
 @pytest.mark.parametrize(

@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 import yarl
-from support import ThreadPortal
-from test_cli import assert_one_error_line, clean_env, ndjson, oauth_env, run_cli, served
+from support import ThreadPortal, assert_one_error_line, run_cli
+from test_cli import ndjson, oauth_env
 
-from bitrix_images import OAuthTokens, _tokenfile
+from bitrix_images import OAuthTokens
+from bitrix_images.cli import tokenfile as _tokenfile
 from bitrix_images.testing import FakePortal
 
-__all__ = ["clean_env", "served"]  # fixtures, used by name
+pytestmark = pytest.mark.usefixtures("cli_env")
 
 TOKENS = OAuthTokens(
     access_token="access-token-1",

@@ -11,7 +11,7 @@ import pytest
 from support import FAST_RETRY, UNLIMITED
 
 import bitrix_images as bx
-from bitrix_images.testing import OPERATION_TIME_LIMIT, FakePortal
+from bitrix_images.testing import INVALID_CREDENTIALS, OPERATION_TIME_LIMIT, FakePortal
 
 REFUSED = {
     "error": "ERROR_BATCH_METHOD_NOT_ALLOWED",
@@ -444,3 +444,51 @@ def test_the_portal_command_line_takes_a_body_limit() -> None:
 
     assert parse_args(["--max-request-body", "1048576"]).max_request_body == 1_048_576
     assert parse_args([]).max_request_body is None
+
+
+async def test_on_finish_gets_the_counts_when_the_run_stops(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "src", {1: ["a.png", "b.png"], 2: ["c.png"]})
+    finished: list[bx.UploadResult] = []
+    async with FakePortal(products=2, images_per_product=1, rate=None) as portal:
+        portal.inject("error", method="batch", status=401, body=INVALID_CREDENTIALS, times=2)
+        async with client_for(portal) as client:
+            with pytest.raises(bx.AuthError):
+                await bx.upload(client, src, on_finish=finished.append)
+    # Stopped by the portal at the listing: the folder was read, nothing was added.
+    [result] = finished
+    assert (result.products, result.files, result.added) == (2, 3, 0)
+
+
+async def test_on_finish_gets_the_result_of_a_finished_run(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "src", {1: ["a.png"]})
+    finished: list[bx.UploadResult] = []
+    async with FakePortal(products=1, images_per_product=1, rate=None) as portal:
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, on_finish=finished.append)
+    assert finished == [result]
+    assert result.added == 1
+
+
+async def test_a_folder_that_cannot_be_read_ends_no_run(tmp_path: Path) -> None:
+    finished: list[bx.UploadResult] = []
+    async with FakePortal(products=1, rate=None) as portal:
+        async with client_for(portal) as client:
+            with pytest.raises(ValueError, match="not a directory"):
+                await bx.upload(client, tmp_path / "nowhere", on_finish=finished.append)
+    assert finished == []
+
+
+async def test_the_progress_bar_counts_products_and_adds(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "src", {1: ["a.png", "b.png"], 2: ["c.png"]}, size=1000)
+    (src / "2" / "c.png").rename(src / "2" / "present.png")
+    screen = io.StringIO()
+    async with FakePortal(products=2, images_per_product=0, rate=None) as portal:
+        portal.catalog.add_image(2, name="present.png", content=png("x"))
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, progress=screen, warnings=screen)
+    shown = screen.getvalue()
+    assert (result.added, result.present) == (2, 1)
+    assert "upload: 100%" in shown
+    assert "2/2 products" in shown
+    assert "2 added" in shown
+    assert "1 skipped" in shown

@@ -1,12 +1,14 @@
 """An embedded fake Bitrix24 portal for tests, demos and benchmarks (like moto for AWS).
 
 ``FakePortal`` is an ``aiohttp.web`` server on 127.0.0.1 that speaks the Bitrix24 REST wire
-protocol for ``catalog.productImage.*``, ``catalog.product.list`` and ``batch``: webhook and
-OAuth auth (with token refresh), JSON / PHP-bracket form / query-string bodies, integer
-business error codes, PHP ``json_encode`` quirks in batch answers, the request-rate leaky
-bucket, the per-method operating-time limit, signed ``downloadUrl`` links and fault
-injection. It depends on nothing else in ``bitrix_images``: it behaves like the server,
-not like our client expects. The one piece of the SDK here is ``instant_retries()``, the
+protocol for ``catalog.productImage.*``, ``catalog.product.list``, ``catalog.catalog.list``,
+``batch`` (with ``$result`` references) and the checks ``scope``, ``method.get``,
+``server.time`` and ``app.info``: webhook and OAuth auth (with token refresh), JSON /
+PHP-bracket form / query-string bodies, integer business error codes, PHP ``json_encode``
+quirks in batch answers, the request-rate leaky bucket, the per-method operating-time limit,
+signed ``downloadUrl`` links, public ``detailUrl`` files, and fault injection. It depends
+on nothing else in ``bitrix_images``: it behaves like the server, not like our client
+expects. The one piece of the SDK here is ``instant_retries()``, the
 switch that makes every client's waits instant in your own tests (like stamina's
 ``set_testing()``); ``demo_portal()`` is the catalog of ``bitrix_images mirror --demo``.
 
@@ -21,6 +23,7 @@ Run one from the shell with ``python -m bitrix_images.testing --port 0``.
 
 from .._caller import InstantRetries, instant_retries
 from ._catalog import Catalog, StoredImage
+from ._catalogs import PortalCatalog
 from ._demo import DEMO_BURST, DEMO_RATE, demo_portal
 from ._errors import (
     EXPIRED_TOKEN,
@@ -33,6 +36,7 @@ from ._errors import (
     OVERLOAD_LIMIT,
     QUERY_LIMIT_EXCEEDED,
 )
+from ._faults import FILE_FAULT_KINDS, FileFault, FileFaultKind
 from ._portal import FAULT_KINDS, Counters, FakePortal, Fault, FaultKind, ReceivedCall
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
     "DEMO_RATE",
     "EXPIRED_TOKEN",
     "FAULT_KINDS",
+    "FILE_FAULT_KINDS",
     "INTERNAL_SERVER_ERROR",
     "INVALID_CREDENTIALS",
     "INVALID_TOKEN",
@@ -53,7 +58,10 @@ __all__ = [
     "FakePortal",
     "Fault",
     "FaultKind",
+    "FileFault",
+    "FileFaultKind",
     "InstantRetries",
+    "PortalCatalog",
     "ReceivedCall",
     "StoredImage",
     "demo_portal",

@@ -116,6 +116,40 @@ def image_mime(content: bytes) -> str | None:
     return None
 
 
+@attrs.frozen
+class _Seed:
+    """The rules of a seeded catalog: image ``id`` belongs to product
+    ``(id - 1) // per + 1``; its name, type, time and bytes follow from the id and the seed."""
+
+    per: int
+    seed: int
+    size: int | None
+
+    def time(self, image_id: int) -> datetime:
+        return _BASE_TIME + timedelta(seconds=image_id * 61 + self.seed * 3607)
+
+    def content(self, image_id: int) -> bytes:
+        return make_png(image_id, self.seed, self.size)
+
+    def record(self, product_id: int, index: int, image_id: int | None = None) -> ImageRecord:
+        """The *index*-th image of a seeded product (or, with *image_id*, of a product added
+        later: then the record carries its bytes)."""
+        seeded = image_id is None
+        if image_id is None:
+            image_id = (product_id - 1) * self.per + index + 1
+        return ImageRecord(
+            id=image_id,
+            product_id=product_id,
+            name=f"photo-{index + 1}.png",
+            type=DETAIL_PICTURE if index == 0 else MORE_PHOTO,
+            created=self.time(image_id),
+            content=None if seeded else self.content(image_id),
+        )
+
+    def product(self, product_id: int) -> Iterator[ImageRecord]:
+        return (self.record(product_id, index) for index in range(self.per))
+
+
 class Catalog:
     """In-memory products and images of one fake portal."""
 
@@ -132,8 +166,7 @@ class Catalog:
             raise ValueError("products and images_per_product must be >= 0")
         self._seeded = products
         self._per = images_per_product
-        self._seed = seed
-        self._size = image_size
+        self._rules = _Seed(images_per_product, seed, image_size)
         self.iblock_id = iblock_id
         self._materialised: dict[int, _ProductImages] = {}
         self._extra: dict[int, str] = {}
@@ -175,17 +208,7 @@ class Catalog:
         self._ids_cache = None
         self._materialised[product_id] = _ProductImages()
         for index in range(images):
-            image_id = self._next_id
-            self._store(
-                ImageRecord(
-                    id=image_id,
-                    product_id=product_id,
-                    name=f"photo-{index + 1}.png",
-                    type=DETAIL_PICTURE if index == 0 else MORE_PHOTO,
-                    created=self._seed_time(image_id),
-                    content=make_png(image_id, self._seed, self._size),
-                )
-            )
+            self._store(self._rules.record(product_id, index, self._next_id))
         return product_id
 
     def deny_read(self, product_id: int) -> None:
@@ -204,19 +227,6 @@ class Catalog:
 
     # -- images -------------------------------------------------------------------------
 
-    def _seed_time(self, image_id: int) -> datetime:
-        return _BASE_TIME + timedelta(seconds=image_id * 61 + self._seed * 3607)
-
-    def _virtual(self, product_id: int, index: int) -> ImageRecord:
-        image_id = (product_id - 1) * self._per + index + 1
-        return ImageRecord(
-            id=image_id,
-            product_id=product_id,
-            name=f"photo-{index + 1}.png",
-            type=DETAIL_PICTURE if index == 0 else MORE_PHOTO,
-            created=self._seed_time(image_id),
-        )
-
     def _state(self, product_id: int) -> _ProductImages:
         """Materialise a seeded product so it can be changed."""
         state = self._materialised.get(product_id)
@@ -224,16 +234,13 @@ class Catalog:
             if not self.has_product(product_id):
                 raise KeyError(product_id)
             state = _ProductImages()
-            for record in self._iter_virtual(product_id):
+            for record in self._rules.product(product_id):
                 if record.type == DETAIL_PICTURE:
                     state.detail = record
                 else:
                     state.more.append(record)
             self._materialised[product_id] = state
         return state
-
-    def _iter_virtual(self, product_id: int) -> Iterator[ImageRecord]:
-        return (self._virtual(product_id, index) for index in range(self._per))
 
     def records(self, product_id: int) -> list[ImageRecord]:
         """The images of a product, in server order, without computing their bytes."""
@@ -242,7 +249,7 @@ class Catalog:
             return state.ordered()
         if not self.has_product(product_id):
             raise KeyError(product_id)
-        return list(self._iter_virtual(product_id))
+        return list(self._rules.product(product_id))
 
     def find(self, image_id: int) -> ImageRecord | None:
         """The image with this id, wherever it is attached, or None."""
@@ -253,24 +260,18 @@ class Catalog:
             product_id = (image_id - 1) // self._per + 1
         state = self._materialised.get(product_id)
         if state is None:
-            return self._virtual(product_id, (image_id - 1) % self._per)
+            return self._rules.record(product_id, (image_id - 1) % self._per)
         return next((r for r in state.ordered() if r.id == image_id), None)
 
     def content(self, record: ImageRecord) -> bytes:
         """The bytes of an image (computed for a seeded one)."""
         if record.content is not None:
             return record.content
-        return make_png(record.id, self._seed, self._size)
+        return self._rules.content(record.id)
 
     def public(self, record: ImageRecord) -> StoredImage:
-        return StoredImage(
-            id=record.id,
-            product_id=record.product_id,
-            name=record.name,
-            type=record.type,
-            created=record.created,
-            content=self.content(record),
-        )
+        fields = attrs.asdict(record, recurse=False)
+        return StoredImage(**{**fields, "content": self.content(record)})
 
     def images(self, product_id: int) -> list[StoredImage]:
         """The images of a product in the order the server lists them."""

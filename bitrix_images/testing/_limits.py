@@ -5,12 +5,21 @@ Both take an injected clock (seconds, ``time.time`` by default) so tests can dri
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
+from typing import Literal
 
 import attrs
 
-__all__ = ["LeakyBucket", "OperatingLimiter"]
+__all__ = [
+    "BASKET_MODELS",
+    "RESET_ROUNDINGS",
+    "BasketModel",
+    "LeakyBucket",
+    "OperatingLimiter",
+    "ResetRounding",
+]
 
 
 @attrs.define
@@ -46,6 +55,12 @@ class LeakyBucket:
         return True
 
 
+BasketModel = Literal["first-call", "clock"]
+ResetRounding = Literal["floor", "ceil"]
+BASKET_MODELS = ("first-call", "clock")
+RESET_ROUNDINGS = ("floor", "ceil")
+
+
 @attrs.define
 class _Basket:
     start: float
@@ -55,14 +70,23 @@ class _Basket:
 @attrs.define
 class OperatingLimiter:
     """DOCS ``limits.md`` §Resource Intensity Limits: per-method time is summed in 10
-    baskets; a basket opens at the first call after the previous one's span and leaves the
-    window ``window`` seconds after it opened. When a method's sum reaches ``limit`` its calls
-    answer 429 OPERATION_TIME_LIMIT until enough baskets leave the window.
+    baskets of ``window / 10`` seconds; a basket leaves the window ``window`` seconds after it
+    opened. When a method's sum reaches ``limit`` its calls answer 429 OPERATION_TIME_LIMIT
+    until enough baskets leave the window.
+
+    The docs settle neither where a basket opens nor how ``operating_reset_at`` is rounded
+    (issue 24 measured a portal that differs from our first guess), so both are options:
+    ``model`` "first-call" opens a basket at the first call after the previous one's span,
+    "clock" aligns the ten baskets on the clock (a basket is ``[k * window/10, (k+1) *
+    window/10)``); ``rounding`` "floor" or "ceil" turns the second at which the oldest basket
+    with usage leaves into the integer ``operating_reset_at``.
     """
 
     limit: float
     window: float
     clock: Callable[[], float]
+    model: BasketModel = "first-call"
+    rounding: ResetRounding = "floor"
     _baskets: dict[str, deque[_Basket]] = attrs.field(factory=dict)
 
     def _live(self, method: str, now: float) -> deque[_Basket]:
@@ -70,6 +94,14 @@ class OperatingLimiter:
         while baskets and baskets[0].start + self.window <= now:
             baskets.popleft()
         return baskets
+
+    def _opening(self, now: float, last: _Basket | None) -> float | None:
+        """The start of the basket a call at *now* opens, or None to add to *last*."""
+        grain = self.window / 10
+        if self.model == "clock":
+            start = math.floor(now / grain) * grain
+            return None if last is not None and last.start == start else start
+        return now if last is None or now - last.start >= grain else None
 
     def clear(self) -> None:
         self._baskets.clear()
@@ -84,14 +116,17 @@ class OperatingLimiter:
     def book(self, method: str, cost: float) -> None:
         now = self.clock()
         baskets = self._live(method, now)
-        if not baskets or now - baskets[-1].start >= self.window / 10:
-            baskets.append(_Basket(now, cost))
-        else:
+        start = self._opening(now, baskets[-1] if baskets else None)
+        if start is None:
             baskets[-1].total += cost
+        else:
+            baskets.append(_Basket(start, cost))
 
     def report(self, method: str) -> tuple[float, int]:
         """``(operating, operating_reset_at)`` for the ``time`` block of an answer."""
         now = self.clock()
         baskets = self._live(method, now)
         oldest = baskets[0].start if baskets else now
-        return sum(b.total for b in baskets), int(oldest + self.window)
+        leaves = oldest + self.window
+        reset_at = math.ceil(leaves) if self.rounding == "ceil" else math.floor(leaves)
+        return sum(b.total for b in baskets), reset_at

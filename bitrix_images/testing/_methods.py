@@ -13,6 +13,7 @@ import binascii
 import operator
 import re
 import secrets
+import time
 from collections.abc import Callable, Mapping
 
 import attrs
@@ -25,6 +26,7 @@ from ._catalog import (
     ImageRecord,
     image_mime,
 )
+from ._catalogs import CatalogIndex, catalog_json
 from ._errors import RestError
 from ._phpquery import php_intval, php_values
 
@@ -65,16 +67,24 @@ class MethodContext:
     """What a handler needs besides its params: state and how to spell URLs for this caller."""
 
     catalog: Catalog
+    catalogs: CatalogIndex
     page_mode: str
     download_url: Callable[[ImageRecord], str]
     detail_url: Callable[[ImageRecord], str]
+    scopes: tuple[str, ...] = ("catalog",)
+    server_now: Callable[[], float] = time.time
+    caller: str = "webhook"
+    client_id: str = ""
 
 
 @attrs.frozen
 class MethodResult:
+    """A handler's answer; ``rows_read`` is what it read in the database (a counter)."""
+
     result: object
     total: int | None = None
     next: int | None = None
+    rows_read: int = 0
 
 
 Handler = Callable[[MethodContext, Mapping[str, object]], MethodResult]
@@ -281,17 +291,36 @@ def _image_get_fields(ctx: MethodContext, params: Mapping[str, object]) -> Metho
     return MethodResult({"productImage": _IMAGE_FIELDS_META})
 
 
+def _bound_test(compare: Callable[[int, int], bool], value: object) -> Callable[[int], bool] | None:
+    """One id condition; an array value (a batch reference to a missing path gives one)
+    is ORed over its elements' intval, an empty one or null adds no condition, as
+    CIBlockElement's filter builds SQL for a numeric field [UNCONFIRMED live]."""
+    if value is None:
+        return None
+    if isinstance(value, dict | list):
+        bounds = [php_intval(v) for v in php_values(value)]
+        if not bounds:
+            return None
+        return lambda pid: any(compare(pid, bound) for bound in bounds)
+    bound = php_intval(value)
+    return lambda pid: compare(pid, bound)
+
+
 def _product_filter(filter_: Mapping[str, object]) -> Callable[[int], bool]:
     """The id conditions of a ``catalog.product.list`` filter (``id``, ``>id``, ``<=id``...)."""
-    tests: list[tuple[Callable[[int, int], bool], int]] = []
+    tests: list[Callable[[int], bool]] = []
     for key, value in filter_.items():
         match = _ID_FILTER.match(str(key))
         if match is not None:
-            tests.append((_COMPARE[match.group(1) or "="], php_intval(value)))
-    return lambda pid: all(compare(pid, bound) for compare, bound in tests)
+            test = _bound_test(_COMPARE[match.group(1) or "="], value)
+            if test is not None:
+                tests.append(test)
+    return lambda pid: all(test(pid) for test in tests)
 
 
 def _product_list(ctx: MethodContext, params: Mapping[str, object]) -> MethodResult:
+    """DOCS catalog-product-list.md; paging by ``>id`` with ``start=-1`` per DOCS
+    settings/performance/huge-data.md."""
     raw_filter = params.get("filter")
     filter_ = raw_filter if isinstance(raw_filter, dict) else {}
     lowered = {str(k).lower(): v for k, v in filter_.items()}
@@ -299,10 +328,9 @@ def _product_list(ctx: MethodContext, params: Mapping[str, object]) -> MethodRes
         # DOCS catalog-product-list.md: filter.iblockId is required [UNCONFIRMED text].
         raise RestError(400, 0, "Required filter fields: iblockId")
     select = _select(params, {f.lower(): f for f in _PRODUCT_FIELDS})
-    ids: list[int] = []
-    if php_intval(lowered["iblockid"]) == ctx.catalog.iblock_id:
-        keep = _product_filter(filter_)
-        ids = [pid for pid in ctx.catalog.product_ids() if keep(pid)]
+    iblock_id = php_intval(lowered["iblockid"])
+    keep = _product_filter(filter_)
+    ids = [pid for pid in ctx.catalogs.product_ids(iblock_id) if keep(pid)]
     raw_order = params.get("order")
     order = raw_order if isinstance(raw_order, dict) else {}
     direction = next((str(v) for k, v in order.items() if str(k).lower() == "id"), "asc")
@@ -315,15 +343,34 @@ def _product_list(ctx: MethodContext, params: Mapping[str, object]) -> MethodRes
     for pid in page:
         full: dict[str, object] = {
             "id": pid,
-            "iblockId": ctx.catalog.iblock_id,
+            "iblockId": iblock_id,
             "name": ctx.catalog.product_name(pid),
         }
         products.append({k: v for k, v in full.items() if select is None or k in select})
     if start == -1:
-        return MethodResult({"products": products})
+        # RestManager::DONT_CALCULATE_COUNT: no COUNT(*), no offset: only its own rows.
+        return MethodResult({"products": products}, rows_read=len(page))
     more = offset + PAGE_SIZE < len(ids)
     return MethodResult(
-        {"products": products}, total=len(ids), next=offset + PAGE_SIZE if more else None
+        {"products": products},
+        total=len(ids),
+        next=offset + PAGE_SIZE if more else None,
+        # The database walks past every skipped row, then counts the matching ones.
+        rows_read=offset + len(page) + len(ids),
+    )
+
+
+def _catalog_list(ctx: MethodContext, params: Mapping[str, object]) -> MethodResult:
+    """DOCS api-reference/catalog/catalog/catalog-catalog-list.md (offset pages of 50)."""
+    catalogs = [catalog_json(c) for c in ctx.catalogs.catalogs]
+    start = php_intval(params.get("start", 0))
+    offset = max(start, 0)
+    page = catalogs[offset : offset + PAGE_SIZE]
+    if start == -1:
+        return MethodResult({"catalogs": page})
+    more = offset + PAGE_SIZE < len(catalogs)
+    return MethodResult(
+        {"catalogs": page}, total=len(catalogs), next=offset + PAGE_SIZE if more else None
     )
 
 
@@ -335,4 +382,5 @@ METHODS: dict[str, Handler] = {
     "catalog.productimage.delete": _image_delete,
     "catalog.productimage.getfields": _image_get_fields,
     "catalog.product.list": _product_list,
+    "catalog.catalog.list": _catalog_list,
 }

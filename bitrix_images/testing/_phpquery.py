@@ -108,7 +108,10 @@ def http_build_query(params: Mapping[str, object], prefix: str = "") -> str:
 
 
 def php_intval(value: object) -> int:
-    """PHP ``intval``: leading digits of a string, truncation of a float, 0 otherwise."""
+    """PHP ``intval``: leading digits of a string, truncation of a float, 1 for a non-empty
+    array and 0 for an empty one, 0 otherwise."""
+    if isinstance(value, dict | list):
+        return 1 if value else 0
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, int):

@@ -19,39 +19,39 @@ manifest lists, never after a failed listing.
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sized
+from collections.abc import Awaitable, Callable, Sized
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
 import attrs
 
-from ._dest import prepare_dest, remove_stale, stops_the_job
-from ._files import safe_name
-from ._health import PortalHealth
-from ._listing import Listed, products
-from ._manifest import MANIFEST_NAME, Entry, Manifest, digest
-from ._progress import Progress
-from .exceptions import AuthError, BitrixError, MalformedResponse, RateLimited
-from .models import ProductImage
+from ..exceptions import BitrixError, MalformedResponse
+from ..models import ProductImage
+from .dest import (
+    Names,
+    exists,
+    file_size,
+    is_file,
+    make_dir,
+    prepare_dest,
+    reason,
+    remove,
+    remove_stale,
+    same_file,
+    stops_the_job,
+)
+from .frame import FATAL, Counts, Job, RunTotals, run_bounded
+from .health import PortalHealth
+from .ids import Ids, counted
+from .listing import Listed, products
+from .manifest import MANIFEST_NAME, Entry, Manifest, digest
+from .progress import Progress
 
 if TYPE_CHECKING:
-    from .client import BitrixClient
+    from ..client import BitrixClient
 
-__all__ = [
-    "CatalogIds",
-    "MirrorResult",
-    "catalog_ids",
-    "file_ids",
-    "mirror",
-]
+__all__ = ["MirrorCounts", "MirrorResult", "mirror"]
 
-log = logging.getLogger("bitrix_images")
-
-# Errors after which every further download would fail too: stop at once.
-_FATAL: Final = (AuthError, RateLimited)
 # Completed files recorded per manifest transaction: a crash loses at most this many
 # records, and those files are adopted by hash on the next run.
 _RECORD_EVERY: Final = 50
@@ -60,23 +60,19 @@ _RECORD_EVERY: Final = 50
 _MALFORMED_IN_A_ROW: Final = 3
 
 
-@attrs.define
-class _Counts:
-    """The running counts of a mirror (the job's own, mutable)."""
+@attrs.define(slots=False)
+class MirrorCounts(Counts):
+    """The running counts of a mirror; ``MirrorResult`` inherits them."""
 
-    products: int = 0
     images: int = 0
     downloaded: int = 0
     skipped: int = 0
     adopted: int = 0
-    removed: int = 0
-    failed: int = 0
-    unlisted: int = 0
     bytes: int = 0
 
 
 @attrs.frozen
-class MirrorResult:
+class MirrorResult(RunTotals, MirrorCounts):
     """
     What one mirror run did: the counts the command line prints.
 
@@ -84,23 +80,9 @@ class MirrorResult:
     ``adopted`` were in place but unrecorded (a run stopped between a file's rename and its
     record) and are recorded now; ``removed`` files were pruned (with ``dry_run``: would
     be); ``failed`` images could not be fetched; ``unlisted`` products could not be listed
-    (gone, or forbidden). ``planned`` holds the lines of a dry run.
+    (gone, or forbidden). ``planned`` holds the lines of a dry run; the rest is
+    ``RunTotals``.
     """
-
-    products: int = 0
-    images: int = 0
-    downloaded: int = 0
-    skipped: int = 0
-    adopted: int = 0
-    removed: int = 0
-    failed: int = 0
-    unlisted: int = 0
-    bytes: int = 0
-    seconds: float = 0.0
-    retries: int = 0
-    waited: float = 0.0
-    dry_run: bool = False
-    planned: tuple[str, ...] = ()
 
     def summary(self) -> str:
         """The closing line of a run."""
@@ -124,94 +106,9 @@ class MirrorResult:
         )
 
 
-def file_ids(lines: Iterable[str], source: str) -> Iterator[int]:
-    """
-    Product ids from the lines of a file, one per line, read lazily.
-
-    Blank lines and ``#`` comments are skipped; anything else that is not a positive
-    integer is a ``ValueError`` naming the line.
-    """
-    for number, raw in enumerate(lines, start=1):
-        text = raw.split("#", 1)[0].strip()
-        if not text:
-            continue
-        if not text.isdigit() or int(text) <= 0:
-            raise ValueError(f"{source}, line {number}: not a product id: {text[:40]!r}")
-        yield int(text)
-
-
-class CatalogIds:
-    """
-    Every product id of a catalog, ascending, one page of ``catalog.product.list`` at a time.
-
-    An async iterator of ids; ``total`` is the catalog's size once the first page has told
-    it (list-methods-pecularities.md: ``total`` in every answer), for a progress bar.
-    """
-
-    def __init__(self, client: BitrixClient, iblock_id: int) -> None:
-        self.total: int | None = None
-        self._client = client
-        self._iblock_id = iblock_id
-        self._ids: AsyncIterator[int] | None = None
-
-    def __aiter__(self) -> CatalogIds:
-        return self
-
-    async def __anext__(self) -> int:
-        if self._ids is None:
-            self._ids = self._walk()
-        return await self._ids.__anext__()
-
-    async def _walk(self) -> AsyncIterator[int]:
-        params = {
-            "filter": {"iblockId": self._iblock_id},
-            "select": ["id", "iblockId"],
-            "order": {"id": "ASC"},
-        }
-        pages = self._client.paginate("catalog.product.list", params, key="products").pages()
-        async for page in pages:
-            if self.total is None:
-                self.total = page.total
-            for product in page.items:
-                value = product.get("id") if isinstance(product, dict) else None
-                # catalog.product.list sends ids as numbers or numeric strings.
-                if isinstance(value, int) and not isinstance(value, bool):
-                    yield value
-                elif isinstance(value, str) and value.isdigit():
-                    yield int(value)
-                else:
-                    raise ValueError(
-                        f"catalog.product.list sent a product without a valid id: {value!r}"
-                    )
-
-
-def catalog_ids(client: BitrixClient, iblock_id: int) -> CatalogIds:
-    """Every product id of a catalog (``CatalogIds``: its ``total`` once known)."""
-    return CatalogIds(client, iblock_id)
-
-
-class _Names:
-    """Unique file names within one product's folder (case-insensitive file systems)."""
-
-    def __init__(self) -> None:
-        self._taken: set[str] = set()
-
-    def take(self, name: str) -> None:
-        self._taken.add(name.casefold())
-
-    def claim(self, image: ProductImage) -> str:
-        name = safe_name(image)
-        candidate = name
-        while candidate.casefold() in self._taken:
-            # A later image with a name already taken keeps its id in front of it.
-            candidate = f"{image.id}-{candidate}"
-        self._taken.add(candidate.casefold())
-        return candidate
-
-
 async def mirror(
     client: BitrixClient,
-    product_ids: Iterable[int] | AsyncIterator[int],
+    product_ids: Ids,
     dest: Path | str,
     *,
     prune: bool = False,
@@ -262,8 +159,8 @@ async def mirror(
     options = _Options(prune=prune, verify=verify, dry_run=dry_run)
     if total is None and isinstance(product_ids, Sized):
         total = len(product_ids)
-    job = _Job(client, dest, concurrency, options, Progress(progress, warnings, total=total))
-    return await job.run(product_ids, on_finish)
+    bar = Progress(progress, warnings, total=total)
+    return await _Mirror(client, product_ids, dest, concurrency, options, bar).run(on_finish)
 
 
 @attrs.frozen
@@ -283,113 +180,77 @@ class _Fetch:
     adopt: Path | None = None
 
 
-class _Job:
-    """One mirror run: a producer fed by ``_listing``, and *concurrency* download workers."""
+class _Mirror(Job[MirrorCounts, MirrorResult]):
+    """One mirror run: a producer fed by ``listing``, and *concurrency* download workers."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 -- mirror()'s arguments, checked there, passed on once
         self,
         client: BitrixClient,
+        product_ids: Ids,
         dest: Path,
         concurrency: int,
         options: _Options,
         bar: Progress,
     ) -> None:
-        self.client = client
+        super().__init__(client, MirrorCounts(), MirrorResult, bar, dry_run=options.dry_run)
+        self.product_ids = product_ids
         self.dest = dest
         self.concurrency = concurrency
         self.options = options
-        self.bar = bar
-        self.counts = _Counts()
-        self.planned: list[str] = []
-        self.listed = 0  # products whose images came in (counts.products runs ahead of it)
         self.manifest: Manifest | None = None
         self.done: list[Entry] = []  # completed files not recorded yet
         self.failure: Exception | None = None  # what stopped the listing, if anything
-        self.health = PortalHealth()  # downloads failing for want of a portal
         self.malformed = 0  # products in a row whose listing was malformed
         # Bounded: the listing runs at most a few images ahead of the downloads.
-        self.queue: asyncio.Queue[_Fetch | None] = asyncio.Queue(concurrency * 4)
+        self.downloads = _Downloads(client, dest, self.counts, bar, self.note, concurrency * 4)
+        self.queue = self.downloads.queue
 
-    async def run(
-        self,
-        product_ids: Iterable[int] | AsyncIterator[int],
-        on_finish: Callable[[MirrorResult], object] | None = None,
-    ) -> MirrorResult:
-        client = self.client
-        started = time.monotonic()
-        retries = client.stats.retries
-        waited = client.stats.throttle_wait + client.stats.retry_wait
+    async def prepare(self) -> None:
         if not self.options.dry_run:
             # "not a directory" / "cannot write to DEST" before any request.
             prepare_dest(self.dest)
             self.manifest = await Manifest.open(self.dest)
-        elif _is_file(self.dest / MANIFEST_NAME):
+        elif is_file(self.dest / MANIFEST_NAME):
             # A dry run creates nothing; without a manifest it plans from an empty one.
             self.manifest = await Manifest.open(self.dest)
-        tasks = [asyncio.ensure_future(self.produce(product_ids))]
-        tasks += [asyncio.ensure_future(self.work()) for _ in range(self.concurrency)]
+
+    async def body(self) -> None:
+        workers = (self.downloads.worker() for _ in range(self.concurrency))
+        tasks = [self.produce(), *workers]
         try:
-            pending: set[asyncio.Future[None]] = set(tasks)
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
-                for task in done:
-                    task.result()  # re-raise the first failure; the rest are cancelled below
+            await run_bounded(tasks, len(tasks))
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self.bar.close()
-            try:
-                if self.manifest is not None:
-                    try:
-                        # Even when stopped (Ctrl-C, an error): what is on disk gets recorded.
-                        await self.record()
-                    finally:
-                        await self.manifest.close()
-            finally:
-                result = MirrorResult(
-                    **attrs.asdict(self.counts),
-                    seconds=time.monotonic() - started,
-                    retries=client.stats.retries - retries,
-                    waited=client.stats.throttle_wait + client.stats.retry_wait - waited,
-                    dry_run=self.options.dry_run,
-                    planned=tuple(self.planned),
-                )
-                if on_finish is not None:
-                    on_finish(result)
+            if self.manifest is not None:
+                try:
+                    # Even when stopped (Ctrl-C, an error): what is on disk gets recorded.
+                    await self.record()
+                finally:
+                    await self.manifest.close()
         if self.failure is not None:
             raise self.failure
-        return result
 
-    async def counted(self, product_ids: Iterable[int] | AsyncIterator[int]) -> AsyncIterator[int]:
-        if isinstance(product_ids, AsyncIterator):
-            async for product_id in product_ids:
-                self.counts.products += 1
-                if isinstance(product_ids, CatalogIds) and product_ids.total is not None:
-                    self.bar.set_total(product_ids.total)
-                yield product_id
-        else:
-            for product_id in product_ids:
-                self.counts.products += 1
-                yield product_id
+    def seen(self, total: int | None) -> None:
+        """One more product id read; *total* once the catalog has told it."""
+        self.counts.products += 1
+        if total is not None:
+            self.bar.set_total(total)
 
-    async def produce(self, product_ids: Iterable[int] | AsyncIterator[int]) -> None:
+    async def produce(self) -> None:
         try:
-            async for listed in products(self.client, self.counted(product_ids)):
-                await self.take(listed)
+            async for listed in products(self.client, counted(self.product_ids, self.seen)):
+                await self.receive(listed)
         except Exception as error:
-            # run() raises it once the queue is drained: the images listed before the failure
-            # are still downloaded, and a rerun skips them.
+            # body() raises it once the queue is drained: the images listed before the
+            # failure are still downloaded, and a rerun skips them.
             self.failure = error
         for _ in range(self.concurrency):
             await self.queue.put(None)
 
-    async def take(self, listed: Listed) -> None:
+    async def receive(self, listed: Listed) -> None:
         """One product from the listing: planned, or skipped with a warning."""
         self.bar.product_done()
         if listed.error is None:
             self.malformed = 0
-            self.listed += 1
             await self.product(listed.product_id, listed.images)
             return
         # Gone, forbidden or malformed since it was named: a failed listing is not an empty
@@ -415,13 +276,13 @@ class _Job:
                     await self.prune(gone)
                     if not options.dry_run:
                         del rows[image_id]
-        names = _Names()
+        names = Names()
         for kept in rows.values():
-            names.take(kept.path.rsplit("/", 1)[-1])
+            names.keep(kept.path.rsplit("/", 1)[-1])
         folder = self.dest / str(product_id)
         if images and not options.dry_run:
             try:
-                _make_dir(folder)
+                make_dir(folder)
                 # Files a killed run (SIGKILL, a power cut) left here: theirs is gone.
                 remove_stale(folder)
             except OSError as error:
@@ -431,7 +292,7 @@ class _Job:
                 # refuses: this product's images cannot be written, the others can.
                 counts.images += len(images)
                 counts.failed += len(images)
-                self.bar.warn(f"product {product_id} skipped: {_reason(error)}")
+                self.bar.warn(f"product {product_id} skipped: {reason(error)}")
                 for _ in images:
                     self.bar.fail()
                 return
@@ -447,9 +308,9 @@ class _Job:
                 fetch = _Fetch(image, product_id, path)
             else:
                 target = folder / names.claim(image)
-                if _exists(target):
+                if exists(target):
                     # Not this tool's record, or a run stopped before recording it: fetch
-                    # beside it, keep whichever is the image's (see work()).
+                    # beside it, keep whichever is the image's (see _Downloads).
                     fetch = _Fetch(image, product_id, folder / names.claim(image), target)
                 else:
                     fetch = _Fetch(image, product_id, target)
@@ -462,7 +323,7 @@ class _Job:
     async def intact(self, row: Entry, path: Path) -> bool:
         """Whether a recorded file is still what was written (size, or *verify*: hash)."""
         if not self.options.verify:
-            return _file_size(path) == row.size
+            return file_size(path) == row.size
         try:
             found = await asyncio.to_thread(digest, path)
         except OSError:
@@ -476,12 +337,8 @@ class _Job:
         """Remove the file of an image the portal no longer has, if it is still ours."""
         path = row.under(self.dest)
         dry_run = self.options.dry_run
-        if path is not None and _file_size(path) is not None:
-            try:
-                same = await asyncio.to_thread(digest, path) == (row.size, row.sha256)
-            except OSError:
-                same = False
-            if not same:
+        if path is not None and file_size(path) is not None:
+            if not await same_file(path, row.size, row.sha256):
                 # Edited or replaced by someone since this tool wrote it: theirs now.
                 self.bar.warn(f"{row.path} changed since it was written; kept, not pruned")
             else:
@@ -489,18 +346,51 @@ class _Job:
                 if dry_run:
                     self.planned.append(f"remove {row.path}")
                 else:
-                    _remove(path)
+                    remove(path)
         if not dry_run:
             assert self.manifest is not None  # noqa: S101 -- rows come from it
             await self.manifest.forget([row.image_id])
 
-    async def work(self) -> None:
+    async def note(self, entry: Entry) -> None:
+        """A file is in place: record it with the next batch of records."""
+        self.done.append(entry)
+        if len(self.done) >= _RECORD_EVERY:
+            await self.record()
+
+    async def record(self) -> None:
+        """Write the completed files to the manifest, in one transaction."""
+        done, self.done = self.done, []
+        if done and self.manifest is not None:
+            await self.manifest.record(done)
+
+
+class _Downloads:
+    """The workers of a mirror: each fetches queued images until it takes ``None``."""
+
+    def __init__(  # noqa: PLR0917 -- the parts of _Mirror it works with, given once
+        self,
+        client: BitrixClient,
+        dest: Path,
+        counts: MirrorCounts,
+        bar: Progress,
+        note: Callable[[Entry], Awaitable[None]],
+        ahead: int,
+    ) -> None:
+        self.client = client
+        self.dest = dest
+        self.counts = counts
+        self.bar = bar
+        self.note = note
+        self.health = PortalHealth()  # downloads failing for want of a portal
+        self.queue: asyncio.Queue[_Fetch | None] = asyncio.Queue(ahead)
+
+    async def worker(self) -> None:
         counts = self.counts
         while (fetch := await self.queue.get()) is not None:
             image = fetch.image
             try:
                 path = await self.client.images.download(image, fetch.target)
-            except _FATAL:
+            except FATAL:
                 raise
             except BitrixError as error:
                 down = self.health.failed(error)
@@ -514,14 +404,14 @@ class _Job:
                 # system refuses: this image's problem. A full or read-only disk is not.
                 if isinstance(error, OSError) and stops_the_job(error):
                     raise
-                self.failed(fetch, _reason(error))
+                self.failed(fetch, reason(error))
                 continue
             self.health.succeeded()
             size, sha256 = await asyncio.to_thread(digest, path)
-            if fetch.adopt is not None and await _same(fetch.adopt, size, sha256):
+            if fetch.adopt is not None and await same_file(fetch.adopt, size, sha256):
                 # The file already there holds this image's bytes: a run stopped
                 # between its rename and its record. Keep it, drop the new copy.
-                _remove(path)
+                remove(path)
                 path = fetch.adopt
                 counts.adopted += 1
                 self.bar.skip()
@@ -530,9 +420,7 @@ class _Job:
                 counts.bytes += size
                 self.bar.add_download(size)
             relative = path.relative_to(self.dest).as_posix()
-            self.done.append(Entry(fetch.product_id, image.id, relative, size, sha256))
-            if len(self.done) >= _RECORD_EVERY:
-                await self.record()
+            await self.note(Entry(fetch.product_id, image.id, relative, size, sha256))
 
     def failed(self, fetch: _Fetch, reason: str) -> None:
         """Count and name one image that could not be fetched; the run goes on."""
@@ -541,53 +429,3 @@ class _Job:
         self.bar.warn(
             f"product {fetch.product_id}, image {fetch.image.id} ({fetch.target.name}): {reason}"
         )
-
-    async def record(self) -> None:
-        """Write the completed files to the manifest, in one transaction."""
-        done, self.done = self.done, []
-        if done and self.manifest is not None:
-            await self.manifest.record(done)
-
-
-def _reason(error: Exception) -> str:
-    """What went wrong, in words: the OS's text for an ``OSError``, without its errno."""
-    if isinstance(error, OSError) and error.strerror:
-        where = f": {error.filename}" if error.filename else ""
-        return f"{error.strerror}{where}"
-    return str(error) or type(error).__name__
-
-
-async def _same(path: Path, size: int, sha256: str) -> bool:
-    try:
-        return await asyncio.to_thread(digest, path) == (size, sha256)
-    except OSError:
-        return False
-
-
-# File-system metadata calls take microseconds: cheaper inline than a thread hop (as in
-# images.download), kept in plain functions so that the event loop code stays readable.
-
-
-def _make_dir(path: Path, *, parents: bool = False) -> None:
-    path.mkdir(parents=parents, exist_ok=True)
-
-
-def _is_file(path: Path) -> bool:
-    return path.is_file()
-
-
-def _exists(path: Path) -> bool:
-    return os.path.lexists(path)
-
-
-def _file_size(path: Path) -> int | None:
-    """The size of a regular file (not through a symlink), or ``None``."""
-    try:
-        info = path.lstat()
-    except OSError:
-        return None
-    return info.st_size if path.is_file() and not path.is_symlink() else None
-
-
-def _remove(path: Path) -> None:
-    path.unlink(missing_ok=True)

@@ -10,16 +10,17 @@ listing failed from an empty one: a failed listing is never an empty product.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Final
 
 import attrs
 
-from .exceptions import AccessDenied, BatchError, BitrixError, MalformedResponse, NotFound
-from .models import ProductImage
+from ..exceptions import AccessDenied, BatchError, BitrixError, MalformedResponse, NotFound
+from ..models import ProductImage
+from .ids import Ids, unique
 
 if TYPE_CHECKING:
-    from .client import BitrixClient
+    from ..client import BitrixClient
 
 __all__ = ["Listed", "products"]
 
@@ -40,7 +41,7 @@ class Listed:
 
 async def products(
     client: BitrixClient,
-    product_ids: Iterable[int] | AsyncIterable[int],
+    product_ids: Ids,
     *,
     select: Sequence[str] | None = None,
 ) -> AsyncIterator[Listed]:
@@ -54,7 +55,7 @@ async def products(
     product). A product's images are held until the next product starts, so each one is
     complete when it is yielded.
     """
-    source = _ids(product_ids)
+    source = unique(product_ids)
     unfinished: deque[int] = deque()  # handed to list_many, not yet yielded
     replay: list[int] = []
     while True:
@@ -110,21 +111,6 @@ async def products(
         while unfinished:
             yield Listed(unfinished.popleft())
         return
-
-
-async def _ids(product_ids: Iterable[int] | AsyncIterable[int]) -> AsyncIterator[int]:
-    """The ids once each: a product listed twice in a row would look like one product."""
-    seen: set[int] = set()
-    if isinstance(product_ids, AsyncIterable):
-        async for product_id in product_ids:
-            if product_id not in seen:
-                seen.add(product_id)
-                yield product_id
-    else:
-        for product_id in product_ids:
-            if product_id not in seen:
-                seen.add(product_id)
-                yield product_id
 
 
 async def _feed(

@@ -11,41 +11,20 @@ names and portal messages may hold terminal escape sequences.
 
 from __future__ import annotations
 
-import logging
 import time
-from pathlib import Path
 from typing import IO, Final, NoReturn
 
 from tqdm import tqdm
 
-from ._terminal import printable
+from .terminal import warn
 
-__all__ = ["Progress", "count_ids", "human_size"]
-
-log = logging.getLogger("bitrix_images")
+__all__ = ["Progress", "human_size"]
 
 _KNOWN: Final = (
     "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} products "
     "[{elapsed}<{remaining}{postfix}]"
 )
 _UNKNOWN: Final = "{desc}: {n_fmt} products [{elapsed}{postfix}]"
-
-
-def count_ids(path: Path) -> int | None:
-    """
-    The product ids in a products file, counted in one quick pass (the bar's total).
-
-    Lines are counted as ``file_ids`` reads them: blank lines and ``#`` comments are not
-    ids. ``None`` for what cannot be read twice (standard input, a pipe) or at all; a line
-    that is not an id is reported by ``file_ids`` when its turn comes.
-    """
-    try:
-        if not path.is_file():
-            return None
-        with path.open("rb") as lines:
-            return sum(1 for line in lines if line.split(b"#", 1)[0].strip())
-    except OSError:
-        return None
 
 
 def human_size(size: float) -> str:
@@ -59,9 +38,11 @@ def human_size(size: float) -> str:
 
 class Progress:
     """
-    The bar of one job, on *stream* (``None``: no bar); warnings to *warnings*.
+    The reporter of one job: its bar on *stream* (``None``: no bar), and its warnings to
+    *warnings* (``None``: the ``bitrix_images`` logger).
 
-    *warnings* ``None`` sends them to the ``bitrix_images`` logger instead.
+    The bar is named *desc*; the files moved (downloaded, or added by ``upload``) are
+    counted under *verb*, with their rate and bytes.
     """
 
     def __init__(
@@ -70,10 +51,11 @@ class Progress:
         warnings: IO[str] | None,
         *,
         total: int | None = None,
-        prog: str = "bitrix-images",
+        desc: str = "mirror",
+        verb: str = "downloaded",
     ) -> None:
         self._warnings = warnings
-        self._prog = prog
+        self._verb = verb
         self._bar: tqdm[NoReturn] | None = None
         self.downloaded = 0
         self.skipped = 0
@@ -84,7 +66,7 @@ class Progress:
             self._bar = tqdm(
                 file=stream,
                 total=total,
-                desc="mirror",
+                desc=desc,
                 dynamic_ncols=True,
                 bar_format=_KNOWN if total is not None else _UNKNOWN,
             )
@@ -97,7 +79,7 @@ class Progress:
             self._bar.refresh()
 
     def product_done(self) -> None:
-        """One product is listed and each of its images queued or skipped."""
+        """One product is listed and each of its files planned."""
         if self._bar is not None:
             self._bar.update(1)
 
@@ -107,12 +89,12 @@ class Progress:
         self._show()
 
     def fail(self) -> None:
-        """One image that could not be fetched."""
+        """One image that could not be moved."""
         self.failed += 1
         self._show()
 
     def add_download(self, size: int) -> None:
-        """One image downloaded, *size* bytes."""
+        """One file moved (downloaded, or added), *size* bytes."""
         if self._first_download is None:
             self._first_download = time.monotonic()
         self.downloaded += 1
@@ -122,7 +104,7 @@ class Progress:
     def _show(self) -> None:
         if self._bar is None:
             return
-        parts = [f"{self.downloaded} downloaded"]
+        parts = [f"{self.downloaded} {self._verb}"]
         if self._first_download is not None:
             # At least a millisecond: the first download may finish in the same clock tick.
             elapsed = max(time.monotonic() - self._first_download, 1e-3)
@@ -135,14 +117,8 @@ class Progress:
 
     def warn(self, text: str) -> None:
         """One warning line, made printable, above the bar."""
-        if self._warnings is None:
-            log.warning("%s", printable(text))
-            return
-        line = f"{self._prog}: warning: {printable(text)}"
-        if self._bar is not None:
-            self._bar.write(line, file=self._warnings)
-        else:
-            print(line, file=self._warnings)
+        bar, stream = self._bar, self._warnings
+        warn(text, stream, write=None if bar is None else lambda line: bar.write(line, file=stream))
 
     def close(self) -> None:
         if self._bar is not None:

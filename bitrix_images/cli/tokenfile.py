@@ -26,7 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Final
 
-from .models import OAuthTokens
+from ..models import OAuthTokens
 
 __all__ = ["TokenFileError", "check_writable", "read_tokens", "save_tokens", "write_tokens"]
 

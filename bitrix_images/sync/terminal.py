@@ -12,10 +12,16 @@ programs.
 
 from __future__ import annotations
 
+import logging
 import re
-from typing import Final
+from collections.abc import Callable
+from typing import IO, Final
 
-__all__ = ["printable"]
+__all__ = ["PROG", "printable", "warn"]
+
+PROG: Final = "bitrix-images"
+
+log = logging.getLogger("bitrix_images")
 
 # C0 (0x00-0x1F, so ESC, BEL, CR and LF too), DEL, C1 (0x80-0x9F, where 0x9B is a one-byte
 # CSI), the bidi embeddings, overrides and isolates, and the line/paragraph separators.
@@ -30,3 +36,23 @@ def _escape(match: re.Match[str]) -> str:
 def printable(text: str) -> str:
     """*text* with every control character written as ``\\xNN`` / ``\\uNNNN``; never raises."""
     return _UNPRINTABLE.sub(_escape, text)
+
+
+def warn(
+    text: str, stream: IO[str] | None, *, write: Callable[[str], object] | None = None
+) -> None:
+    """
+    One warning line, made printable: ``bitrix-images: warning: TEXT`` on *stream*.
+
+    *stream* ``None`` sends it to the ``bitrix_images`` logger instead (a library's
+    caller decides where warnings go); *write* puts the line out instead of ``print``
+    (above a progress bar).
+    """
+    if stream is None:
+        log.warning("%s", printable(text))
+        return
+    line = f"{PROG}: warning: {printable(text)}"
+    if write is not None:
+        write(line)
+    else:
+        print(line, file=stream)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from .exceptions import BitrixError, OutcomeUnknown, ServerError, TransportError
+from ..exceptions import BitrixError, OutcomeUnknown, ServerError, TransportError
 
 __all__ = ["DOWN_AFTER", "PortalHealth"]
 

@@ -1,0 +1,120 @@
+"""
+The ``bitrix-images`` command line (also ``python -m bitrix_images``).
+
+``list``, ``get``, ``add``, ``delete`` and ``fields`` map one to one onto ``client.images``
+and print JSON (``list``: one object per line); ``mirror`` downloads every image of many
+products into local folders (``bitrix_images.mirror``) and ``upload`` adds a folder of
+photos to the products (``bitrix_images.upload``): the command line is a thin layer over
+both. The portal comes from ``--webhook`` /
+``BITRIX_WEBHOOK_URL`` or the ``BITRIX_*`` OAuth variables; ``--redis`` /
+``BITRIX_REDIS_URL`` shares its limits and tokens with other processes.
+
+Expected failures (the portal's errors, bad arguments, files) end in one line on standard
+error and exit status 1; usage errors exit 2. No line printed ever holds the webhook code,
+a token or a signed download URL: messages are scrubbed of them, and URLs are cut to
+their origin.
+
+The chain: ``main`` parses and catches, ``execute`` opens what must be open before the
+event loop starts, ``connected`` makes the client (or the demo portal) and runs the command.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from typing import IO
+
+import attrs
+
+from ..exceptions import BitrixError
+from ..sync.terminal import PROG
+from .commands import Failed, run_command
+from .interrupt import Interrupted, run_interruptible
+from .options import CommandOptions, MirrorOptions, UploadOptions, from_namespace
+from .output import error, silence_stdout
+from .parser import build_parser
+from .portal import Portal, PortalOptions, UsageError, coordinator, find_portal
+
+__all__ = ["execute", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status (2 for usage errors, from argparse)."""
+    parser = build_parser()
+    secrets: list[str] = []
+    try:
+        command, options, given = from_namespace(parser.parse_args(argv))
+        demo = isinstance(options, MirrorOptions) and options.demo
+        portal = None if demo else find_portal(given, os.environ)
+        secrets = [] if portal is None else portal.secrets()
+        return execute(command, options, given, portal)
+    except UsageError as usage:
+        parser.error(str(usage))
+    except Interrupted as stop:
+        print(f"{PROG}: interrupted ({stop})", file=sys.stderr)
+        return stop.exit_status
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # The reader went away (| head): stop quietly, as other tools do.
+        silence_stdout()
+        return 1
+    except (BitrixError, ValueError, TypeError, OSError, Failed) as failure:
+        return error(str(failure) or type(failure).__name__, secrets)
+
+
+def execute(
+    command: str, options: CommandOptions, given: PortalOptions, portal: Portal | None
+) -> int:
+    """Run one command to its end in a new event loop (``portal`` ``None``: the demo)."""
+    with _products_file(options) as lines:
+        return asyncio.run(run_interruptible(connected(command, options, given, portal, lines)))
+
+
+def _products_file(options: CommandOptions) -> contextlib.AbstractContextManager[IO[str] | None]:
+    """``mirror --products-file``, opened here and read one line at a time (``-``: stdin)."""
+    if not isinstance(options, MirrorOptions) or options.products_file is None:
+        return contextlib.nullcontext(None)
+    path = options.products_file
+    if str(path) == "-":
+        return contextlib.nullcontext(sys.stdin)
+    return path.open(encoding="utf-8")
+
+
+async def connected(
+    command: str,
+    options: CommandOptions,
+    given: PortalOptions,
+    portal: Portal | None,
+    lines: IO[str] | None,
+) -> int:
+    """Connect to the portal (through Redis, if given) and run the command."""
+    if portal is None:
+        assert isinstance(options, MirrorOptions)  # noqa: S101 -- only mirror has --demo
+        return await _demo(options, given)
+    concurrency = options.concurrency if isinstance(options, (MirrorOptions, UploadOptions)) else 0
+    async with coordinator(portal.redis) as shared:
+        sharing = () if shared is None else (shared,)
+        async with portal.client(given.limit(concurrency), *sharing) as client:
+            return await run_command(client, command, options, sys.stdout, lines)
+
+
+async def _demo(options: MirrorOptions, given: PortalOptions) -> int:
+    # Only the demo needs the embedded portal (and aiohttp.web): imported here, not above.
+    from ..testing import DEMO_BURST, DEMO_RATE, demo_portal  # noqa: PLC0415
+
+    async with demo_portal() as fake:
+        catalog = fake.catalog
+        print(
+            f"demo: an embedded demo portal on loopback ({fake.origin.host}:{fake.port}) with "
+            f"{len(catalog.product_ids())} products and {catalog.image_count()} images; "
+            "nothing leaves this machine",
+            flush=True,
+        )
+        options = attrs.evolve(options, iblock=catalog.iblock_id)
+        given = attrs.evolve(given, rate=given.rate or DEMO_RATE, burst=given.burst or DEMO_BURST)
+        portal = Portal(webhook=str(fake.webhook_url))
+        return await connected("mirror", options, given, portal, None)

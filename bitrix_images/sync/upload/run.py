@@ -1,0 +1,273 @@
+"""
+The ``upload`` job: a folder of photos onto the products, never twice.
+
+``SRC/<product_id>/<file>``: each image file whose name the product does not have yet is
+added as a ``MORE_PHOTO``, or as the card's ``DETAIL_PICTURE`` / ``PREVIEW_PICTURE`` for
+the ``detail@`` / ``preview@`` prefixes (``scan``; adding one replaces the product's
+previous one: portal behaviour). ``prune`` deletes the product's images whose names no
+file in its folder has.
+
+How it stays exact: the products are listed first (``batch`` of ``catalog.productImage.list``);
+what to add or delete is decided by name against that listing (``plan``, pure). The
+commands go out through ``send``; one whose outcome is unknown (a lost answer, an error
+that may have been applied) puts its product on the list of a next round, which lists it
+again and plans afresh: nothing is resent before that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Final
+
+import attrs
+
+from ...exceptions import BitrixError
+from ..frame import Counts, Job, RunTotals
+from ..listing import products
+from ..progress import Progress
+from .plan import ADD, DELETE, Key, Op, applied, plan_product
+from .scan import Folder, scan
+from .send import Sender
+
+if TYPE_CHECKING:
+    from ...client import BitrixClient
+
+__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "UploadCounts", "UploadResult", "upload"]
+
+log = logging.getLogger("bitrix_images")
+
+# A batch request's body at most (the JSON sent): well under the usual PHP post_max_size,
+# and halved whenever the portal answers 413.
+DEFAULT_MAX_REQUEST_BYTES: Final = 8 * 1024 * 1024
+_SELECT: Final = ("id", "name", "productId", "type")
+
+
+@attrs.define(slots=False)
+class UploadCounts(Counts):
+    """The running counts of an upload; ``UploadResult`` inherits them."""
+
+    files: int = 0
+    added: int = 0
+    present: int = 0
+    not_images: int = 0
+
+
+@attrs.frozen
+class UploadResult(RunTotals, UploadCounts):
+    """
+    What one upload run did: the counts the command line prints.
+
+    ``files`` image files were found; ``added`` were sent (with ``dry_run``: would be);
+    ``present`` the products had already (by name); ``removed`` images were deleted by
+    ``prune``; ``failed`` could not be added or deleted (see the warnings); ``not_images``
+    files were skipped; ``unlisted`` products could not be listed (gone or forbidden).
+    ``requests`` is what the run sent; ``packed`` is false when the portal refused batches
+    of adds and every add went alone. ``planned`` holds the lines of a dry run; the rest
+    is ``RunTotals``.
+    """
+
+    packed: bool = True
+
+    def summary(self) -> str:
+        """The closing line of a run."""
+        verb = "to add" if self.dry_run else "added"
+        line = f"{self.products} products, {self.files} files ({self.added} {verb}, "
+        line += f"{self.present} already there"
+        if self.removed or self.dry_run:
+            line += f", {self.removed} {'to delete' if self.dry_run else 'deleted'}"
+        if self.failed:
+            line += f", {self.failed} failed"
+        if self.not_images:
+            line += f"; {self.not_images} not images, skipped"
+        if self.unlisted:
+            line += f"; {self.unlisted} products could not be listed"
+        line += f") in {self.requests} requests, {self.seconds:.1f} s; {self.retries} retries"
+        return line if self.packed else line + "; the portal refused batches: one add a request"
+
+
+async def upload(
+    client: BitrixClient,
+    src: Path | str,
+    *,
+    prune: bool = False,
+    dry_run: bool = False,
+    pack: bool = True,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    concurrency: int = 2,
+    progress: IO[str] | None = None,
+    warnings: IO[str] | None = None,
+    on_finish: Callable[[UploadResult], object] | None = None,
+) -> UploadResult:
+    """
+    Add the image files of ``src/<product_id>/`` that the products do not have yet (by name).
+
+    ``detail@NAME`` and ``preview@NAME`` files become the ``DETAIL_PICTURE`` and
+    ``PREVIEW_PICTURE`` named ``NAME``; every other image file a ``MORE_PHOTO``. *prune*
+    deletes a product's images whose names are not in its folder. *dry_run* sends nothing
+    but the listing and returns the plan in ``planned``. *pack* (the default) sends up to
+    50 adds per ``batch`` request of at most *max_request_bytes*; ``pack=False`` sends one
+    add per request. *concurrency* requests at once (each up to *max_request_bytes*).
+    *progress* is where the bar goes (``None``: no bar), counting products. *warnings*
+    receives one line per skipped file or failed image (``None``: the ``bitrix_images``
+    logger). *on_finish* receives the counts once the run ends, however it ends (done, an
+    error, a cancellation such as SIGINT/SIGTERM), so that a summary can always be printed.
+
+    No run creates a duplicate, even when an answer is lost or the run is killed: a product
+    whose outcome is unknown is listed again before anything is resent for it.
+    """
+    for name, flag in (("prune", prune), ("dry_run", dry_run), ("pack", pack)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    for name, number in (("max_request_bytes", max_request_bytes), ("concurrency", concurrency)):
+        if isinstance(number, bool) or not isinstance(number, int) or number < 1:
+            raise ValueError(f"{name} must be an int >= 1")
+    if not isinstance(src, (str, Path)):
+        raise TypeError(f"src must be a Path or str, got {type(src).__name__}")
+    src = Path(src)
+    if not src.is_dir():
+        raise ValueError(f"not a directory: {src}")
+    bar = Progress(progress, warnings, desc="upload", verb="added")
+    sending = {"pack": pack, "max_request_bytes": max_request_bytes, "concurrency": concurrency}
+    job = _Upload(client, src, bar, sending, prune=prune, dry_run=dry_run)
+    return await job.run(on_finish)
+
+
+class _Upload(Job[UploadCounts, UploadResult]):
+    """One upload run: scan, then rounds of list, plan, send, until nothing is unsure."""
+
+    def __init__(
+        self,
+        client: BitrixClient,
+        src: Path,
+        bar: Progress,
+        sending: Mapping[str, Any],
+        *,
+        prune: bool,
+        dry_run: bool,
+    ) -> None:
+        super().__init__(client, UploadCounts(), UploadResult, bar, dry_run=dry_run)
+        self.sender = Sender(client, self, **sending)
+        self.src = src
+        self.prune = prune
+        self.uncertain: set[int] = set()  # products to list again before resending
+        self.unknown: dict[int, set[Key]] = {}  # commands whose outcome is unknown, by product
+        self.given_up: set[tuple[int, str]] = set()  # (product, name) failed for good
+        self.folders: dict[int, Folder] = {}  # by product id, once scanned
+
+    def result_fields(self) -> dict[str, Any]:
+        return {"packed": self.sender.pack}
+
+    def warn(self, text: str) -> None:
+        # File and image names and portal messages may hold terminal escape sequences:
+        # the reporter makes them printable.
+        self.bar.warn(text)
+
+    async def prepare(self) -> None:
+        counts = self.counts
+        scanned = await asyncio.to_thread(scan, self.src, self.warn)
+        counts.files += scanned.files
+        counts.not_images += scanned.not_images
+        counts.failed += scanned.failed
+        counts.products = len(scanned.folders)
+        self.bar.set_total(counts.products)
+        self.folders = {folder.product_id: folder for folder in scanned.folders}
+
+    async def body(self) -> None:
+        counts, by_id = self.counts, self.folders
+        todo = list(by_id)
+        first = True
+        attempt = 0
+        retry = self.sender.retry
+        while todo:
+            self.uncertain = set()
+            await self.round(todo, by_id, first=first)
+            first = False
+            todo = sorted(self.uncertain)
+            if not todo:
+                break
+            attempt += 1
+            if attempt >= retry.max_attempts:
+                for product_id in todo:
+                    counts.failed += 1
+                    self.warn(
+                        f"product {product_id}: the portal's answers kept getting lost; "
+                        "nothing was resent (run again to finish it)"
+                    )
+                break
+            # A request whose answer was lost (a timeout, say) may still be running on the
+            # portal: the listing that decides what to send again waits the policy's
+            # longest backoff first (30 s by default), so that it sees what that request
+            # did. Lost answers are rare; a duplicate is forever.
+            await self.sender.wait(retry.max_delay)
+
+    async def round(self, todo: list[int], by_id: Mapping[int, Folder], *, first: bool) -> None:
+        """List *todo*, plan each product against its folder, and send the plan."""
+        deletes: list[Op] = []
+        adds: list[Op] = []
+        async for listed in products(self.client, todo, select=_SELECT):
+            if first:
+                self.bar.product_done()
+            if listed.error is not None:
+                self.counts.unlisted += 1
+                self.warn(f"product {listed.product_id} skipped: {listed.error.description}")
+                continue
+            added, removed = applied(self.unknown.pop(listed.product_id, ()), listed.images)
+            self.counts.added += added
+            self.counts.removed += removed
+            plan = plan_product(
+                by_id[listed.product_id], listed.images, prune=self.prune, given_up=self.given_up
+            )
+            if first:
+                self.counts.present += plan.present
+                for _ in range(plan.present):
+                    self.bar.skip()
+            adds += plan.adds
+            deletes += plan.deletes
+        if self.dry_run:
+            self.planned += [op.planned() for op in (*deletes, *adds)]
+            self.counts.removed += len(deletes)
+            self.counts.added += len(adds)
+            return
+        await self.sender.send(DELETE, deletes)
+        await self.sender.send(ADD, adds)
+
+    # --- outcomes, as the sender reports them ------------------------------------------------
+
+    def unsure(self, ops: Iterable[Op], error: BitrixError | None) -> None:
+        for op in ops:
+            self.uncertain.add(op.product_id)
+            self.unknown.setdefault(op.product_id, set()).add(op.key)
+        why = "no answer for the command" if error is None else error.description
+        log.debug("outcome unknown (%s); listing the products again", why)
+
+    def done(self, op: Op, stored: str | None = None) -> None:
+        if op.file is None:
+            self.counts.removed += 1
+            return
+        self.counts.added += 1
+        self.bar.add_download(_size(op.file.path))
+        if stored is not None and stored != op.file.name:
+            # Files are matched by name: one the portal renames would be added again by
+            # the next run. Say so, once per file, rather than duplicate it silently later.
+            self.warn(
+                f"{op.shown}: the portal stored it as {stored!r}; rename the file to that "
+                "name, or the next upload adds it again"
+            )
+
+    def fail(self, op: Op, why: str) -> None:
+        self.counts.failed += 1
+        self.bar.fail()
+        if op.file is not None:
+            self.given_up.add((op.product_id, op.file.name))
+        self.warn(f"{op.shown}: {why}")
+
+
+def _size(path: Path) -> int:
+    """A file's size for the bar (a stat: cheaper inline than a thread hop), 0 if gone."""
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
