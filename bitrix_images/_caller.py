@@ -123,8 +123,8 @@ class Caller:
             # its on_token_refresh) finishes before the session goes, even when the caller
             # was cancelled (SIGINT, SIGTERM), or the new refresh token would be lost. One
             # still waiting for another process's lock has sent nothing: it ends at once.
-            if self._shared_tokens is not None and self._shared_tokens.waiting:
-                refreshing.cancel()
+            if self._shared_tokens is not None:
+                self._shared_tokens.abandon(refreshing)
             await asyncio.wait({refreshing})
         try:
             await self.transport.close()

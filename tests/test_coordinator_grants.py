@@ -476,11 +476,32 @@ async def test_a_cancelled_wait_leaves_the_other_process_lock_alone(
 
     waiting = asyncio.ensure_future(tokens.refresh("access-1", pair(1), run))
     await until(lambda: tokens.waiting, "the wait for the lock")
-    waiting.cancel()
+    tokens.abandon(waiting)  # what the client's close() does
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert not tokens.waiting
     assert await connections[1].get(lock) == b"another process"
+    tokens.abandon(waiting)  # nothing to abandon any more
+    assert await tokens.load(pair(1)) == pair(1)
+
+
+async def test_an_abandoned_wait_ends_even_when_its_cancel_is_lost(
+    connections: list[aioredis.Redis], namespace: str
+) -> None:
+    tokens = shared_tokens(connections[0], namespace)
+    await tokens.load(pair(1))
+    assert tokens.lineage is not None
+    await connections[1].set(tokens.link.keys.lock(tokens.lineage), "another process")
+
+    async def run(tokens: bx.OAuthTokens) -> bx.OAuthTokens:
+        raise AssertionError("no refresh: the lock is taken")
+
+    waiting = asyncio.ensure_future(tokens.refresh("access-1", pair(1), run))
+    await until(lambda: tokens.waiting, "the wait for the lock")
+    # As asyncio.wait_for before 3.12 may do: the cancel is swallowed, the flag stays.
+    tokens.abandon(asyncio.get_running_loop().create_future())
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
 
 
 async def test_a_lost_lock_is_told(

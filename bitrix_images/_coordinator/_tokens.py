@@ -71,6 +71,7 @@ class SharedTokens:
         self._owner = owner
         self.lineage: str | None = None  # the grant, once Redis has named it
         self.waiting = False  # polling for another process's lock: nothing to lose by a cancel
+        self._abandoned = False
 
     async def load(self, seed: OAuthTokens) -> OAuthTokens:
         """
@@ -158,6 +159,10 @@ class SharedTokens:
                 self.lineage = await self.link.resolve(current.refresh_token)
             lineage = self.lineage
             while True:
+                if self._abandoned:
+                    # asyncio.wait_for (before 3.12) may swallow a cancel that comes as its
+                    # round trip ends: abandon() makes it stick.
+                    raise asyncio.CancelledError  # noqa: TRY301 -- handled as any cancel
                 newer = self._newer(await self.link.read_tokens(lineage), refused, current)
                 if newer is not None:
                     return lineage, newer
@@ -176,7 +181,16 @@ class SharedTokens:
                 await self._release(self.lineage, token)
             raise
         finally:
-            self.waiting = False
+            self.waiting = self._abandoned = False
+
+    def abandon(self, refreshing: asyncio.Future[None]) -> None:
+        """
+        Cancel *refreshing*, the task running ``refresh``, if it is only waiting for another
+        process's lock (nothing was sent yet); a refresh under way is left to finish.
+        """
+        if self.waiting:
+            self._abandoned = True
+            refreshing.cancel()
 
     def _newer(self, grant: Grant | None, refused: str, current: OAuthTokens) -> OAuthTokens | None:
         """The grant's pair if it is newer than *refused*; raise if it was refused."""
