@@ -19,7 +19,9 @@ processes waiting on it fail at once instead of being refused one by one.
 
 A process that cannot reach Redis never refreshes: the OAuth server rotates the refresh
 token, so a refresh outside the lock could lock every other process out. Waiting for another
-process's lock is only polling: ``waiting`` says so, and cancelling it then is harmless.
+process's lock is only polling: ``waiting`` says so, and ``abandon()`` ends it at once (the
+client's ``close()`` does, on Ctrl-C or SIGTERM); a refresh already under way is left to
+finish, since the OAuth server may have rotated the pair.
 """
 
 from __future__ import annotations
