@@ -101,8 +101,8 @@ async def _round_trips(redis_url: str, n: int) -> dict[str, Any]:
 
     import bitrix_images as bx
     from bitrix_images._coordinator import SharedLimits, webhook_credential
-    from bitrix_images._protocol import TimeInfo
-    from bitrix_images._throttle import LeakyBucket, OperatingBudget
+    from bitrix_images._wire.limits import LeakyBucket, OperatingBudget
+    from bitrix_images._wire.protocol import TimeInfo
 
     unlimited = bx.RateLimit(rate=float("inf"))
     info = TimeInfo(processing=0.01, operating=1.0, operating_reset_at=time.time() + 600)

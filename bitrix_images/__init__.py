@@ -7,11 +7,10 @@ values. ``mirror`` and ``upload`` keep a folder and a catalog in step, in either
 direction. ``bitrix_images.testing`` holds an embedded portal for tests.
 """
 
+from ._calls.retry import RetryPolicy
 from ._coordinator import RedisCoordinator
-from ._paginate import AsyncPaginator, Page
-from ._retry import RetryPolicy
-from ._stats import ClientStats
-from ._throttle import RateLimit
+from ._wire.limits import RateLimit
+from ._wire.stats import ClientStats
 from .client import BitrixClient
 from .exceptions import (
     AccessDenied,
@@ -29,7 +28,8 @@ from .exceptions import (
     TransportError,
 )
 from .images import Images
-from .models import FieldInfo, ImageType, OAuthTokens, ProductImage
+from .models import FieldInfo, ImageType, OAuthTokens, ProductImage, ProductListing
+from .pagination import AsyncPaginator, Page
 from .sync import MirrorResult, UploadResult, mirror, upload
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "Page",
     "PortalMoved",
     "ProductImage",
+    "ProductListing",
     "RateLimit",
     "RateLimited",
     "RedisCoordinator",

@@ -1,27 +1,26 @@
-"""``BitrixClient``: the session manager users hold, and the home of ``client.images``."""
+"""``BitrixClient``: one portal through one pooled aiohttp session; home of ``client.images``."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 import aiohttp
 from yarl import URL
 
-from ._auth import OAuthAuth, TokenCallback, WebhookAuth, check_method, check_portal_url
-from ._caller import Caller
-from ._converters import Converter
+from ._calls.caller import Caller
+from ._calls.retry import RetryPolicy
 from ._coordinator import RedisCoordinator
-from ._paginate import AsyncPaginator, Page
-from ._protocol import MAX_ANSWER_BYTES, items_of
-from ._retry import RetryPolicy
-from ._stats import ClientStats
-from ._throttle import RateLimit
-from ._validate import check_int, check_number
+from ._wire.auth import OAuthAuth, TokenCallback, WebhookAuth, check_method, check_portal_url
+from ._wire.converters import Converter
+from ._wire.limits import RateLimit
+from ._wire.protocol import MAX_ANSWER_BYTES
+from ._wire.stats import ClientStats
+from ._wire.validate import check_int, check_number
 from .images import Images
-from .models import OAuthTokens
+from .pagination import AsyncPaginator, paginate
 
 __all__ = ["BitrixClient"]
 
@@ -48,24 +47,8 @@ class BitrixClient:
         max_answer_bytes: int = MAX_ANSWER_BYTES,
         coordinator: RedisCoordinator | None = None,
     ) -> None:
-        if rate_limit is not None and not isinstance(rate_limit, RateLimit):
-            raise TypeError("rate_limit must be a RateLimit")
-        if retry is not None and not isinstance(retry, RetryPolicy):
-            raise TypeError("retry must be a RetryPolicy")
-        if session is not None and not isinstance(session, aiohttp.ClientSession):
-            raise TypeError("session must be an aiohttp.ClientSession")
-        if coordinator is not None and not isinstance(coordinator, RedisCoordinator):
-            raise TypeError("coordinator must be a bitrix_images.RedisCoordinator or None")
-        timeout = check_number("timeout", timeout, positive=True, finite=True)
-        max_answer_bytes = check_int("max_answer_bytes", max_answer_bytes, minimum=1)
-        self._caller = Caller(
-            auth,
-            rate_limit=rate_limit or RateLimit(),
-            retry=retry or RetryPolicy(),
-            session=session,
-            timeout=float(timeout),
-            max_answer_bytes=max_answer_bytes,
-            coordinator=coordinator,
+        self._caller = _caller(
+            auth, rate_limit, retry, session, timeout, max_answer_bytes, coordinator
         )
         self.images = Images(self._caller, Converter(auth.origin))
 
@@ -138,28 +121,15 @@ class BitrixClient:
             client_endpoint, allow_insecure=allow_insecure, what="the client endpoint"
         )
         token_url = check_portal_url(oauth_url, allow_insecure=allow_insecure, what="oauth_url")
-        for name, value in (
-            ("access_token", access_token),
-            ("refresh_token", refresh_token),
-            ("client_id", client_id),
-            ("client_secret", client_secret),
-        ):
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"{name} must be a non-empty str")
-        if on_token_refresh is not None and not callable(on_token_refresh):
-            raise TypeError("on_token_refresh must be an async callable or None")
-        tokens = OAuthTokens(
+        auth = OAuthAuth.checked(
+            endpoint,
             access_token=access_token,
             refresh_token=refresh_token,
-            expires_at=expires_at or datetime.now(timezone.utc) + timedelta(hours=1),
-            client_endpoint=endpoint,
-        )
-        auth = OAuthAuth(
-            tokens,
             client_id=client_id,
             client_secret=client_secret,
             oauth_url=token_url,
             on_token_refresh=on_token_refresh,
+            expires_at=expires_at,
         )
         return cls(
             auth,
@@ -204,12 +174,7 @@ class BitrixClient:
         a lost answer may be replayed is judged from the method's name (``*.list``, ``*.get``
         are reads); pass *idempotent* to say it yourself.
         """
-        check_method(method)
-        if params is None:
-            params = {}
-        if not isinstance(params, Mapping):
-            raise TypeError(f"params must be a mapping, got {type(params).__name__}")
-        envelope = await self._caller.call(method, params, idempotent=idempotent)
+        envelope = await self._caller.call(method, _checked(method, params), idempotent=idempotent)
         return envelope.result
 
     def paginate(
@@ -227,24 +192,17 @@ class BitrixClient:
         "select": ["id", "iblockId"]}, key="products")`` enumerates a catalog by the
         portal's own ``next`` (list-methods-pecularities.md), one page in memory.
         """
-        check_method(method)
-        if params is None:
-            params = {}
-        if not isinstance(params, Mapping):
-            raise TypeError(f"params must be a mapping, got {type(params).__name__}")
+        params = _checked(method, params)
         if "start" in params:
             raise ValueError("pass start= to paginate(), not inside params")
-        if not isinstance(key, str) or not key:
-            raise ValueError("key must name the list in the result, like 'products'")
-        start = check_int("start", start, minimum=0)
-        caller = self._caller
-
-        async def fetch(offset: int) -> Page[Any]:
-            envelope = await caller.call(method, {**params, "start": offset})
-            items = items_of(envelope.result, key, method=method)
-            return Page(tuple(items), total=envelope.total, next=envelope.next, start=offset)
-
-        return AsyncPaginator(fetch, start=start, method=method)
+        return paginate(
+            self._caller,
+            method,
+            lambda offset: {**params, "start": offset},
+            key=key,
+            convert=tuple,
+            start=start,
+        )
 
     @property
     def stats(self) -> ClientStats:
@@ -269,3 +227,44 @@ class BitrixClient:
     def __repr__(self) -> str:
         kind = "webhook" if isinstance(self._caller.auth, WebhookAuth) else "oauth"
         return f"BitrixClient(<{self.origin.host}>, {kind})"
+
+
+def _checked(method: str, params: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    """A call's method name and parameters, checked before any request."""
+    check_method(method)
+    if params is None:
+        return {}
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params must be a mapping, got {type(params).__name__}")
+    return params
+
+
+def _caller(  # noqa: PLR0917 -- BitrixClient's options, checked here once
+    auth: WebhookAuth | OAuthAuth,
+    rate_limit: RateLimit | None,
+    retry: RetryPolicy | None,
+    session: aiohttp.ClientSession | None,
+    timeout: float,
+    max_answer_bytes: int,
+    coordinator: RedisCoordinator | None,
+) -> Caller:
+    """The client's caller, its options checked before any request."""
+    if rate_limit is not None and not isinstance(rate_limit, RateLimit):
+        raise TypeError("rate_limit must be a RateLimit")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise TypeError("retry must be a RetryPolicy")
+    if session is not None and not isinstance(session, aiohttp.ClientSession):
+        raise TypeError("session must be an aiohttp.ClientSession")
+    if coordinator is not None and not isinstance(coordinator, RedisCoordinator):
+        raise TypeError("coordinator must be a bitrix_images.RedisCoordinator or None")
+    timeout = check_number("timeout", timeout, positive=True, finite=True)
+    max_answer_bytes = check_int("max_answer_bytes", max_answer_bytes, minimum=1)
+    return Caller(
+        auth,
+        rate_limit=rate_limit or RateLimit(),
+        retry=retry or RetryPolicy(),
+        session=session,
+        timeout=float(timeout),
+        max_answer_bytes=max_answer_bytes,
+        coordinator=coordinator,
+    )

@@ -185,8 +185,8 @@ class BatchError(BitrixError):
 
     Attributes:
         errors: the per-command errors, keyed by command key; for ``list_many`` the failed
-            product's own error comes first, and ``code`` and ``status`` are its.
-        product_id: for ``list_many``, the product whose command failed first.
+            product's own error, keyed by its product id, and ``code`` and ``status`` are its.
+        product_id: for ``list_many``, the product that could not be listed.
     """
 
     def __init__(

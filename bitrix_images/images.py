@@ -3,14 +3,16 @@ The product images resource: ``client.images``.
 
 Wraps ``catalog.productImage.list / get / add / delete / getFields``
 (api-reference/catalog/product-image/) and the download of an image's signed URL.
-Every argument is checked before any request is sent.
+Every argument is checked before any request is sent (``_wire.commands``). Many products
+are listed through ``batch`` requests by ``_ProductLister``, on the batch primitive
+(``_calls.batch.run_batch``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import builtins
+import contextlib
 import os
 from collections import deque
 from collections.abc import (
@@ -22,119 +24,78 @@ from collections.abc import (
     Sequence,
 )
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import attrs
-from yarl import URL
 
-from . import _files, _protocol
-from ._caller import Caller
-from ._converters import SELECTABLE, Converter, to_wire_name
-from ._paginate import AsyncPaginator, Page
-from ._retry import Attempts
-from ._validate import check_int
+from ._calls.batch import Outcome, run_batch
+from ._calls.caller import Caller
+from ._calls.retry import Attempts
+from ._net import files as _files
+from ._wire import protocol as _protocol
+from ._wire.commands import (
+    ADD,
+    DELETE,
+    FIELDS,
+    GET,
+    LIST,
+    add_params,
+    check_id,
+    check_select,
+    delete_command,
+    image_params,
+    is_image,
+    list_command,
+    list_params,
+    list_query,
+    same_origin,
+)
+from ._wire.converters import Converter
+from ._wire.ids import each
+from ._wire.protocol import Command
+from ._wire.validate import check_int
 from .exceptions import BatchError, BitrixError, MalformedResponse
-from .models import FieldInfo, ImageType, ProductImage
+from .models import FieldInfo, ImageType, ProductImage, ProductListing
+from .pagination import AsyncPaginator, paginate
 
-__all__ = ["Images"]
+__all__ = [
+    "ADD",
+    "DELETE",
+    "FIELDS",
+    "GET",
+    "LIST",
+    "Images",
+    "check_id",
+    "check_select",
+    "is_image",
+    "product_failure",
+]
 
-LIST: Final = "catalog.productImage.list"
-GET: Final = "catalog.productImage.get"
-ADD: Final = "catalog.productImage.add"
-DELETE: Final = "catalog.productImage.delete"
-FIELDS: Final = "catalog.productImage.getFields"
-
-# The most images of one product list_many holds before yielding it. A product is yielded
-# whole or not at all (BatchError), so its pages are held until the last one; real products
-# have tens of images, and a portal that keeps sending "next" must not grow memory forever.
+# The most images of one product list_products holds before yielding it. A product is
+# yielded whole or failed, so its pages are held until the last one; real products have tens
+# of images, and a portal that keeps sending "next" must not grow memory forever.
 MAX_PRODUCT_IMAGES: Final = 10_000
 
-# Magic numbers of the formats CFile::GetImageExtensions accepts (catalog-product-image-add.md:
-# "only image extensions are accepted").
-_MAGIC: Final = (
-    (b"\xff\xd8\xff", 0),  # JPEG
-    (b"\x89PNG\r\n\x1a\n", 0),  # PNG
-    (b"GIF87a", 0),
-    (b"GIF89a", 0),
-    (b"WEBP", 8),  # RIFF....WEBP
-    (b"BM", 0),  # BMP
-)
 
-
-def check_id(value: object, what: str) -> int:
-    """A positive ``int`` id (``bool`` and numeric strings are refused)."""
-    return check_int(what, value, minimum=1)
-
-
-def check_select(select: object) -> tuple[str, ...] | None:
-    """Wire names for ``select``; snake_case field names are accepted too. ``id`` is always in."""
-    if select is None:
-        return None
-    if isinstance(select, (str, bytes)) or not isinstance(select, Iterable):
-        raise TypeError("select must be a sequence of field names")
-    names: list[str] = ["id"]
-    for field in select:
-        if not isinstance(field, str):
-            raise TypeError(f"select names must be str, got {type(field).__name__}")
-        wire = to_wire_name(field)
-        if wire not in SELECTABLE:
-            raise ValueError(
-                f"{field!r} is not a field of ProductImage; choose from {', '.join(SELECTABLE)}"
-            )
-        if wire not in names:
-            names.append(wire)
-    return tuple(names)
-
-
-def is_image(content: bytes) -> bool:
-    """Whether *content* starts like a JPEG, PNG, GIF, WEBP or BMP file."""
-    return any(content[offset : offset + len(magic)] == magic for magic, offset in _MAGIC)
-
-
-def _list_query(select: Sequence[str] | None) -> str:
-    """The part of a list command's query that is the same for every product."""
-    return "" if select is None else "&" + _protocol.http_build_query({"select": list(select)})
-
-
-def _list_params(product_id: int, select: Sequence[str] | None, start: int) -> dict[str, Any]:
-    params: dict[str, Any] = {"productId": product_id}
-    if select is not None:
-        params["select"] = list(select)
-    params["start"] = start
-    return params
-
-
-async def _ids(source: Iterable[int] | AsyncIterable[int]) -> AsyncGenerator[int, None]:
-    if isinstance(source, AsyncIterable):
-        async for value in source:
-            yield check_id(value, "product id")
-    else:
-        for value in source:
-            yield check_id(value, "product id")
-
-
-@attrs.define
-class _Command:
-    """One product's listing in ``list_many``: its pages as the portal sent them."""
-
-    key: str
-    product_id: int
-    attempts: Attempts
-    start: int = 0
-    # The image records of each page, turned into ProductImage only when the product is
-    # yielded: a batch's 2,500 objects made at once outlived the young GC generation and
-    # cost more in collections than the objects themselves (benchmarks/RESULTS.md, W3).
-    pages: list[Sequence[object]] = attrs.Factory(list)
-    count: int = 0
+def product_failure(listing: ProductListing) -> BatchError:
+    """The ``BatchError`` that ``list_many`` raises for a product whose listing failed."""
+    error = listing.error
+    assert error is not None  # noqa: S101 -- only a failed listing is passed
+    return BatchError(
+        f"{LIST} failed for product {listing.product_id}: {error.description}",
+        errors={str(listing.product_id): error},
+        attempts=error.attempts,
+        product_id=listing.product_id,
+    )
 
 
 class Images:
-    """``client.images``: list, list_many, get, add, delete, fields and download."""
+    """``client.images``: list, list_products, list_many, get, add, delete, fields, download."""
 
     def __init__(self, caller: Caller, converter: Converter, *, batches_in_flight: int = 4):
         self._caller = caller
         self._converter = converter
-        self._batches_in_flight = batches_in_flight
+        self._lister = _ProductLister(caller, converter, batches_in_flight)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -149,18 +110,36 @@ class Images:
         """
         product_id = check_id(product_id, "product_id")
         names = check_select(select)
-        start = check_int("start", start, minimum=0)
 
-        async def fetch(offset: int) -> Page[ProductImage]:
-            envelope = await self._caller.call(LIST, _list_params(product_id, names, offset))
-            return Page(
-                items=tuple(self._images(envelope.result, LIST)),
-                total=envelope.total,
-                next=envelope.next,
-                start=offset,
-            )
+        def convert(items: builtins.list[object]) -> builtins.list[ProductImage]:
+            return self._converter.images(items, method=LIST)
 
-        return AsyncPaginator(fetch, start=start, method=LIST)
+        return paginate(
+            self._caller,
+            LIST,
+            lambda offset: list_params(product_id, names, offset),
+            key="productImages",
+            convert=convert,
+            start=start,
+        )
+
+    def list_products(
+        self,
+        product_ids: Iterable[int] | AsyncIterable[int],
+        *,
+        select: Sequence[str] | None = None,
+    ) -> AsyncGenerator[ProductListing, None]:
+        """
+        Each product of *product_ids*, in input order, whole: all its images, or its error.
+
+        Up to 50 ``catalog.productImage.list`` commands go in one ``batch`` request (batch.md),
+        with a few batches in flight; *product_ids* is read lazily, never more than those
+        batches ahead of the consumer. Each command is retried on its own (load refusals,
+        transient errors) and followed through its pages. A product whose listing failed
+        for good (gone, forbidden, a malformed answer, its retries spent) comes with that
+        error and the others go on; a failure of a whole request is raised.
+        """
+        return self._lister.products(product_ids, select)
 
     async def list_many(
         self,
@@ -171,185 +150,20 @@ class Images:
         """
         The images of many products, grouped by product in input order.
 
-        Up to 50 ``catalog.productImage.list`` commands go in one ``batch`` request (batch.md),
-        with a few batches in flight. *product_ids* is read lazily, never more than those
-        batches ahead of the consumer. A command that failed for load or a transient error
-        is sent again; one that cannot succeed raises ``BatchError`` after every image
-        before it was yielded. Nothing is dropped silently.
+        ``list_products`` flattened: a product that could not be listed raises
+        ``BatchError`` after every image before it was yielded, and nothing of it or after
+        it is. Nothing is dropped silently.
         """
-        if isinstance(product_ids, (str, bytes)) or not isinstance(
-            product_ids, (Iterable, AsyncIterable)
-        ):
-            raise TypeError("product_ids must be an iterable or async iterable of ints")
-        names = check_select(select)
-        source = _ids(product_ids)
-        window: deque[asyncio.Task[builtins.list[_Command | BatchError]]] = deque()
-        exhausted = False
-
-        async def fill() -> None:
-            nonlocal exhausted
-            while not exhausted and len(window) < self._batches_in_flight:
-                chunk: builtins.list[int] = []
-                async for product_id in source:
-                    chunk.append(product_id)
-                    if len(chunk) == _protocol.BATCH_MAX_COMMANDS:
-                        break
-                else:
-                    exhausted = True
-                if chunk:
-                    window.append(asyncio.ensure_future(self._list_chunk(chunk, names)))
-
-        try:
-            await fill()
-            while window:
-                outcomes = await window[0]
-                window.popleft()
-                await fill()
-                for outcome in outcomes:
-                    if isinstance(outcome, BatchError):
-                        raise outcome
-                    for image in self._product_images(outcome):
-                        yield image
-        finally:
-            for task in window:
-                task.cancel()
-            await asyncio.gather(*window, return_exceptions=True)
-            await source.aclose()
-
-    async def _list_chunk(
-        self, product_ids: builtins.list[int], select: Sequence[str] | None
-    ) -> builtins.list[_Command | BatchError]:
-        """
-        List up to 50 products through batch requests until each is complete or failed.
-
-        Commands are resent (load refusals, transient errors) or continued (``next``) until
-        every command before the first failed one is complete, so the images yielded before
-        a ``BatchError`` are whole products, and a product is never yielded half-listed.
-        """
-        commands = {
-            f"p{i}": _Command(f"p{i}", product_id, self._caller.attempts(idempotent=True))
-            for i, product_id in enumerate(product_ids)
-        }
-        order = {key: index for index, key in enumerate(commands)}
-        common = _list_query(select)
-        pending = dict(commands)
-        failed: dict[str, BitrixError] = {}
-        cutoff = len(commands)  # commands from the first failed one on are not yielded
-        while pending:
-            # The query strings are built here directly: ids and offsets are plain ints, and
-            # a generic PHP encoder per command was the costliest step per product.
-            result = await self._caller.batch(
-                {
-                    key: (LIST, f"productId={command.product_id}{common}&start={command.start}")
-                    for key, command in pending.items()
-                }
-            )
-            again: dict[str, _Command] = {}
-            delay = 0.0
-            for key, command in pending.items():
-                error = result.errors.get(key)
-                if error is not None:
-                    # Each command has its own retry driver: the same rules, attempts and
-                    # wait budget as a whole call (README, "The portal's limits").
-                    command.attempts.begin()
-                    verdict = self._caller.judge(command.attempts, error, (LIST,))
-                    if verdict.delay is not None:
-                        again[key] = command
-                        delay = max(delay, verdict.delay)
-                        continue
-                    error = verdict.error
-                else:
-                    error = self._advance(command, result.results, result.nexts, key, again)
-                    if error is None:
-                        continue
-                failed[key] = error
-                cutoff = min(cutoff, order[key])
-            pending = {key: c for key, c in again.items() if order[key] < cutoff}
-            if pending and delay > 0:
-                await self._caller.wait(delay)
-        outcomes: builtins.list[_Command | BatchError] = []
-        for key, command in commands.items():
-            if order[key] == cutoff:
-                error = failed[key]
-                outcomes.append(
-                    BatchError(
-                        f"{LIST} failed for product {command.product_id}: {error.description}",
-                        # The failed product's own error first: it is the one that stopped.
-                        errors={key: error, **failed},
-                        attempts=error.attempts,
-                        product_id=command.product_id,
-                    )
-                )
-                break
-            outcomes.append(command)
-        return outcomes
-
-    def _advance(
-        self,
-        command: _Command,
-        results: Mapping[str, Any],
-        nexts: Mapping[str, int],
-        key: str,
-        again: dict[str, _Command],
-    ) -> BitrixError | None:
-        """
-        Take a command's answer: keep its images and queue its next page, if any.
-
-        Returns ``None`` when the command is done or queued, or the error that ends it.
-        """
-        if key not in results:
-            # Neither a result nor an error: a halted or truncated batch (batch.md).
-            return MalformedResponse(
-                "the batch answer has no result and no error for this command", method=LIST
-            )
-        items = _protocol.items_of(results[key], "productImages", method=LIST)
-        command.pages.append(items)
-        command.count += len(items)
-        if command.count > MAX_PRODUCT_IMAGES:
-            return MalformedResponse(
-                f"product {command.product_id} has more than {MAX_PRODUCT_IMAGES} images; "
-                "refusing to hold more of them",
-                method=LIST,
-            )
-        following = nexts.get(key)
-        if following is None:
-            return None
-        if following <= command.start:
-            return MalformedResponse(
-                f"the portal sent next={following} after start={command.start}", method=LIST
-            )
-        command.start = following
-        again[key] = command
-        return None
-
-    def _product_images(self, command: _Command) -> builtins.list[ProductImage]:
-        """
-        A listed product's images, every page converted before any is yielded.
-
-        A malformed image fails its product the way a failed command does: a ``BatchError``
-        after the products before it, never a product half yielded.
-        """
-        pages, command.pages = command.pages, []
-        convert = self._converter.images
-        try:
-            if len(pages) == 1:
-                return convert(pages[0], method=LIST)
-            return [image for page in pages for image in convert(page, method=LIST)]
-        except MalformedResponse as error:
-            raise BatchError(
-                f"{LIST} failed for product {command.product_id}: {error.description}",
-                errors={command.key: error},
-                attempts=error.attempts,
-                product_id=command.product_id,
-            ) from None
+        async with contextlib.aclosing(self.list_products(product_ids, select=select)) as found:
+            async for listing in found:
+                if listing.error is not None:
+                    raise product_failure(listing)
+                for image in listing.images:
+                    yield image
 
     async def get(self, product_id: int, image_id: int) -> ProductImage:
         """One image of a product (catalog-product-image-get.md)."""
-        params = {
-            "productId": check_id(product_id, "product_id"),
-            "id": check_id(image_id, "image_id"),
-        }
-        envelope = await self._caller.call(GET, params)
+        envelope = await self._caller.call(GET, image_params(product_id, image_id))
         return self._one(envelope.result, GET)
 
     async def fields(self) -> Mapping[str, FieldInfo]:
@@ -380,42 +194,46 @@ class Images:
         product_id = check_id(product_id, "product_id")
         if not isinstance(type, ImageType):
             raise TypeError(f"type must be an ImageType, got {type!r}")
-        if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise ValueError("name must be a non-empty str")
-        if isinstance(file, (bytes, bytearray, memoryview)):
-            if name is None:
-                raise ValueError("name is required when file is bytes")
-            content = bytes(file)
-        elif isinstance(file, (str, Path)):
-            path = Path(file)
-            content = await asyncio.to_thread(_read_file, path)
-            name = name if name is not None else path.name
-        else:
-            raise TypeError(f"file must be a Path, str or bytes, got {type_name(file)}")
-        assert name is not None  # noqa: S101 -- set on every branch above
-        if "/" in name or "\\" in name:
-            raise ValueError("name must be a file name, not a path")
-        if not is_image(content):
-            raise ValueError(f"{name!r} is not a JPEG, PNG, GIF, WEBP or BMP image")
-        params = {
-            "fields": {"productId": product_id, "type": type.value},
-            # catalog-product-image-add.md: [name, base64] at the top level, no data: prefix.
-            "fileContent": [name, base64.b64encode(content).decode("ascii")],
-        }
+        name, content = await _named_content(file, name)
+        params = add_params(product_id, name, content, type)
         envelope = await self._caller.call(ADD, params, idempotent=False)
         return self._one(envelope.result, ADD)
 
     async def delete(self, product_id: int, image_id: int) -> None:
         """Remove an image from a product. Never replayed after a lost answer."""
-        params = {
-            "productId": check_id(product_id, "product_id"),
-            "id": check_id(image_id, "image_id"),
-        }
+        params = image_params(product_id, image_id)
         envelope = await self._caller.call(DELETE, params, idempotent=False)
         if envelope.result is not True:
             raise MalformedResponse(
                 f"the portal answered {envelope.result!r} instead of true", method=DELETE
             )
+
+    # --- commands, for the jobs' batches -------------------------------------------------
+
+    def _list_command(
+        self, product_id: int, *, select: Sequence[str] | None = None, start: int = 0
+    ) -> Command:
+        """A list command of one product's page (checked like ``list``)."""
+        product_id = check_id(product_id, "product_id")
+        start = check_int("start", start, minimum=0)
+        return list_command(product_id, list_query(check_select(select)), start)
+
+    def _add_command(
+        self, product_id: int, name: str, content: bytes, type: ImageType = ImageType.MORE_PHOTO
+    ) -> Command:
+        """An add command (blocking: encodes *content*); ``ValueError`` if not an image."""
+        product_id = check_id(product_id, "product_id")
+        return ADD, _protocol.http_build_query(add_params(product_id, name, content, type))
+
+    def _delete_command(self, product_id: int, image_id: int) -> Command:
+        """A delete command of one image."""
+        return delete_command(product_id, image_id)
+
+    async def _run(
+        self, commands: Mapping[str, Command], *, tries: Mapping[str, Attempts] | None = None
+    ) -> dict[str, Outcome]:
+        """Send *commands* through ``run_batch``: one ``Outcome`` per key."""
+        return await run_batch(self._caller, commands, tries=tries)
 
     # --- files ---------------------------------------------------------------------------
 
@@ -446,7 +264,7 @@ class Images:
         url = image.download_url
         if url is None:
             raise ValueError("the image has no download_url (was it left out of select?)")
-        if not _same_origin(url, self._caller.auth.origin):
+        if not same_origin(url, self._caller.auth.origin):
             # The signed URL carries the portal's credentials: it goes to the portal only.
             raise ValueError(
                 f"refusing to fetch a download_url outside the portal's origin "
@@ -460,27 +278,142 @@ class Images:
             raise
         return Path(target)
 
-    # --- answers -------------------------------------------------------------------------
-
-    def _images(self, result: object, method: str) -> builtins.list[ProductImage]:
-        items = _protocol.items_of(result, "productImages", method=method)
-        return self._converter.images(items, method=method)
-
     def _one(self, result: object, method: str) -> ProductImage:
         if not isinstance(result, Mapping) or "productImage" not in result:
             raise MalformedResponse("the answer has no 'productImage'", method=method)
         return self._converter.image(result["productImage"], method=method)
 
 
-def _same_origin(url: URL, origin: URL) -> bool:
-    """Scheme, host and port equal, the way browsers compare them (RFC 6454)."""
-    # yarl keeps an explicit default port (":443") and compares URLs as text, so the parts
-    # are compared one by one, with the scheme's default port filled in.
-    return (
-        url.scheme.lower() == origin.scheme.lower()
-        and (url.host or "").lower().rstrip(".") == (origin.host or "").lower().rstrip(".")
-        and url.port == origin.port
-    )
+@attrs.define
+class _Product:
+    """One product's listing in ``list_products``: its pages as the portal sent them."""
+
+    product_id: int
+    start: int = 0
+    # The image records of each page, turned into ProductImage only when the product is
+    # yielded: a batch's 2,500 objects made at once outlived the young GC generation and
+    # cost more in collections than the objects themselves (benchmarks/RESULTS.md, W3).
+    pages: list[Sequence[object]] = attrs.Factory(list)
+    count: int = 0
+    error: BitrixError | None = None
+
+
+class _ProductLister:
+    """``list_products``: products in chunks of 50, a few chunks' batches in flight."""
+
+    def __init__(self, caller: Caller, converter: Converter, batches_in_flight: int) -> None:
+        self._caller = caller
+        self._converter = converter
+        self._batches_in_flight = batches_in_flight
+
+    async def products(
+        self, product_ids: Iterable[int] | AsyncIterable[int], select: Sequence[str] | None
+    ) -> AsyncGenerator[ProductListing, None]:
+        names = check_select(select)
+        source = each(product_ids, check=True)
+        window: deque[asyncio.Task[list[_Product]]] = deque()
+        exhausted = False
+
+        async def fill() -> None:
+            nonlocal exhausted
+            while not exhausted and len(window) < self._batches_in_flight:
+                chunk: list[int] = []
+                async for product_id in source:
+                    chunk.append(product_id)
+                    if len(chunk) == _protocol.BATCH_MAX_COMMANDS:
+                        break
+                else:
+                    exhausted = True
+                if chunk:
+                    window.append(asyncio.ensure_future(self._chunk(chunk, names)))
+
+        try:
+            await fill()
+            while window:
+                products = await window[0]
+                window.popleft()
+                await fill()
+                for product in products:
+                    yield self._listing(product)
+        finally:
+            for task in window:
+                task.cancel()
+            await asyncio.gather(*window, return_exceptions=True)
+            await source.aclose()
+
+    async def _chunk(self, product_ids: list[int], select: Sequence[str] | None) -> list[_Product]:
+        """List up to 50 products through batch requests until each is complete or failed."""
+        products = {f"p{i}": _Product(product_id) for i, product_id in enumerate(product_ids)}
+        common = list_query(select)
+
+        def proceed(
+            key: str, result: object, following: int | None
+        ) -> Command | BitrixError | None:
+            """Keep a page's images; say what follows (its next page, or the error)."""
+            product = products[key]
+            items = _protocol.items_of(result, "productImages", method=LIST)
+            product.pages.append(items)
+            product.count += len(items)
+            if product.count > MAX_PRODUCT_IMAGES:
+                return MalformedResponse(
+                    f"product {product.product_id} has more than {MAX_PRODUCT_IMAGES} images; "
+                    "refusing to hold more of them",
+                    method=LIST,
+                )
+            if following is None:
+                return None
+            if following <= product.start:
+                return MalformedResponse(
+                    f"the portal sent next={following} after start={product.start}", method=LIST
+                )
+            product.start = following
+            return list_command(product.product_id, common, following)
+
+        outcomes = await run_batch(
+            self._caller,
+            {key: list_command(p.product_id, common, 0) for key, p in products.items()},
+            proceed=proceed,
+        )
+        for key, product in products.items():
+            product.error = outcomes[key].error
+        return list(products.values())
+
+    def _listing(self, product: _Product) -> ProductListing:
+        """
+        A listed product, every page converted at once: a malformed image fails its
+        product the way a failed command does, never a product half yielded.
+        """
+        if product.error is not None:
+            return ProductListing(product.product_id, (), product.error)
+        pages, product.pages = product.pages, []
+        convert = self._converter.images
+        try:
+            if len(pages) == 1:
+                images = tuple(convert(pages[0], method=LIST))
+            else:
+                images = tuple(image for page in pages for image in convert(page, method=LIST))
+        except MalformedResponse as error:
+            return ProductListing(product.product_id, (), error)
+        return ProductListing(product.product_id, images)
+
+
+async def _named_content(file: Path | str | bytes, name: str | None) -> tuple[str, bytes]:
+    """The name and bytes an add sends: *file*'s own, or *name* for bytes."""
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ValueError("name must be a non-empty str")
+    if isinstance(file, (bytes, bytearray, memoryview)):
+        if name is None:
+            raise ValueError("name is required when file is bytes")
+        content = bytes(file)
+    elif isinstance(file, (str, Path)):
+        path = Path(file)
+        content = await asyncio.to_thread(_read_file, path)
+        name = name if name is not None else path.name
+    else:
+        raise TypeError(f"file must be a Path, str or bytes, got {type_name(file)}")
+    if "/" in name or "\\" in name:
+        raise ValueError("name must be a file name, not a path")
+    return name, content
 
 
 def _read_file(path: Path) -> bytes:

@@ -1,7 +1,7 @@
 """
 The values the SDK returns: frozen attrs classes, snake_case in Python.
 
-They hold data only; the private converter in ``_converters`` maps them from and to the
+They hold data only; the private converter in ``_wire.converters`` maps them from and to the
 camelCase wire format (api-reference/catalog/data-types.md, "catalog_product_image").
 """
 
@@ -13,9 +13,9 @@ from datetime import datetime
 import attrs
 from yarl import URL
 
-from .exceptions import MalformedResponse
+from .exceptions import BitrixError, MalformedResponse
 
-__all__ = ["FieldInfo", "ImageType", "OAuthTokens", "ProductImage"]
+__all__ = ["FieldInfo", "ImageType", "OAuthTokens", "ProductImage", "ProductListing"]
 
 
 class ImageType(enum.Enum):
@@ -116,6 +116,24 @@ def _read_url(text: str | None, wire_name: str) -> URL | None:
 def _host_of(text: str) -> str:
     authority = text.partition("://")[2].partition("/")[0].partition("?")[0]
     return authority.rpartition("@")[2] or "?"
+
+
+@attrs.frozen
+class ProductListing:
+    """
+    One product from ``client.images.list_products``: every image it has, or its error.
+
+    Attributes:
+        product_id: the product.
+        images: all its images, in the portal's order (empty when it has none, or failed).
+        error: why it could not be listed (``NotFound``, ``AccessDenied``, a
+            ``MalformedResponse`` of its own answer, or its retries spent), else ``None``.
+            A failed listing is never an empty product.
+    """
+
+    product_id: int
+    images: tuple[ProductImage, ...] = ()
+    error: BitrixError | None = None
 
 
 @attrs.frozen

@@ -29,8 +29,8 @@ import pytest
 from support import CLI_ENV, FAST_RETRY, UNLIMITED, ThreadPortal, secrets_of
 
 import bitrix_images as bx
-from bitrix_images._auth import OAuthAuth, WebhookAuth
-from bitrix_images._converters import Converter
+from bitrix_images._wire.auth import OAuthAuth, WebhookAuth
+from bitrix_images._wire.converters import Converter
 from bitrix_images.testing import FakePortal
 
 # Credentials shorter than this are test fixtures ("abc"), not secrets: they would match by

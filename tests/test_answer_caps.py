@@ -16,8 +16,8 @@ from hostile_support import hostile_server
 from support import FAST_RETRY, PNG, UNLIMITED
 
 import bitrix_images as bx
-from bitrix_images import _protocol
 from bitrix_images import images as images_module
+from bitrix_images._wire import protocol as _protocol
 
 MIB = 1024 * 1024
 

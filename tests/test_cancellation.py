@@ -262,7 +262,7 @@ async def test_cancel_while_the_answer_is_late(name: str, tmp_path: Path) -> Non
 async def test_a_cancelled_download_does_not_write_afterwards(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bitrix_images import _committer
+    from bitrix_images._net import committer as _committer
 
     original = _committer.write_out
     in_thread = asyncio.Event()

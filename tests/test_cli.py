@@ -800,11 +800,13 @@ class StubClient:
 
         return Pages()
 
-    async def list_many(self, ids: AsyncIterator[int]) -> AsyncIterator[bx.ProductImage]:
-        async for _ in ids:
-            pass
-        for image in self._images:
-            yield image
+    async def list_products(
+        self, ids: AsyncIterator[int], *, select: object = None
+    ) -> AsyncIterator[bx.ProductListing]:
+        images = tuple(self._images)  # all of them answered for the first product
+        async for product_id in ids:
+            yield bx.ProductListing(product_id, images)
+            images = ()
 
 
 async def test_catalog_ids_reads_numbers_and_numeric_strings() -> None:

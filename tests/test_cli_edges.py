@@ -18,7 +18,7 @@ from support import ThreadPortal, assert_one_error_line, run_cli
 from test_cli import ndjson
 
 import bitrix_images as bx
-from bitrix_images._auth import is_loopback
+from bitrix_images._wire.auth import is_loopback
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from support import examples
 from yarl import URL
 
-from bitrix_images._converters import Converter, _image_builder, to_wire_name
+from bitrix_images._wire.converters import Converter, _image_builder, to_wire_name
 from bitrix_images.exceptions import MalformedResponse
 from bitrix_images.models import FieldInfo, ImageType, OAuthTokens, ProductImage
 

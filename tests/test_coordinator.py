@@ -32,8 +32,8 @@ from bitrix_images._coordinator import (
     webhook_credential,
 )
 from bitrix_images._coordinator._redis import BACKOFF_FIRST
-from bitrix_images._protocol import TimeInfo
-from bitrix_images._throttle import LeakyBucket, RateLimit
+from bitrix_images._wire.limits import LeakyBucket, RateLimit
+from bitrix_images._wire.protocol import TimeInfo
 from bitrix_images.testing import QUERY_LIMIT_EXCEEDED, FakePortal, instant_retries
 
 ORIGIN = URL("http://127.0.0.1:8123")

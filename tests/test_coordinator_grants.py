@@ -42,7 +42,7 @@ from bitrix_images._coordinator import (
 )
 from bitrix_images._coordinator._cli import RedisUnusable, connect, warnings_to
 from bitrix_images._coordinator._redis import BACKOFF_FIRST
-from bitrix_images._throttle import LeakyBucket
+from bitrix_images._wire.limits import LeakyBucket
 from bitrix_images.testing import FakePortal, instant_retries
 
 ROOT = Path(__file__).resolve().parent.parent

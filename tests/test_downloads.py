@@ -20,7 +20,8 @@ import pytest
 from support import partial_files, webhook_client
 
 import bitrix_images as bx
-from bitrix_images import _committer, _files
+from bitrix_images._net import committer as _committer
+from bitrix_images._net import files as _files
 from bitrix_images.testing import FakePortal
 
 
@@ -65,7 +66,9 @@ async def test_quick_fsyncs_stay_in_the_committer_and_slow_ones_go_to_the_pool(
     monkeypatch.setattr(_committer, "_QUICK_SYNC", quick)
     loop = asyncio.get_running_loop()
     jobs = [
-        _committer._Job(_files.Spool(str(tmp_path / f"{i}.part")), "", True, loop.create_future())
+        _committer._Commit(
+            _files.Spool(str(tmp_path / f"{i}.part")), "", True, loop.create_future()
+        )
         for i in range(4)
     ]
     fds = [os.open(tmp_path / f"{i}", os.O_CREAT | os.O_WRONLY, 0o600) for i in range(4)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import bitrix_images as bx
-from bitrix_images import _protocol as p
+from bitrix_images._wire import protocol as p
 
 
 def test_error_text_is_cut_and_says_so() -> None:

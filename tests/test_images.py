@@ -18,8 +18,8 @@ from support import FAST_RETRY, PNG, UNLIMITED, partial_files, portal_process, w
 from yarl import URL
 
 import bitrix_images as bx
-from bitrix_images._converters import Converter
-from bitrix_images._files import safe_name
+from bitrix_images._wire.converters import Converter
+from bitrix_images._wire.naming import safe_name
 from bitrix_images.images import is_image
 from bitrix_images.sync.listing import products
 from bitrix_images.testing import INTERNAL_SERVER_ERROR, QUERY_LIMIT_EXCEEDED, FakePortal

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from bitrix_images._retry import Attempts, RetryPolicy, backoff_delay
-from bitrix_images._throttle import LeakyBucket, RateLimit
+from bitrix_images._calls.retry import Attempts, RetryPolicy, backoff_delay
+from bitrix_images._wire.limits import LeakyBucket, RateLimit
 from bitrix_images.exceptions import (
     NotSent,
     OutcomeUnknown,

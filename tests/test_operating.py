@@ -19,8 +19,8 @@ import aiohttp
 import pytest
 
 import bitrix_images as bx
-from bitrix_images._protocol import TimeInfo
-from bitrix_images._throttle import OperatingBudget, Reservation, decide
+from bitrix_images._wire.limits import OperatingBudget, Reservation, decide
+from bitrix_images._wire.protocol import TimeInfo
 from bitrix_images.testing import FakePortal
 from bitrix_images.testing.__main__ import parse_args, serve
 

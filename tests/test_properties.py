@@ -18,8 +18,8 @@ from support import examples, webhook_client
 from yarl import URL
 
 import bitrix_images as bx
-from bitrix_images import _protocol
-from bitrix_images._converters import Converter
+from bitrix_images._wire import protocol as _protocol
+from bitrix_images._wire.converters import Converter
 from bitrix_images.testing import (
     INTERNAL_SERVER_ERROR,
     OVERLOAD_LIMIT,

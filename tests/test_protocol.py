@@ -10,8 +10,8 @@ from urllib.parse import parse_qs
 import pytest
 from yarl import URL
 
-from bitrix_images import _protocol as p
-from bitrix_images._converters import Converter
+from bitrix_images._wire import protocol as p
+from bitrix_images._wire.converters import Converter
 from bitrix_images.exceptions import (
     AccessDenied,
     AuthError,

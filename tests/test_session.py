@@ -18,7 +18,7 @@ from aiohttp import web
 from support import FAST_RETRY, PNG, UNLIMITED, oauth_client, secrets_of
 
 import bitrix_images as bx
-from bitrix_images._auth import WebhookAuth
+from bitrix_images._wire.auth import WebhookAuth
 from bitrix_images.testing import (
     EXPIRED_TOKEN,
     INTERNAL_SERVER_ERROR,

@@ -357,13 +357,13 @@ async def test_a_file_gone_before_its_turn_is_a_failure(tmp_path: Path) -> None:
     warnings = io.StringIO()
     async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
         async with client_for(portal) as client:
-            original = client.images.list_many
+            original = client.images.list_products
 
             def list_then_remove(*args: object, **kwargs: object) -> object:
                 (src / "1" / "a.png").unlink(missing_ok=True)
                 return original(*args, **kwargs)  # type: ignore[arg-type]
 
-            client.images.list_many = list_then_remove  # type: ignore[method-assign,assignment]
+            client.images.list_products = list_then_remove  # type: ignore[method-assign,assignment]
             packed = await bx.upload(client, src, warnings=warnings)
             (src / "1" / "a.png").write_bytes(png("a"))
             alone = await bx.upload(client, src, pack=False, warnings=warnings)

@@ -15,8 +15,8 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Protocol
 
-from .._protocol import TimeInfo
-from .._throttle import RESET_GRAIN, LeakyBucket, RateLimit
+from .._wire.limits import RESET_GRAIN, LeakyBucket, RateLimit
+from .._wire.protocol import TimeInfo
 from ._redis import Link, Pacing, RedisDown
 
 __all__ = ["SharedLimits"]

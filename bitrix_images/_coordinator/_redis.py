@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 import attrs
 from yarl import URL
 
-from .._protocol import TimeInfo
+from .._wire.protocol import TimeInfo
 from ..models import OAuthTokens
 from . import _lua
 from ._keys import Keys, fingerprint

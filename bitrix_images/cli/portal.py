@@ -19,7 +19,7 @@ from yarl import URL
 
 from .._coordinator import RedisCoordinator
 from .._coordinator import _cli as coordinated
-from .._throttle import RateLimit
+from .._wire.limits import RateLimit
 from ..client import DEFAULT_OAUTH_URL, BitrixClient
 from ..models import OAuthTokens
 from ..sync.terminal import PROG, printable, warn

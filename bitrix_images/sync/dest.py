@@ -26,8 +26,7 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
-from .._dest import HOST, TEMP_NAME, TEMP_SUFFIX, temp_prefix
-from .._files import safe_name
+from .._wire.naming import HOST, TEMP_NAME, TEMP_SUFFIX, safe_name, temp_prefix
 from ..models import ProductImage
 from .manifest import digest
 

@@ -7,9 +7,11 @@ memory; ``each`` is the one place that takes "a sync or an async iterable of ids
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING
+
+from .._wire.ids import Ids, each
 
 if TYPE_CHECKING:
     from ..client import BitrixClient
@@ -25,18 +27,6 @@ __all__ = [
     "sharded",
     "unique",
 ]
-
-Ids: TypeAlias = Iterable[int] | AsyncIterable[int]
-
-
-async def each(ids: Ids) -> AsyncIterator[int]:
-    """The ids of a list, a generator or an async iterator, as one async iterator."""
-    if isinstance(ids, AsyncIterable):
-        async for product_id in ids:
-            yield product_id
-    else:
-        for product_id in ids:
-            yield product_id
 
 
 async def unique(ids: Ids) -> AsyncIterator[int]:

@@ -2,8 +2,8 @@
 The ``mirror`` job: every image of many products into local folders, kept in step.
 
 One stream, constant memory: product ids are read lazily (a list, a file, or the catalog
-itself through ``catalog.product.list``) into ``client.images.list_many`` (through
-``_listing``, which hands over each product complete); each image to fetch is put on a
+itself through ``catalog.product.list``) into ``client.images.list_products`` (through
+``listing``, which hands over each product complete); each image to fetch is put on a
 bounded queue that a few worker tasks drain with ``client.images.download``.
 ``DEST/<product_id>/<file name>`` is the layout; downloads are atomic (temporary file, then
 rename).

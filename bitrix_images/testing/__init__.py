@@ -21,7 +21,7 @@ switch that makes every client's waits instant in your own tests (like stamina's
 Run one from the shell with ``python -m bitrix_images.testing --port 0``.
 """
 
-from .._caller import InstantRetries, instant_retries
+from .._wire.clock import InstantRetries, instant_retries
 from ._catalog import Catalog, StoredImage
 from ._catalogs import PortalCatalog
 from ._demo import DEMO_BURST, DEMO_RATE, demo_portal

@@ -21,9 +21,9 @@ import base64
 from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Final, Protocol
 
-from ... import _protocol
-from ..._protocol import BatchResult, Retry
-from ..._retry import Attempts, RetryPolicy, Verdict
+from ..._calls.retry import Attempts, RetryPolicy, Verdict
+from ..._wire import protocol as _protocol
+from ..._wire.protocol import BatchResult, Retry
 from ...exceptions import BitrixError, NotFound, OutcomeUnknown, ServerError
 from ...images import is_image
 from ..frame import FATAL, run_bounded

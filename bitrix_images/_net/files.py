@@ -4,7 +4,7 @@ A download's file: reserving its name, spooling its bytes, committing or discard
 The bytes of a download go to a temporary file beside the target, which is renamed into
 place only when complete (and, if durable, synced), so a failure never leaves a partial
 file under the final name. Nothing here touches the network; the committing of durable
-downloads is batched in one thread per client (``_committer``).
+downloads is batched in one thread per client (``committer``).
 
 The temporary file is made by ``tempfile.mkstemp`` (``O_EXCL``, mode 0600, an unpredictable
 short name) and reopened with ``O_NOFOLLOW``; a final path or a folder that is a symbolic
@@ -18,19 +18,13 @@ import contextlib
 import errno
 import os
 import tempfile
-import unicodedata
 from typing import Final
 
-from ._dest import TEMP_SUFFIX, temp_prefix
-from .models import ProductImage
+from .._wire.naming import TEMP_SUFFIX, safe_name, temp_prefix
+from ..models import ProductImage
 
-__all__ = ["Spool", "discard", "place", "reserve", "safe_name", "write_out"]
+__all__ = ["Spool", "discard", "place", "reserve", "write_out"]
 
-# NAME_MAX is 255 bytes on every common file system; a name we make keeps room under it for
-# the "<image id>-" a caller may put in front to tell two files of one name apart.
-_NAME_BYTES: Final = 255 - 40
-# An extension longer than this is not one worth keeping whole ("x.<200 bytes>").
-_SUFFIX_BYTES: Final = 16
 # The process umask, read once (reading it means setting it, which is not thread-safe): a
 # finished download gets the mode a plain open() would have given it, not mkstemp's 0600.
 _UMASK: Final = os.umask(0o022)
@@ -41,29 +35,6 @@ _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _FCHMOD: Final = getattr(os, "fchmod", None)  # not on Windows before Python 3.13
 # writev takes at most IOV_MAX (1024 on Linux and macOS) buffers; more are joined first.
 _IOV_MAX: Final = 1024
-
-
-def safe_name(image: ProductImage) -> str:
-    """
-    A file name for *image* that is safe on any common file system.
-
-    No directory part, no path separator, NUL or control character; at most ``_NAME_BYTES``
-    bytes of UTF-8, cut at a character boundary and keeping the extension. A name that had
-    to be cut gets the image id before its extension, so two long names stay apart; an
-    image without a usable name is ``image-<id>``.
-    """
-    raw = (image.name or "").replace("\\", "/").rsplit("/", 1)[-1]
-    name = "".join(c for c in raw if unicodedata.category(c) != "Cc").strip()
-    if name in ("", ".", ".."):
-        return f"image-{image.id}"
-    if len(name.encode()) <= _NAME_BYTES:
-        return name
-    stem, dot, suffix = name.rpartition(".")
-    if not dot or not stem or len(suffix.encode()) > _SUFFIX_BYTES:
-        stem, suffix = name, ""
-    tail = f"-{image.id}" + (f".{suffix}" if suffix else "")
-    room = _NAME_BYTES - len(tail.encode())
-    return stem.encode()[:room].decode(errors="ignore") + tail
 
 
 def reserve(dest: str, image: ProductImage) -> tuple[str, str]:

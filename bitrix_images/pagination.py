@@ -9,14 +9,17 @@ It never assumes 50-item pages and never sends a confirming request at ``start=t
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, Generic, TypeVar
 
 import attrs
 
+from ._calls.caller import Caller
+from ._wire.protocol import items_of
+from ._wire.validate import check_int
 from .exceptions import MalformedResponse
 
-__all__ = ["AsyncPaginator", "Page"]
+__all__ = ["AsyncPaginator", "Page", "paginate"]
 
 T = TypeVar("T")
 
@@ -78,3 +81,28 @@ class AsyncPaginator(Generic[T]):
 
     def __repr__(self) -> str:
         return f"AsyncPaginator({self._method}, start={self._start})"
+
+
+def paginate(
+    caller: Caller,
+    method: str,
+    params: Callable[[int], Mapping[str, object]],
+    *,
+    key: str,
+    convert: Callable[[list[Any]], Sequence[T]],
+    start: int,
+) -> AsyncPaginator[T]:
+    """
+    Walk *method* from *start*: each page's call takes ``params(offset)``, its items are the
+    list under *key* in the result, made into values by *convert*.
+    """
+    if not isinstance(key, str) or not key:
+        raise ValueError("key must name the list in the result, like 'products'")
+    start = check_int("start", start, minimum=0)
+
+    async def fetch(offset: int) -> Page[T]:
+        envelope = await caller.call(method, params(offset))
+        items = convert(items_of(envelope.result, key, method=method))
+        return Page(tuple(items), total=envelope.total, next=envelope.next, start=offset)
+
+    return AsyncPaginator(fetch, start=start, method=method)

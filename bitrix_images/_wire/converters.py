@@ -24,8 +24,8 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 from yarl import URL
 
-from .exceptions import MalformedResponse
-from .models import FieldInfo, ImageType, ProductImage, as_url
+from ..exceptions import MalformedResponse
+from ..models import FieldInfo, ImageType, ProductImage, as_url
 
 T = TypeVar("T")
 

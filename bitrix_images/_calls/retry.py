@@ -10,16 +10,16 @@ cap, and honour a wait the server gives (``operating_reset_at``) within that bud
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 from typing import Final
 
 import attrs
 
-from ._protocol import Retry, retry_kind
-from ._throttle import RESET_GRAIN
-from ._validate import check_int, check_number
-from .exceptions import BitrixError, NotSent, OutcomeUnknown, RateLimited, TransportError
+from .._wire.clock import now
+from .._wire.limits import RESET_GRAIN
+from .._wire.protocol import Retry, retry_kind
+from .._wire.validate import check_int, check_number
+from ..exceptions import BitrixError, NotSent, OutcomeUnknown, RateLimited, TransportError
 
 __all__ = ["Attempts", "RetryPolicy", "Verdict", "backoff_delay"]
 
@@ -101,7 +101,7 @@ class Attempts:
     Args:
         policy: the bounds on attempts and waiting.
         idempotent: whether a request that may have reached the portal may be sent again.
-        clock: Unix time, for waits until ``operating_reset_at``.
+        clock: Unix time, for waits until ``operating_reset_at`` (the clock in force).
         random_: the jitter source.
     """
 
@@ -110,7 +110,7 @@ class Attempts:
         policy: RetryPolicy,
         *,
         idempotent: bool,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = now,
         random_: Callable[[], float] = random.random,
     ) -> None:
         self.policy = policy

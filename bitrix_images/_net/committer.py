@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
-from ._files import Spool, discard, place, write_out
+from .files import Spool, discard, place, write_out
 
 __all__ = ["Committer"]
 
@@ -44,7 +44,7 @@ _QUICK_SYNC: Final = 0.0005
 _QUEUED, _TAKEN, _DROPPED = 0, 1, 2
 
 
-class _Job:
+class _Commit:
     """One file to commit, and how its download learns the outcome."""
 
     __slots__ = ("cancelled", "durable", "error", "future", "size", "spool", "state", "target")
@@ -71,9 +71,9 @@ class Committer:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()  # guards _thread, the job states and _closed
-        self._queue: queue.SimpleQueue[list[_Job] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[list[_Commit] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._pending: list[_Job] = []  # handed to the thread at the end of this loop turn
+        self._pending: list[_Commit] = []  # handed to the thread at the end of this loop turn
         self._closed = False
         self._stopped: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
 
@@ -87,7 +87,7 @@ class Committer:
         if self._closed:
             raise RuntimeError("this client is closed")
         loop = asyncio.get_running_loop()
-        job = _Job(spool, target, durable, loop.create_future())
+        job = _Commit(spool, target, durable, loop.create_future())
         if not self._pending:
             loop.call_soon(self._hand_over)
         self._pending.append(job)
@@ -175,13 +175,13 @@ class Committer:
         finally:
             syncers.shutdown()
 
-    def _commit(self, jobs: list[_Job], syncers: _Syncers) -> None:
+    def _commit(self, jobs: list[_Commit], syncers: _Syncers) -> None:
         """Write, then sync, then rename every file of the batch; tell the loops once."""
         with self._lock:
             jobs = [job for job in jobs if job.state == _QUEUED]
             for job in jobs:
                 job.state = _TAKEN
-        fds: dict[_Job, int] = {}
+        fds: dict[_Commit, int] = {}
         for job in jobs:
             try:
                 fds[job] = write_out(job.spool)
@@ -199,7 +199,7 @@ class Committer:
                 job.size = place(job.spool, fd, job.target)
             except BaseException as error:  # handed to its download, raised there
                 job.error = error
-        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Commit]] = {}
         for job in jobs:
             by_loop.setdefault(job.future.get_loop(), []).append(job)
         for loop, done in by_loop.items():
@@ -214,7 +214,7 @@ class _Syncers:
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
 
-    def sync(self, pairs: list[tuple[_Job, int]]) -> None:
+    def sync(self, pairs: list[tuple[_Commit, int]]) -> None:
         """
         fsync the descriptors of *pairs*; a failure marks its job.
 
@@ -239,7 +239,7 @@ class _Syncers:
             self._pool = None
 
 
-def _fsync(pair: tuple[_Job, int]) -> None:
+def _fsync(pair: tuple[_Commit, int]) -> None:
     job, fd = pair
     try:
         os.fsync(fd)
@@ -252,7 +252,7 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def _settle(jobs: list[_Job]) -> None:
+def _settle(jobs: list[_Commit]) -> None:
     """Tell each download its outcome (on its loop)."""
     for job in jobs:
         if job.cancelled:

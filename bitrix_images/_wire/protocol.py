@@ -1,7 +1,7 @@
 """
 The Bitrix24 REST wire protocol as pure functions: data in, data or an exception out.
 
-Nothing here does I/O or needs an event loop. ``_session`` is the only module that talks to
+Nothing here does I/O or needs an event loop. ``_net.transport`` is the only module that talks to
 the network; it feeds these functions the status and body it received.
 
 References (the official docs, github.com/bitrix24/b24restdocs):
@@ -21,7 +21,7 @@ from urllib.parse import quote_plus
 import attrs
 import orjson
 
-from .exceptions import (
+from ..exceptions import (
     AccessDenied,
     AuthError,
     BitrixError,
@@ -274,7 +274,7 @@ def classify(
 
 
 class Retry(enum.Enum):
-    """What an error allows the session to do next."""
+    """What an error allows the caller to do next."""
 
     BACKOFF = "backoff"  # refused before processing: retry any method after a backoff
     WAIT_RESET = "wait_reset"  # the method's operating time is spent: wait for the reset

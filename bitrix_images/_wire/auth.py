@@ -1,7 +1,7 @@
 """
 Webhook and OAuth credentials: where a call goes and what it carries (no I/O here).
 
-The session asks an auth object for the URL and parameters of a call; for OAuth it also
+The caller asks an auth object for the URL and parameters of a call; for OAuth it also
 asks for the refresh request and hands back the token endpoint's answer. Secrets live only
 in these objects, whose reprs never show them.
 """
@@ -16,9 +16,9 @@ from typing import Any, Final
 
 from yarl import URL
 
-from ._protocol import classify, loads
-from .exceptions import AuthError, MalformedResponse
-from .models import OAuthTokens
+from ..exceptions import AuthError, MalformedResponse
+from ..models import OAuthTokens
+from .protocol import classify, loads
 
 __all__ = ["OAuthAuth", "TokenCallback", "WebhookAuth", "check_method", "check_portal_url"]
 
@@ -125,6 +125,44 @@ class OAuthAuth:
         self.failed_token: str | None = None  # the token a refresh already failed for
         # member_id and user_id of the last refresh answer: whose grant the pair is.
         self.grantee: tuple[object, object] | None = None
+
+    @classmethod
+    def checked(
+        cls,
+        endpoint: URL,
+        *,
+        access_token: str,
+        refresh_token: str,
+        client_id: str,
+        client_secret: str,
+        oauth_url: URL,
+        on_token_refresh: TokenCallback | None,
+        expires_at: datetime | None,
+    ) -> OAuthAuth:
+        """The auth of ``BitrixClient.from_oauth``, its arguments checked."""
+        for name, value in (
+            ("access_token", access_token),
+            ("refresh_token", refresh_token),
+            ("client_id", client_id),
+            ("client_secret", client_secret),
+        ):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty str")
+        if on_token_refresh is not None and not callable(on_token_refresh):
+            raise TypeError("on_token_refresh must be an async callable or None")
+        tokens = OAuthTokens(
+            access_token=access_token,
+            refresh_token=refresh_token,
+            expires_at=expires_at or datetime.now(timezone.utc) + timedelta(hours=1),
+            client_endpoint=endpoint,
+        )
+        return cls(
+            tokens,
+            client_id=client_id,
+            client_secret=client_secret,
+            oauth_url=oauth_url,
+            on_token_refresh=on_token_refresh,
+        )
 
     @property
     def client_id(self) -> str:

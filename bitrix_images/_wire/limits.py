@@ -2,8 +2,9 @@
 The client-side limits: ``RateLimit``, the leaky bucket and the operating-time budget.
 
 Both are small objects with an injected clock that answer "how many seconds to wait";
-the session does the sleeping. A request is booked when it is dispatched, not when its
-answer arrives, so a burst of concurrent calls cannot overrun the portal's bucket.
+the pacer (``_calls.pacer``) does the sleeping. A request is booked when it is dispatched,
+not when its answer arrives, so a burst of concurrent calls cannot overrun the portal's
+bucket.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
-from ._protocol import TimeInfo
-from ._validate import check_int, check_number
+from .protocol import TimeInfo
+from .validate import check_int, check_number
 
 __all__ = ["LeakyBucket", "MethodBudget", "OperatingBudget", "RateLimit", "Reservation", "decide"]
 

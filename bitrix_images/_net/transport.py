@@ -3,7 +3,7 @@ The aiohttp transport: the only module that uses aiohttp's client API.
 
 It owns (or borrows) the pooled ``aiohttp.ClientSession``, bounds the requests on the wire,
 never follows a redirect, and maps every aiohttp failure to our exceptions in one place
-(``_mapped``). It neither retries nor sleeps: ``_caller`` decides what follows a failure.
+(``_mapped``). It neither retries nor sleeps: ``_calls.caller`` decides what follows a failure.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Final, NoReturn
 import aiohttp
 from yarl import URL
 
-from . import _protocol
-from ._files import Spool
-from ._stats import ClientStats
-from .exceptions import MalformedResponse, NotSent, OutcomeUnknown, PortalMoved, TransportError
+from .._wire import protocol as _protocol
+from .._wire.stats import ClientStats
+from ..exceptions import MalformedResponse, NotSent, OutcomeUnknown, PortalMoved, TransportError
+from .files import Spool
 
 __all__ = ["Transport"]
 

@@ -1,0 +1,216 @@
+"""
+``run_batch``: commands in, one outcome per command out, each command with its own retries.
+
+The resources build the commands (``images.Images._list_command`` and its siblings); this
+sends them in ``batch`` requests (batch.md) until every command has an outcome, under the
+same retry rules as a single call (``retry.Attempts``, one driver per command):
+
+- A read is resent on any retryable error (a load refusal, OPERATION_TIME_LIMIT, a
+  transient failure, an answer that left the command out).
+- A write is resent only on an error proving it did not run: QUERY_LIMIT_EXCEEDED (and
+  OVERLOAD_LIMIT), OPERATION_TIME_LIMIT (limits.md: refused before processing), or
+  ERROR_BATCH_LENGTH_EXCEEDED (past the portal's batch length: then the requests are made
+  smaller). Any command refused so goes again, within its retry driver's attempts.
+- A write whose answer was lost (the request timed out or broke after it was sent, the
+  portal failed with a 5xx, the answer was unreadable, or it left the command out) gets the
+  outcome "unknown": it may have run. Never replayed here; the caller settles it by listing.
+
+Any other failure of a whole request (a refusal after its retries, an auth error, an
+unreadable answer to reads) is raised: it would repeat for every command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Final
+
+import attrs
+
+from .._wire import protocol
+from .._wire.protocol import Command
+from ..exceptions import (
+    BitrixError,
+    InvalidRequest,
+    MalformedResponse,
+    NotSent,
+    OutcomeUnknown,
+    ServerError,
+    TransportError,
+)
+from .caller import Caller
+from .retry import Attempts
+
+__all__ = ["Outcome", "Proceed", "run_batch"]
+
+# A whole batch request that fails so may have been processed, in part or whole.
+_MAY_HAVE_RUN: Final = (TransportError, ServerError, MalformedResponse)
+
+#: Given a command's key, its result and the portal's ``next`` for it, say what follows:
+#: ``None`` (the command is done), the command that continues it (its next page, sent under
+#: the same key and retry driver), or a ``BitrixError`` that fails it.
+Proceed = Callable[[str, Any, "int | None"], "Command | BitrixError | None"]
+
+
+@attrs.frozen
+class Outcome:
+    """
+    What became of one command.
+
+    Attributes:
+        result: the command's result (for a paged read, its last page's) when it succeeded.
+        error: why it failed for good, after its own retries; with *unknown*, why its answer
+            was lost.
+        unknown: a write whose answer was lost: it may or may not have run.
+    """
+
+    result: Any = None
+    error: BitrixError | None = None
+    unknown: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """The command succeeded."""
+        return self.error is None and not self.unknown
+
+
+async def run_batch(
+    caller: Caller,
+    commands: Mapping[str, Command],
+    *,
+    tries: Mapping[str, Attempts] | None = None,
+    proceed: Proceed | None = None,
+) -> dict[str, Outcome]:
+    """
+    Send *commands* (``{key: (method, params or query string)}``) in ``batch`` requests of
+    at most 50 until each one has an ``Outcome``; return them by key.
+
+    Args:
+        caller: the client's caller (pacing, retries of whole requests, refresh).
+        commands: the commands; a method that only reads (``protocol.is_idempotent``) is
+            a read, any other a write.
+        tries: a retry driver per key, to go on counting from earlier requests (made fresh
+            for the keys without one).
+        proceed: called with each answered command (see ``Proceed``), for paged reads.
+
+    Commands refused for load wait the longest backoff any of them was given, then go
+    again together with the continuations of the others. Raises what fails a whole request
+    that holds only reads, or a request holding writes whose failure proves it did not run;
+    a ``proceed`` that raises fails the whole run.
+    """
+    return await _Run(caller, commands, tries or {}, proceed).run()
+
+
+class _Run:
+    """One ``run_batch``: the commands still pending, and the outcomes so far."""
+
+    def __init__(
+        self,
+        caller: Caller,
+        commands: Mapping[str, Command],
+        tries: Mapping[str, Attempts],
+        proceed: Proceed | None,
+    ) -> None:
+        self.caller = caller
+        self.proceed = proceed
+        self.pending = dict(commands)
+        reads = {method: protocol.is_idempotent(method) for method, _ in commands.values()}
+        self.drivers = {
+            key: tries.get(key) or caller.attempts(idempotent=reads[method])
+            for key, (method, _) in commands.items()
+        }
+        self.outcomes: dict[str, Outcome] = {}
+        self.size = protocol.BATCH_MAX_COMMANDS
+        self.again: dict[str, Command] = {}
+        self.delay = 0.0
+
+    async def run(self) -> dict[str, Outcome]:
+        while self.pending:
+            self.again, self.delay = {}, 0.0
+            for chunk in _chunks(self.pending, self.size):
+                await self._request(chunk)
+            self.pending = self.again
+            if self.pending and self.delay > 0:
+                await self.caller.wait(self.delay)
+        return self.outcomes
+
+    async def _request(self, chunk: dict[str, Command]) -> None:
+        """One ``batch`` request of *chunk*, and what each command's answer means."""
+        try:
+            result = await self.caller.batch(chunk)
+        except BitrixError as error:
+            writes = [not protocol.is_idempotent(method) for method, _ in chunk.values()]
+            if not _may_have_run(error) or not any(writes):
+                raise
+            for key, unknown in zip(chunk, writes, strict=True):
+                self.outcomes[key] = Outcome(error=error, unknown=unknown)
+            return
+        refused = sum(1 for error in result.errors.values() if _too_long(error))
+        if refused:
+            # CORE rest_provider.php: the commands past the portal's batch length were not
+            # run. Smaller requests from now on, and those commands go again.
+            self.size = max(1, min(self.size, len(chunk) - refused))
+        for key, command in chunk.items():
+            failure = result.errors.get(key)
+            if failure is None and key not in result.results:
+                # Neither a result nor an error: a halted or cut answer (batch.md). A read
+                # is resent like any lost answer; a write may have run.
+                failure = _lost(command[0])
+                if isinstance(failure, OutcomeUnknown):
+                    self.outcomes[key] = Outcome(error=failure, unknown=True)
+                    continue
+            if failure is not None:
+                self._failed(key, command, failure)
+                continue
+            answer = result.results[key]
+            following = (
+                None if self.proceed is None else self.proceed(key, answer, result.nexts.get(key))
+            )
+            if isinstance(following, BitrixError):
+                self.outcomes[key] = Outcome(error=following)
+            elif following is not None:
+                self.again[key] = following
+            else:
+                self.outcomes[key] = Outcome(result=answer)
+
+    def _failed(self, key: str, command: Command, failure: BitrixError) -> None:
+        """Resend a failed command if its retry driver allows, else give its outcome."""
+        attempts = self.drivers[key]
+        attempts.begin()
+        if _too_long(failure):
+            # Not run (see _request): safe to send again, reads and writes alike.
+            failure.attempts = attempts.attempt
+            if attempts.attempt < attempts.policy.max_attempts:
+                self.again[key] = command
+            else:
+                self.outcomes[key] = Outcome(error=failure)
+            return
+        # The same rules, attempts and wait budget as a whole call (README, "The portal's
+        # limits"): a write is resent only after a refusal that proves it did not run.
+        verdict = self.caller.judge(attempts, failure, (command[0],))
+        if verdict.delay is None:
+            self.outcomes[key] = Outcome(error=verdict.error)
+        else:
+            self.again[key] = command
+            self.delay = max(self.delay, verdict.delay)
+
+
+def _lost(method: str) -> TransportError:
+    text = "the batch answer has no result and no error for this command"
+    if protocol.is_idempotent(method):
+        return TransportError(text, method=method)
+    return OutcomeUnknown(text, method=method)
+
+
+def _chunks(commands: Mapping[str, Command], size: int) -> Iterator[dict[str, Command]]:
+    items = list(commands.items())
+    for start in range(0, len(items), size):
+        yield dict(items[start : start + size])
+
+
+def _too_long(error: BitrixError) -> bool:
+    code = None if error.code is None else protocol.normalize_code(error.code)
+    return isinstance(error, InvalidRequest) and code == "ERROR_BATCH_LENGTH_EXCEEDED"
+
+
+def _may_have_run(error: BitrixError) -> bool:
+    return isinstance(error, _MAY_HAVE_RUN) and not isinstance(error, NotSent)
