@@ -80,7 +80,7 @@ class Caller:
         if coordinator is not None:
             if isinstance(auth, OAuthAuth):
                 link = coordinator.link(auth.origin, oauth_credential(auth.client_id))
-                shared_tokens = SharedTokens(link, auth.origin)
+                shared_tokens = SharedTokens(link, auth.origin, lambda: auth.grantee)
             else:
                 link = coordinator.link(auth.origin, webhook_credential(auth.secrets[0]))
         self.pacer = Pacer(rate_limit, self.stats, link=link, hold=timeout)
