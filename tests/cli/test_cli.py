@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ThreadPortal, assert_one_error_line, run_cli
+from support import ThreadPortal, assert_one_error_line, ndjson, oauth_env, run_cli
 
 import bitrix_images as bx
 from bitrix_images import cli
@@ -46,10 +46,6 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
         return original(url, retry=retry, **options)
 
     monkeypatch.setattr(bx.BitrixClient, "from_webhook", quick)
-
-
-def ndjson(out: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in out.splitlines()]
 
 
 def png(tag: bytes = b"") -> bytes:
@@ -351,15 +347,6 @@ def test_rate_options_before_and_after_the_command(
 
 
 # --- OAuth ----------------------------------------------------------------------------------
-
-
-def oauth_env(monkeypatch: pytest.MonkeyPatch, portal: FakePortal) -> None:
-    monkeypatch.setenv("BITRIX_CLIENT_ENDPOINT", str(portal.client_endpoint))
-    monkeypatch.setenv("BITRIX_ACCESS_TOKEN", portal.access_token)
-    monkeypatch.setenv("BITRIX_REFRESH_TOKEN", portal.refresh_token)
-    monkeypatch.setenv("BITRIX_CLIENT_ID", portal.client_id)
-    monkeypatch.setenv("BITRIX_CLIENT_SECRET", portal.client_secret)
-    monkeypatch.setenv("BITRIX_OAUTH_URL", str(portal.oauth_url))
 
 
 def test_oauth_refresh_is_saved_to_the_token_file(

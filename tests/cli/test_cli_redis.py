@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import redis
 from redis_server import RedisServer, running_redis
-from support import ThreadPortal
-from test_cli import assert_one_error_line, oauth_env, run_cli
+from support import ThreadPortal, assert_one_error_line, oauth_env, run_cli
 
 from bitrix_images import cli
 from bitrix_images._coordinator import Keys, fingerprint, oauth_credential, webhook_credential

@@ -27,8 +27,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 from redis_server import RedisServer, running_redis
-from support import FAST_RETRY, UNLIMITED, ThreadPortal, webhook_client
-from test_cli import oauth_env, run_cli
+from support import FAST_RETRY, UNLIMITED, ThreadPortal, oauth_env, run_cli, webhook_client
 from yarl import URL
 
 import bitrix_images as bx
@@ -45,8 +44,8 @@ from bitrix_images._coordinator._redis import BACKOFF_FIRST
 from bitrix_images._wire.limits import LeakyBucket
 from bitrix_images.testing import FakePortal, instant_retries
 
-ROOT = Path(__file__).resolve().parent.parent
-WORKER = Path(__file__).with_name("coordinated_worker.py")
+ROOT = Path(__file__).resolve().parents[2]
+WORKER = Path(__file__).resolve().parents[1] / "coordinated_worker.py"
 LIMIT = 120.0  # seconds any one wait may take on a loaded machine before the test fails
 OTHER_USER = 7
 
