@@ -27,6 +27,7 @@ __all__ = [
     "Ids",
     "catalog_ids",
     "count_ids",
+    "count_products",
     "counted",
     "each",
     "file_ids",
@@ -116,6 +117,7 @@ class CatalogIds:
     def __init__(self, client: BitrixClient, iblock_id: int) -> None:
         self.iblock_id = check_int("iblock_id", iblock_id, minimum=1)
         self.total: int | None = None
+        self._counted = False
         self._client = client
         self._ids: AsyncIterator[int] | None = None
 
@@ -127,9 +129,19 @@ class CatalogIds:
             self._ids = self._walk()
         return await self._ids.__anext__()
 
+    async def count(self) -> int | None:
+        """
+        The catalog's size (``total``), counted once with one request; ``None`` when the
+        portal's answer did not tell it. The walk counts first unless this was called.
+        """
+        if not self._counted:
+            self.total = await count_products(self._client, self.iblock_id)
+            self._counted = True
+        return self.total
+
     async def _walk(self) -> AsyncIterator[int]:
         caller = _caller(self._client)
-        self.total = await _count(caller, self.iblock_id)
+        await self.count()
         last, seen = 0, 0
         while True:
             pages = _pages_wanted(self.total, seen)
@@ -161,10 +173,15 @@ def _page_params(iblock_id: int, after: int | str) -> dict[str, object]:
     }
 
 
-async def _count(caller: Caller, iblock_id: int) -> int | None:
-    """The catalog's size from one offset-form page (its ``total``: one ``COUNT``), or None."""
+async def count_products(client: BitrixClient, iblock_id: int) -> int | None:
+    """
+    The number of products in a catalog, from one counted request (an offset-form page of
+    ``catalog.product.list``: its ``total``, one ``COUNT`` of the catalog); ``None`` when
+    the answer carries no total.
+    """
+    iblock_id = check_int("iblock_id", iblock_id, minimum=1)
     params = {"filter": {"iblockId": iblock_id}, "select": ["id"], "start": 0}
-    envelope = await caller.call(PRODUCTS, params)
+    envelope = await _caller(client).call(PRODUCTS, params)
     return envelope.total
 
 

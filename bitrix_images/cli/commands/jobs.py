@@ -30,7 +30,10 @@ async def mirror_command(
     if lines is not None:
         ids = file_ids(lines, str(options.products_file))
     elif options.iblock is not None:
+        from .catalogs import check_iblock  # noqa: PLC0415 -- catalogs imports this module
+
         ids = catalog_ids(client, options.iblock)
+        await check_iblock(client, ids, sys.stderr)
     else:
         ids = options.products or ()
     if options.shard is not None:
