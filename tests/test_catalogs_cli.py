@@ -128,6 +128,25 @@ def test_mirror_an_iblock_that_is_no_catalog(
     assert portal.portal.counters.by_method["catalog.product.list"] == 0
 
 
+def test_mirror_an_iblock_the_portal_does_not_know(
+    portal: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Listed as a catalog, but catalog.product.list answers "Iblock Not Found" (DOCS
+    # catalog-product-list.md): the same error. Any other refusal is the portal's own.
+    not_found = {"error": 200040300000, "error_description": "Iblock Not Found"}
+    for body, message in (
+        (not_found, "iblock 14 is not a product catalog"),
+        (ACCESS_DENIED, "Access denied"),
+    ):
+        portal.call(
+            portal.portal.inject, "error", method="catalog.product.list", status=400, body=body
+        )
+        code, out, err = run_cli(capsys, "mirror", "out", "--iblock", "14", "--webhook", portal.url)
+        assert (code, out) == (1, "")
+        assert message in assert_one_error_line(err)
+    assert not (tmp_path / "out").exists()
+
+
 def test_mirror_an_empty_catalog(portal: ThreadPortal, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(capsys, "mirror", "out", "--iblock", "20", "--webhook", portal.url)
     assert code == 0
