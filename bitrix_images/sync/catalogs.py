@@ -10,20 +10,25 @@ The portal's product catalogs: which iblock ids ``--iblock`` takes, and what eac
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Final
 
 import attrs
 
+from .._wire.protocol import normalize_code
 from .._wire.validate import check_int
 from ..exceptions import BitrixError, MalformedResponse
-from .ids import count_products
+from .ids import CatalogIds, count_products
+from .terminal import PROG, printable, warn
 
 if TYPE_CHECKING:
     from ..client import BitrixClient
 
-__all__ = ["CatalogInfo", "find_catalog", "list_catalogs", "with_counts"]
+__all__ = ["CatalogInfo", "check_catalog", "find_catalog", "list_catalogs", "with_counts"]
 
 METHOD: Final = "catalog.catalog.list"
+#: catalog.product.list's answer for a filter.iblockId the portal does not know (DOCS
+#: api-reference/catalog/product/catalog-product-list.md, "Iblock Not Found").
+IBLOCK_NOT_FOUND: Final = "200040300000"
 _SELECT: Final = ("id", "iblockId", "name", "productIblockId", "skuPropertyId")
 
 
@@ -85,6 +90,39 @@ async def find_catalog(
     catalogs = await list_catalogs(client)
     found = next((c for c in catalogs if c.iblock_id == iblock_id), None)
     return found, [c for c in catalogs if c.parent_iblock_id == iblock_id]
+
+
+async def check_catalog(client: BitrixClient, ids: CatalogIds, warnings: IO[str]) -> None:
+    """
+    Before a job walks *ids* (``mirror --iblock N``): N must be a catalog of the portal, in
+    ``catalog.catalog.list`` and not refused as "Iblock Not Found" by the count, else a
+    ``ValueError`` naming the ``catalogs`` command, before any product is asked for. An
+    empty catalog is a warning on *warnings*, and a catalog with variations gets a line
+    there saying how to mirror those too. The count made here is the walk's own.
+    """
+    found, variations = await find_catalog(client, ids.iblock_id)
+    if found is None:
+        raise _no_catalog(ids.iblock_id)
+    try:
+        total = await ids.count()
+    except BitrixError as error:
+        if error.code is not None and normalize_code(error.code) == IBLOCK_NOT_FOUND:
+            raise _no_catalog(ids.iblock_id) from error
+        raise
+    if total == 0:
+        warn(f"catalog {ids.iblock_id} ({found.name}) has no products", warnings)
+    for offers in variations:
+        line = (
+            f"{PROG}: catalog {ids.iblock_id} has variations (offers) in catalog "
+            f"{offers.iblock_id} ({offers.name}); mirror them too with --iblock {offers.iblock_id}"
+        )
+        print(printable(line), file=warnings)
+
+
+def _no_catalog(iblock_id: int) -> ValueError:
+    return ValueError(
+        f"iblock {iblock_id} is not a product catalog of this portal; `{PROG} catalogs` lists them"
+    )
 
 
 def _catalog(item: object) -> CatalogInfo:
