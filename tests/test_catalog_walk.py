@@ -94,12 +94,15 @@ async def test_unknown_total_walks_fifty_pages_and_discards_past_the_end(product
         assert portal.counters.commands[PRODUCTS] == 50 * _walk_requests(products)
 
 
-async def test_a_failed_command_breaks_the_chain_after_it() -> None:
-    # The first page fails once and is resent alone: its answer stands (its bound is a
-    # number), but the pages after it ran against a missing result and are discarded;
-    # the walk goes on from the last id kept, every id once.
+@pytest.mark.parametrize("failed", [1, 2])
+async def test_a_failed_command_breaks_the_chain_after_it(failed: int) -> None:
+    # The first page (or the first two) fails once and is resent: the first page's answer
+    # stands (its bound is a number), but the pages after it ran against a missing result,
+    # or were resent, and are discarded; the walk goes on from the last id kept.
     async with FakePortal(products=3000, rate=None) as portal:
-        portal.inject("command_error", method=PRODUCTS, body=_error("INTERNAL_SERVER_ERROR"))
+        portal.inject(
+            "command_error", method=PRODUCTS, times=failed, body=_error("INTERNAL_SERVER_ERROR")
+        )
         ids, _ = await _walk(portal)
         assert ids == list(range(1, 3001))
         # The count, the broken batch, its resent first page, then 2,950 ids in two.

@@ -180,7 +180,8 @@ async def count_products(client: BitrixClient, iblock_id: int) -> int | None:
     the answer carries no total.
     """
     iblock_id = check_int("iblock_id", iblock_id, minimum=1)
-    params = {"filter": {"iblockId": iblock_id}, "select": ["id"], "start": 0}
+    # catalog-product-list.md: select must hold both id and iblockId, or the call fails.
+    params = {"filter": {"iblockId": iblock_id}, "select": ["id", "iblockId"], "start": 0}
     envelope = await _caller(client).call(PRODUCTS, params)
     return envelope.total
 
@@ -221,13 +222,14 @@ async def _chain(caller: Caller, iblock_id: int, last: int, pages: int) -> tuple
     outcomes = await run_batch(caller, commands, tries=tries)
     ids: list[int] = []
     for index, key in enumerate(keys):
+        if index > 0 and (tries[key].attempt > 0 or tries[keys[index - 1]].attempt > 0):
+            # It, or the page it refers to, failed in the first request: it ran without its
+            # chain, whatever its outcome. Go on from the last id kept: the next batch asks
+            # for this page by a literal id, and raises if it fails for good there.
+            return ids, False
         outcome = outcomes[key]
         if outcome.error is not None:
             raise outcome.error
-        if index > 0 and (tries[key].attempt > 0 or tries[keys[index - 1]].attempt > 0):
-            # It, or the page it refers to, failed in the first request: it ran without its
-            # chain. Go on from the last id kept.
-            return ids, False
         page = _page_ids(outcome.result, ids[-1] if ids else last)
         ids += page
         if len(page) < PAGE:
