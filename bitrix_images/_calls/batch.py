@@ -75,11 +75,15 @@ class Outcome:
         error: why it failed for good, after its own retries; with *unknown*, why its answer
             was lost.
         unknown: a write whose answer was lost: it may or may not have run.
+        sends: how many requests carried the command: more than one when it was resent
+            (or continued to its next page); a command that referred to an earlier one's
+            result (``$result[...]``) lost that reference when it was resent alone.
     """
 
     result: Any = None
     error: BitrixError | None = None
     unknown: bool = False
+    sends: int = 1
 
     @property
     def ok(self) -> bool:
@@ -162,6 +166,7 @@ class _Run:
             for key, (method, _) in commands.items()
         }
         self.outcomes: dict[str, Outcome] = {}
+        self.sends = dict.fromkeys(commands, 0)
         self.packing = packing
         self.again: dict[str, Command] = {}
         self.delay = 0.0
@@ -174,10 +179,15 @@ class _Run:
             self.pending = self.again
             if self.pending and self.delay > 0:
                 await clock.current().sleep(self.delay)
-        return self.outcomes
+        return {
+            key: attrs.evolve(outcome, sends=self.sends[key])
+            for key, outcome in self.outcomes.items()
+        }
 
     async def _request(self, chunk: dict[str, Command]) -> None:
         """One ``batch`` request of *chunk*, and what each command's answer means."""
+        for key in chunk:
+            self.sends[key] += 1
         try:
             result = await self.caller.batch(chunk)
         except BitrixError as error:

@@ -16,7 +16,7 @@ import attrs
 
 from .._wire.protocol import normalize_code
 from .._wire.validate import check_int
-from ..exceptions import BitrixError, MalformedResponse
+from ..exceptions import AccessDenied, BitrixError, MalformedResponse
 from .ids import CatalogIds, count_products
 from .terminal import PROG, printable, warn
 
@@ -100,9 +100,20 @@ async def check_catalog(client: BitrixClient, ids: CatalogIds, warnings: IO[str]
     empty catalog is a warning on *warnings*, and a catalog with variations gets a line
     there saying how to mirror those too. The count made here is the walk's own.
     """
-    found, variations = await find_catalog(client, ids.iblock_id)
-    if found is None:
-        raise _no_catalog(ids.iblock_id)
+    try:
+        found, variations = await find_catalog(client, ids.iblock_id)
+    except AccessDenied as error:
+        # A user may read products without the right to the catalogs' settings: the walk can
+        # still run, and the count below still tells a missing iblock ("Iblock Not Found").
+        warn(
+            f"cannot check catalog {ids.iblock_id}: {METHOD} was refused "
+            f"({error.description}); walking it anyway",
+            warnings,
+        )
+        found, variations = None, []
+    else:
+        if found is None:
+            raise _no_catalog(ids.iblock_id)
     try:
         total = await ids.count()
     except BitrixError as error:
@@ -110,7 +121,8 @@ async def check_catalog(client: BitrixClient, ids: CatalogIds, warnings: IO[str]
             raise _no_catalog(ids.iblock_id) from error
         raise
     if total == 0:
-        warn(f"catalog {ids.iblock_id} ({found.name}) has no products", warnings)
+        name = "" if found is None else f" ({found.name})"
+        warn(f"catalog {ids.iblock_id}{name} has no products", warnings)
     for offers in variations:
         line = (
             f"{PROG}: catalog {ids.iblock_id} has variations (offers) in catalog "

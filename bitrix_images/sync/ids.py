@@ -218,11 +218,10 @@ async def _chain(caller: Caller, iblock_id: int, last: int, pages: int) -> tuple
     for before, key in itertools.pairwise(keys):
         reference = f"$result[{before}][{PRODUCTS_KEY}][{PAGE - 1}][id]"
         commands[key] = (PRODUCTS, _page_params(iblock_id, reference))
-    tries = {key: caller.attempts(idempotent=True) for key in keys}
-    outcomes = await run_batch(caller, commands, tries=tries)
+    outcomes = await run_batch(caller, commands)
     ids: list[int] = []
     for index, key in enumerate(keys):
-        if index > 0 and (tries[key].attempt > 0 or tries[keys[index - 1]].attempt > 0):
+        if index > 0 and (outcomes[key].sends > 1 or outcomes[keys[index - 1]].sends > 1):
             # It, or the page it refers to, failed in the first request: it ran without its
             # chain, whatever its outcome. Go on from the last id kept: the next batch asks
             # for this page by a literal id, and raises if it fails for good there.

@@ -147,6 +147,32 @@ def test_mirror_an_iblock_the_portal_does_not_know(
     assert not (tmp_path / "out").exists()
 
 
+def test_mirror_an_iblock_when_the_catalogs_list_is_refused(
+    portal: ThreadPortal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Products readable, catalog settings not: the check warns and the walk runs; an
+    # iblock the portal does not know still stops at the count.
+    portal.call(
+        portal.portal.inject,
+        "error",
+        method="catalog.catalog.list",
+        status=403,
+        body=ACCESS_DENIED,
+        times=2,
+    )
+    code, out, err = run_cli(capsys, "mirror", "out", "--iblock", "20", "--webhook", portal.url)
+    assert code == 0
+    assert "warning: cannot check catalog 20: catalog.catalog.list was refused" in err
+    assert "warning: catalog 20 has no products" in err
+    not_found = {"error": 200040300000, "error_description": "Iblock Not Found"}
+    portal.call(
+        portal.portal.inject, "error", method="catalog.product.list", status=400, body=not_found
+    )
+    code, out, err = run_cli(capsys, "mirror", "out", "--iblock", "99", "--webhook", portal.url)
+    assert (code, out) == (1, "")
+    assert "iblock 99 is not a product catalog" in err
+
+
 def test_mirror_an_empty_catalog(portal: ThreadPortal, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run_cli(capsys, "mirror", "out", "--iblock", "20", "--webhook", portal.url)
     assert code == 0
