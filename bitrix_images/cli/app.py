@@ -20,21 +20,30 @@ event loop starts, ``connected`` makes the client (or the demo portal) and runs 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from typing import IO
 
 import attrs
 
 from ..exceptions import BitrixError
+from ..sync.ids import file_ids
 from ..sync.terminal import PROG
 from .commands import Failed, run_command
 from .interrupt import Interrupted, run_interruptible
-from .options import CommandOptions, MirrorOptions, UploadOptions, from_namespace
+from .options import (
+    CommandOptions,
+    CompletionOptions,
+    MirrorOptions,
+    UploadOptions,
+    from_namespace,
+)
 from .output import error, silence_stdout
-from .parser import build_parser
+from .parser import build_parser, parse
 from .portal import Portal, PortalOptions, UsageError, coordinator, find_portal
 
 __all__ = ["execute", "main"]
@@ -43,9 +52,14 @@ __all__ = ["execute", "main"]
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (2 for usage errors, from argparse)."""
     parser = build_parser()
+    if argv is None and "_ARGCOMPLETE" in os.environ:
+        _complete(parser)
     secrets: list[str] = []
     try:
-        command, options, given = from_namespace(parser.parse_args(argv))
+        command, options, given = from_namespace(parse(parser, argv))
+        if isinstance(options, CompletionOptions):
+            print(_completion_script(options.shell), end="")
+            return 0
         demo = isinstance(options, MirrorOptions) and options.demo
         portal = None if demo else find_portal(given, os.environ)
         secrets = [] if portal is None else portal.secrets()
@@ -66,6 +80,20 @@ def main(argv: list[str] | None = None) -> int:
         return error(str(failure) or type(failure).__name__, secrets)
 
 
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Answer the shell's completion request (argcomplete sets ``_ARGCOMPLETE``), and exit."""
+    import argcomplete  # noqa: PLC0415 -- only a completion request needs it
+
+    argcomplete.autocomplete(parser)
+
+
+def _completion_script(shell: str) -> str:
+    """The script that has *shell* complete ``bitrix-images`` from this parser."""
+    from argcomplete.shell_integration import shellcode  # noqa: PLC0415
+
+    return shellcode([PROG], shell=shell)
+
+
 def execute(
     command: str, options: CommandOptions, given: PortalOptions, portal: Portal | None
 ) -> int:
@@ -81,7 +109,28 @@ def _products_file(options: CommandOptions) -> contextlib.AbstractContextManager
     path = options.products_file
     if str(path) == "-":
         return contextlib.nullcontext(sys.stdin)
-    return path.open(encoding="utf-8")
+    try:
+        lines = path.open(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"no such file: {path}") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path} is a directory, not a products file") from None
+    if path.is_file():
+        # Counted for the bar, so read twice: a bad line is reported before any request.
+        with _closed_on_error(lines):
+            for _ in file_ids(lines, str(path)):
+                pass
+            lines.seek(0)
+    return lines
+
+
+@contextlib.contextmanager
+def _closed_on_error(lines: IO[str]) -> Iterator[None]:
+    try:
+        yield
+    except BaseException:
+        lines.close()
+        raise
 
 
 async def connected(

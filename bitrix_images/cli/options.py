@@ -9,7 +9,6 @@ changes it. Checks that argparse cannot make (``--select`` against the known fie
 from __future__ import annotations
 
 import argparse
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, TypeAlias
@@ -18,12 +17,14 @@ import attrs
 
 from ..images import check_select
 from ..models import ImageType
+from .output import snake_name
 from .portal import PortalOptions, UsageError
 
 __all__ = [
     "AddOptions",
     "CatalogsOptions",
     "CommandOptions",
+    "CompletionOptions",
     "FieldsOptions",
     "ImageOptions",
     "ListOptions",
@@ -86,6 +87,11 @@ class CatalogsOptions:
 
 
 @attrs.frozen
+class CompletionOptions:
+    shell: str
+
+
+@attrs.frozen
 class UploadOptions:
     src: Path
     prune: bool
@@ -103,6 +109,7 @@ CommandOptions: TypeAlias = (
     | MirrorOptions
     | UploadOptions
     | CatalogsOptions
+    | CompletionOptions
 )
 
 
@@ -135,6 +142,8 @@ def from_namespace(args: argparse.Namespace) -> tuple[str, CommandOptions, Porta
         options = ImageOptions(args.product_id, args.image_id)
     elif command == "fields":
         options = FieldsOptions()
+    elif command == "completion":
+        options = CompletionOptions(args.shell)
     elif command == "catalogs":
         options = CatalogsOptions(json=args.json)
     elif command == "mirror":
@@ -168,10 +177,6 @@ def _mirror(args: argparse.Namespace) -> MirrorOptions:
     )
 
 
-def _snake(wire: str) -> str:
-    return re.sub(r"[A-Z]", lambda match: "_" + match.group().lower(), wire)
-
-
 def _output_fields(
     select: Sequence[str] | None, with_download_url: bool, *, several: bool = False
 ) -> tuple[tuple[str, ...] | None, tuple[str, ...]]:
@@ -192,5 +197,5 @@ def _output_fields(
     if several and "productId" not in wire:
         # Lines of several products would not say whose image each one is.
         wire = (*wire, "productId")
-    snake = {_snake(name) for name in wire}
+    snake = {snake_name(name) for name in wire}
     return wire, tuple(name for name in OUTPUT if name in snake)

@@ -18,7 +18,16 @@ from yarl import URL
 from ..models import ImageType, ProductImage
 from ..sync.terminal import PROG, printable, warn
 
-__all__ = ["emit", "error", "image_json", "scrub", "silence_stdout", "warning"]
+__all__ = [
+    "emit",
+    "error",
+    "image_json",
+    "plural",
+    "scrub",
+    "silence_stdout",
+    "snake_name",
+    "warning",
+]
 
 _URL_IN_TEXT: Final = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 
@@ -36,6 +45,16 @@ def _jsonable(value: object) -> object:
 def image_json(image: ProductImage, fields: Iterable[str]) -> dict[str, object]:
     """An image as a JSON-ready dict of *fields* (ISO 8601 times, enum values, URL strings)."""
     return {name: _jsonable(getattr(image, name)) for name in fields}
+
+
+def snake_name(wire: str) -> str:
+    """A field's name as printed: ``createTime`` is ``create_time``."""
+    return re.sub(r"[A-Z]", lambda match: "_" + match.group().lower(), wire)
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 product``, ``2 products`` (*nouns*: an irregular plural)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def emit(data: object, out: IO[str]) -> None:

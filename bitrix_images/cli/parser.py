@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from ..models import ImageType
 from ..sync.terminal import PROG
@@ -17,28 +20,91 @@ if TYPE_CHECKING:
 
     _Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
-__all__ = ["build_parser"]
+__all__ = ["EXIT_STATUSES", "SHELLS", "build_parser", "parse"]
+
+# The one table of exit statuses: the top-level --help and the README print it.
+EXIT_STATUSES: Final = (
+    ("0", "done: everything asked for happened"),
+    ("1", "some items failed (each named in a warning), or the run stopped on an error"),
+    ("2", "usage: a bad option or argument, no portal, an unusable --redis; nothing was sent"),
+    ("130", "interrupted by Ctrl-C (SIGINT); what was done is summed up"),
+    ("143", "stopped by SIGTERM (timeout, systemd, docker); what was done is summed up"),
+)
+SHELLS: Final = ("bash", "zsh", "fish")
+DESTRUCTIVE: Final = "DESTRUCTIVE: "
+
+
+def _exit_table() -> str:
+    return "exit status:\n" + "\n".join(f"  {code:<5}{meaning}" for code, meaning in EXIT_STATUSES)
+
+
+def _examples(*lines: str) -> str:
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+# Epilogs (examples, the exit table) keep their lines.
+_FORMATTER: Final = argparse.RawDescriptionHelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``bitrix-images`` argument parser."""
+    portal = textwrap.fill(
+        f"The portal: --webhook URL or {WEBHOOK_ENV}; or an OAuth application from "
+        f"{', '.join(OAUTH_ENV)} and optionally {OAUTH_URL_ENV}. "
+        f"--redis URL or {REDIS_ENV} shares the limits and tokens with other processes. "
+        f"'{PROG} COMMAND --help' describes each command, with examples.",
+        width=78,
+    )
     parser = argparse.ArgumentParser(
         prog=PROG,
+        formatter_class=_FORMATTER,
         description="Bitrix24 product images (catalog.productImage.*) from the shell.",
-        epilog=(
-            f"The portal: --webhook URL or {WEBHOOK_ENV}; or an OAuth application from "
-            f"{', '.join(OAUTH_ENV)} and optionally {OAUTH_URL_ENV}. "
-            f"--redis URL or {REDIS_ENV} shares the limits and tokens with other processes."
-        ),
+        epilog=f"{portal}\n\n{_exit_table()}",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     _add_portal_options(parser, nested=False)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(
+        dest="command",
+        metavar="COMMAND",
+        required=True,
+        help=f"what to do; '{PROG} COMMAND --help' describes it, with examples",
+    )
     _add_image_commands(commands)
     _add_mirror(commands)
     _add_upload(commands)
     _add_catalogs(commands)
+    _add_completion(commands)
     return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """
+    Parse *argv*; an unknown option is reported by the command it was given to, with its
+    usage and the nearest option it has ("did you mean --prune?").
+    """
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        command = _subparsers(parser).get(getattr(args, "command", ""), parser)
+        _unrecognized(command, unknown)
+    return args
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> NoReturn:
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    flags = [flag for action in parser._actions for flag in action.option_strings]
+    for word in unknown:
+        close = difflib.get_close_matches(word.partition("=")[0], flags, n=1)
+        if word.startswith("-") and close:
+            message += f" (did you mean {close[0]}?)"
+            break
+    parser.error(message)
 
 
 def _positive_int(text: str) -> int:
@@ -116,9 +182,18 @@ def _add_portal_options(parser: argparse.ArgumentParser, *, nested: bool) -> Non
     )
 
 
-def _command(commands: _Commands, name: str, help: str) -> argparse.ArgumentParser:
-    sub = commands.add_parser(name, help=help, description=help)
-    _add_portal_options(sub, nested=True)
+def _command(
+    commands: _Commands, name: str, help: str, *examples: str, portal: bool = True
+) -> argparse.ArgumentParser:
+    sub = commands.add_parser(
+        name,
+        help=help,
+        description=help,
+        epilog=_examples(*examples),
+        formatter_class=_FORMATTER,
+    )
+    if portal:
+        _add_portal_options(sub, nested=True)
     return sub
 
 
@@ -126,52 +201,116 @@ def _output_option(sub: argparse.ArgumentParser) -> None:
     sub.add_argument(
         "--with-download-url",
         action="store_true",
-        help="also print downloadUrl (a signed link that grants access: keep it secret)",
+        help="also print download_url (a signed link that grants access: keep it secret)",
+    )
+
+
+def _product_id(sub: argparse.ArgumentParser, what: str = "the product") -> None:
+    sub.add_argument(
+        "product_id", metavar="PRODUCT_ID", type=_positive_int, help=f"{what}'s id (ID)"
     )
 
 
 def _product_and_image(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("product_id", metavar="PRODUCT_ID", type=_positive_int)
-    sub.add_argument("image_id", metavar="IMAGE_ID", type=_positive_int)
+    _product_id(sub)
+    sub.add_argument(
+        "image_id",
+        metavar="IMAGE_ID",
+        type=_positive_int,
+        help="the image's id, as list prints it (id)",
+    )
 
 
 def _add_image_commands(commands: _Commands) -> None:
     """``list``, ``get``, ``add``, ``delete`` and ``fields``: one call each."""
-    sub = _command(commands, "list", "print the images of products, one JSON object per line")
-    sub.add_argument("product_ids", metavar="PRODUCT_ID", type=_positive_int, nargs="+")
+    sub = _command(
+        commands,
+        "list",
+        "print the images of products, one JSON object per line",
+        f"{PROG} list 1",
+        f"{PROG} list 1 2 3 --select name,type        # several products: batched",
+        f"{PROG} list 1 --select id,create_time --with-download-url",
+    )
+    sub.add_argument(
+        "product_ids",
+        metavar="PRODUCT_ID",
+        type=_positive_int,
+        nargs="+",
+        help="the products whose images to print (one or more ids)",
+    )
     sub.add_argument(
         "--select",
         metavar="FIELDS",
         # One value per flag, so that the product ids after it stay ids.
         action="append",
-        help="fields to fetch, comma-separated (id always; product_id too for several products)",
+        help="fields to fetch, comma-separated, as printed (create_time) or as on the wire "
+        "(createTime); id always, product_id too for several products",
     )
     _output_option(sub)
 
-    sub = _command(commands, "get", "print one image as a JSON object")
+    sub = _command(
+        commands,
+        "get",
+        "print one image as a JSON object",
+        f"{PROG} get 1 31",
+        f"{PROG} get 1 31 --with-download-url | jq -r .download_url",
+    )
     _product_and_image(sub)
     _output_option(sub)
 
-    sub = _command(commands, "add", "attach an image file to a product; print the new image")
-    sub.add_argument("product_id", metavar="PRODUCT_ID", type=_positive_int)
-    sub.add_argument("file", metavar="FILE", type=Path)
+    sub = _command(
+        commands,
+        "add",
+        "attach an image file to a product; print the new image",
+        f"{PROG} add 1 photo.png                       # one more MORE_PHOTO",
+        f"{PROG} add 1 cover.png --type DETAIL_PICTURE # replaces the detail picture",
+        f"{PROG} add 1 /tmp/x1.jpg --name front.jpg",
+    )
+    _product_id(sub, "the product to attach the image to: its")
+    sub.add_argument("file", metavar="FILE", type=Path, help="the image file to send")
     sub.add_argument("--name", help="the file name on the portal (default: FILE's name)")
     sub.add_argument(
         "--type",
         choices=[kind.value for kind in ImageType],
         default=ImageType.MORE_PHOTO.value,
-        help="where the image goes on the card (default MORE_PHOTO)",
+        help="where the image goes on the card (default MORE_PHOTO, added to the gallery); "
+        f"{DESTRUCTIVE}DETAIL_PICTURE and PREVIEW_PICTURE replace the product's previous one",
     )
     _output_option(sub)
 
-    _product_and_image(_command(commands, "delete", "remove an image from a product"))
-    _command(commands, "fields", "print the image fields as a JSON object keyed by wire name")
+    sub = _command(
+        commands,
+        "delete",
+        f"{DESTRUCTIVE}remove an image from a product on the portal",
+        f"{PROG} delete 1 31",
+        f"{PROG} list 1 --select id | jq .id | xargs -n1 {PROG} delete 1   # every image",
+    )
+    _product_and_image(sub)
+    _command(
+        commands,
+        "fields",
+        "print the image fields as a JSON object keyed by wire name (createTime)",
+        f"{PROG} fields",
+        f"{PROG} fields | jq 'keys'",
+    )
 
 
 def _add_mirror(commands: _Commands) -> None:
-    help = "download every image of many products into DEST/<product_id>/"
-    sub = _command(commands, "mirror", help)
-    sub.add_argument("dest", metavar="DEST", type=Path)
+    sub = _command(
+        commands,
+        "mirror",
+        "download every image of many products into DEST/<product_id>/",
+        f"{PROG} mirror --demo ./demo-images            # an embedded portal: no account needed",
+        f"{PROG} mirror ./images --iblock 14 --prune     # every product of catalog 14",
+        f"{PROG} mirror ./images --products-file ids.txt --concurrency 8",
+    )
+    sub.add_argument(
+        "dest",
+        metavar="DEST",
+        type=Path,
+        help="the folder to mirror into: DEST/<product_id>/<file name>, with the manifest "
+        "DEST/.bitrix-images.sqlite (created if missing)",
+    )
     source = sub.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--product",
@@ -205,8 +344,8 @@ def _add_mirror(commands: _Commands) -> None:
     sub.add_argument(
         "--prune",
         action="store_true",
-        help="remove the files of images gone from the portal (only files this tool wrote, "
-        "as listed in DEST/.bitrix-images.sqlite)",
+        help=f"{DESTRUCTIVE}remove the files in DEST of images gone from the portal (only "
+        "files this tool wrote, as listed in DEST/.bitrix-images.sqlite)",
     )
     sub.add_argument(
         "--dry-run",
@@ -227,13 +366,25 @@ def _add_mirror(commands: _Commands) -> None:
 
 
 def _add_upload(commands: _Commands) -> None:
-    help = "add SRC/<product_id>/<file> images the products do not have yet"
-    sub = _command(commands, "upload", help)
-    sub.add_argument("src", metavar="SRC", type=Path)
+    sub = _command(
+        commands,
+        "upload",
+        "add SRC/<product_id>/<file> images the products do not have yet",
+        f"{PROG} upload ./photos --dry-run                # the plan; nothing sent",
+        f"{PROG} upload ./photos",
+        f"{PROG} upload ./photos --prune                  # and delete images with no file",
+    )
+    sub.add_argument(
+        "src",
+        metavar="SRC",
+        type=Path,
+        help="a folder of one folder per product, named by its id: SRC/<product_id>/<file>",
+    )
     sub.add_argument(
         "--prune",
         action="store_true",
-        help="delete each product's images whose names no file in its folder has",
+        help=f"{DESTRUCTIVE}delete on the portal each product's images whose names no file "
+        "in its folder has",
     )
     sub.add_argument(
         "--dry-run", action="store_true", help="list the products and print the plan; send nothing"
@@ -257,16 +408,38 @@ def _add_upload(commands: _Commands) -> None:
         default=2,
         help="requests at once (default 2)",
     )
-    sub.epilog = (
-        f"A file named {DETAIL_PREFIX}NAME becomes the product's DETAIL_PICTURE named NAME, "
-        f"{PREVIEW_PREFIX}NAME its PREVIEW_PICTURE (each replaces the previous one); every "
-        "other image file is added as a MORE_PHOTO. Files that are not images are skipped."
+    files = textwrap.fill(
+        f"files: a file named {DETAIL_PREFIX}NAME becomes the product's DETAIL_PICTURE named "
+        f"NAME, {PREVIEW_PREFIX}NAME its PREVIEW_PICTURE (each replaces the previous one); "
+        "every other image file is added as a MORE_PHOTO. Images are JPEG, PNG, GIF, WebP or "
+        "BMP, told by their content; other files are skipped. A file whose name the product "
+        "already has is left alone.",
+        width=78,
     )
+    sub.epilog = f"{files}\n\n{sub.epilog}"
 
 
 def _add_catalogs(commands: _Commands) -> None:
-    help = "list the portal's product catalogs: the ids --iblock takes, products in each"
-    sub = _command(commands, "catalogs", help)
+    sub = _command(
+        commands,
+        "catalogs",
+        "list the portal's product catalogs: the ids --iblock takes, products in each",
+        f"{PROG} catalogs",
+        f"{PROG} catalogs --json | jq '.catalogs[].iblock_id'",
+    )
     sub.add_argument(
         "--json", action="store_true", help="print one JSON object instead of one line each"
     )
+
+
+def _add_completion(commands: _Commands) -> None:
+    sub = _command(
+        commands,
+        "completion",
+        "print the shell completion script (no portal needed)",
+        f'eval "$({PROG} completion bash)"                   # in ~/.bashrc',
+        f'eval "$({PROG} completion zsh)"                    # in ~/.zshrc',
+        f"{PROG} completion fish > ~/.config/fish/completions/{PROG}.fish",
+        portal=False,
+    )
+    sub.add_argument("shell", metavar="SHELL", choices=SHELLS, help=" or ".join(SHELLS))

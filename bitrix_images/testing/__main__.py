@@ -15,22 +15,43 @@ from collections.abc import Sequence
 from ._catalogs import PortalCatalog
 from ._portal import FakePortal
 
-__all__ = ["main", "parse_args", "serve"]
+__all__ = ["build_parser", "main", "parse_args", "serve"]
 
 
 def _scopes(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+_EPILOG = """\
+output:
+  standard output: the webhook URL, one line, flushed at once
+      http://127.0.0.1:PORT/rest/1/CODE/
+  standard error: the OAuth application (for the BITRIX_* variables)
+      client_endpoint=... oauth_url=...
+      client_id=... client_secret=...
+      access_token=... refresh_token=...
+
+examples:
+  python -m bitrix_images.testing --port 8080 --products 100
+  python -m bitrix_images.testing --rate 0 --operating-limit 0     # no limits at all
+  python -m bitrix_images.testing --variations 5 --private-files   # offers; /upload/ closed
+
+exit status: 0 after SIGINT (Ctrl-C) or SIGTERM, 2 for a bad option."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options of ``python -m bitrix_images.testing``, each described in ``--help``."""
     parser = argparse.ArgumentParser(
         prog="python -m bitrix_images.testing",
         description=(
             "Serve an embedded Bitrix24 portal (catalog.productImage.*, catalog.product.list, "
             "catalog.catalog.list, batch, scope, method.get, server.time, app.info) on "
-            "loopback until SIGINT or SIGTERM. The webhook URL is the first line of standard "
-            "output; OAuth details go to standard error."
+            "loopback until SIGINT or SIGTERM, seeded with products 1..N and their PNG "
+            "images, with the portal's rate and operating limits. The webhook URL is the "
+            "first line of standard output; OAuth details go to standard error."
         ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add = parser.add_argument
     add("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
@@ -53,7 +74,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0,
         metavar="N",
         help="put the last N products in a catalog of variations (offers), iblock "
-        "--iblock-id + 1, tied to the product catalog",
+        "--iblock-id + 1, tied to the product catalog (default: %(default)s)",
     )
     add(
         "--iblock-id",
@@ -172,11 +193,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=0.0,
         metavar="S",
         help="seconds the portal's clock is ahead (negative: behind) in server.time and "
-        "time blocks",
+        "time blocks (default: %(default)s)",
     )
     add("--seed", type=int, default=0, help="seed of the images' bytes (default: %(default)s)")
-    add("--webhook-code", default=None, help="the webhook's code; default: random")
-    return parser.parse_args(argv)
+    add(
+        "--webhook-code",
+        default=None,
+        metavar="CODE",
+        help="the webhook's code, the secret part of its URL; default: random",
+    )
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def _catalogs(args: argparse.Namespace) -> tuple[PortalCatalog, ...]:

@@ -95,7 +95,7 @@ def test_catalogs_a_count_that_fails(
     assert counts == [None, 3, 0]
     assert "iblock 14: products not counted" in err
     assert err.splitlines()[-1] == (
-        "bitrix-images: error: 1 catalogs could not be counted (see the warnings)"
+        "bitrix-images: error: 1 catalog could not be counted (see the warnings)"
     )
 
 

@@ -146,19 +146,20 @@ def test_get_missing_image_is_one_error_line(
     assert_one_error_line(err, served.portal.webhook_code)
 
 
-def test_fields_is_keyed_by_wire_name(
+def test_fields_is_keyed_as_list_prints_with_the_wire_name(
     served: ThreadPortal, capsys: pytest.CaptureFixture[str]
 ) -> None:
     code, out, _ = run_cli(capsys, "fields", "--webhook", served.url)
     assert code == 0
     fields = json.loads(out)
-    assert fields["productId"] == {
+    assert fields["product_id"] == {
+        "wire_name": "productId",
         "type": "string",
         "is_required": True,
         "is_read_only": False,
         "is_immutable": False,
     }
-    assert {"id", "name", "type", "createTime", "downloadUrl", "detailUrl"} <= set(fields)
+    assert {"id", "name", "type", "create_time", "download_url", "detail_url"} <= set(fields)
 
 
 # --- add, delete ------------------------------------------------------------------------
@@ -562,7 +563,7 @@ def test_mirror_skips_a_missing_product_and_goes_on(
     assert code == 1
     assert "1 products could not be listed" in out
     assert "product 999 skipped: Product was not found" in err
-    assert err.strip().splitlines()[-1].startswith("bitrix-images: error: 1 products")
+    assert err.strip().splitlines()[-1].startswith("bitrix-images: error: 1 product could not")
     assert "Traceback" not in err
     assert files_of(tmp_path / "out") == expected_files(served.portal, [1, 2])
 
@@ -586,7 +587,7 @@ def test_mirror_goes_on_past_a_failed_image(
     warning, error = err.strip().splitlines()
     assert warning.startswith("bitrix-images: warning: product 1, image ")
     assert "ACCESS_DENIED" in warning
-    assert error == ("bitrix-images: error: 1 images failed to download; run again to retry them")
+    assert error == ("bitrix-images: error: 1 image failed to download; run again to retry them")
     assert served.portal.webhook_code not in err
     assert len(files_of(tmp_path / "out")) == 2
     assert list((tmp_path / "out" / "1").glob(".*")) == []  # no partial file

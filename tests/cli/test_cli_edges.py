@@ -63,7 +63,7 @@ def test_allow_insecure_reaches_a_plain_http_portal(
     assert served.portal.counters.requests == 0
     code, out, err = run_cli(capsys, "fields", "--allow-insecure", "--webhook", webhook)
     assert (code, err) == (0, "")
-    assert "productId" in ndjson(out)[0]
+    assert "product_id" in ndjson(out)[0]
     code, _, _ = run_cli(capsys, "--allow-insecure", "fields", "--webhook", webhook)
     assert code == 0
 
@@ -114,7 +114,8 @@ def test_list_names_a_missing_product_and_goes_on(
     assert len(warnings) == len(missing)
     for product_id, warning in zip(missing, warnings, strict=True):
         assert f"product {product_id} skipped" in warning
-    assert f"{len(missing)} products could not be listed" in err.splitlines()[-1]
+    products = "1 product" if len(missing) == 1 else f"{len(missing)} products"
+    assert f"{products} could not be listed" in err.splitlines()[-1]
 
 
 def test_list_stops_on_an_error_every_product_would_share(

@@ -107,7 +107,7 @@ def test_upload_reports_a_missing_product(
     assert code == 1
     assert "1 products could not be listed" in out
     assert f"product 999 skipped: {NOT_FOUND_TEXT}" in err
-    assert err.strip().splitlines()[-1].startswith("bitrix-images: error: 1 products")
+    assert err.strip().splitlines()[-1].startswith("bitrix-images: error: 1 product could not")
 
 
 def test_upload_failures_exit_1(

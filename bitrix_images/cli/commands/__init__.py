@@ -13,6 +13,7 @@ from ..options import (
     ImageOptions,
     ListOptions,
     MirrorOptions,
+    UploadOptions,
 )
 from .catalogs import catalogs_command
 from .images import add_image, delete_image, get_image, list_fields, list_images
@@ -46,4 +47,5 @@ async def run_command(
         return await catalogs_command(client, options, out)
     if isinstance(options, MirrorOptions):
         return await mirror_command(client, options, out, lines)
+    assert isinstance(options, UploadOptions)  # noqa: S101 -- completion needs no portal
     return await upload_command(client, options, out)

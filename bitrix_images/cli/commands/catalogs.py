@@ -8,7 +8,7 @@ from typing import IO, TYPE_CHECKING
 from ...sync.catalogs import CatalogInfo, list_catalogs, with_counts
 from ...sync.terminal import printable
 from ..options import CatalogsOptions
-from ..output import warning
+from ..output import plural, warning
 from .jobs import Failed
 
 if TYPE_CHECKING:
@@ -32,12 +32,12 @@ async def catalogs_command(client: BitrixClient, options: CatalogsOptions, out: 
     for catalog in failed:
         warning(f"iblock {catalog.iblock_id}: products not counted: {catalog.count_error}")
     if failed:
-        raise Failed(f"{len(failed)} catalogs could not be counted (see the warnings)")
+        raise Failed(f"{plural(len(failed), 'catalog')} could not be counted (see the warnings)")
     return 0
 
 
 def _line(catalog: CatalogInfo) -> str:
-    count = "? products" if catalog.products is None else f"{catalog.products} products"
+    count = "? products" if catalog.products is None else plural(catalog.products, "product")
     line = f"iblock {catalog.iblock_id}\t{count}\t{printable(catalog.name)}"
     if catalog.parent_iblock_id is not None:
         line += f"\t(variations of iblock {catalog.parent_iblock_id})"

@@ -11,6 +11,7 @@ from ...sync.ids import Ids, catalog_ids, count_ids, file_ids, sharded
 from ...sync.mirror import MirrorResult, mirror
 from ...sync.upload.run import UploadResult, upload
 from ..options import MirrorOptions, UploadOptions
+from ..output import plural
 
 if TYPE_CHECKING:
     from ...client import BitrixClient
@@ -49,7 +50,9 @@ async def mirror_command(
         **summary.reporting(options.dry_run),
     )
     result = await summary.run(job)
-    return summary.report(result, "images failed to download; run again to retry them")
+    return summary.report(
+        result, ("image", "images"), "failed to download; run again to retry them"
+    )
 
 
 def products_total(options: MirrorOptions) -> int | None:
@@ -75,7 +78,9 @@ async def upload_command(client: BitrixClient, options: UploadOptions, out: IO[s
         **summary.reporting(options.dry_run),
     )
     result = await summary.run(job)
-    return summary.report(result, "files or images failed (see the warnings); run again")
+    return summary.report(
+        result, ("file or image", "files or images"), "failed (see the warnings); run again"
+    )
 
 
 class _Reporting(TypedDict):
@@ -111,13 +116,16 @@ class _Summary:
                 print(partial.summary(), file=self.out)
             raise
 
-    def report(self, result: MirrorResult | UploadResult, failed: str) -> int:
+    def report(
+        self, result: MirrorResult | UploadResult, what: tuple[str, str], failed: str
+    ) -> int:
         """Print the plan (a dry run) and the summary; fail when something did not happen."""
         for line in result.planned:
             print(line, file=self.out)
         print(result.summary(), file=self.out)
         if result.failed:
-            raise Failed(f"{result.failed} {failed}")
+            raise Failed(f"{plural(result.failed, *what)} {failed}")
         if result.unlisted:
-            raise Failed(f"{result.unlisted} products could not be listed (see the warnings)")
+            unlisted = plural(result.unlisted, "product")
+            raise Failed(f"{unlisted} could not be listed (see the warnings)")
         return 0
