@@ -20,13 +20,23 @@ EXTRA := $(filter-out $(COVER_VERSION),$(FOUND))
 SKIPPED := $(filter-out $(FOUND) $(COVER_VERSION),$(SUPPORTED))
 EXTRA_STAMPS := $(foreach v,$(EXTRA),.venv-$(v)/.installed)
 
-.PHONY: test test-slow test-loaded lint demo bench bench-quick clean redis-server
+.PHONY: test test-slow test-loaded lint demo dist wheel-check bench bench-quick clean redis-server
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/$(PIP_INSTALL) -e '.[test]'
+	$(BIN)/$(PIP_INSTALL) -e '.[test,dev]'
 	touch $(STAMP)
+
+# The demo's own venv: the runtime dependencies only (no test toolchain), so that `make demo` on
+# a fresh machine installs a few libraries, not mypy, ruff and hypothesis. pip is not upgraded:
+# the venv's own pip installs these, without compiling every module up front (--no-compile).
+DEMO_VENV := .venv-demo
+DEMO_STAMP := $(DEMO_VENV)/.installed
+$(DEMO_STAMP): pyproject.toml
+	test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv $(DEMO_VENV)
+	$(DEMO_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-compile -e .
+	touch $(DEMO_STAMP)
 
 # One venv per extra version, e.g. .venv-3.10/.installed.
 .venv-%/.installed: pyproject.toml $(CONSTRAINTS)
@@ -73,8 +83,19 @@ test-slow: $(STAMP)
 test-loaded:
 	.ci/loaded-runs 10 4
 
-demo: $(STAMP)
-	$(BIN)/bitrix-images mirror --demo ./demo-images
+demo: $(DEMO_STAMP)
+	$(DEMO_VENV)/bin/bitrix-images mirror --demo ./demo-images
+	@echo "the command is $(DEMO_VENV)/bin/bitrix-images (or: export PATH=\"$$PWD/$(DEMO_VENV)/bin:\$$PATH\"; to install it, see Install in README.md)"
+
+# An sdist and a wheel in dist/ (python -m build, pinned in constraints.txt).
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+
+# The wheel as a user gets it: installed into a fresh venv with its runtime dependencies only,
+# then `bitrix-images --version` and `mirror --demo` run from there, outside this checkout.
+wheel-check: dist
+	.ci/check-wheel "$(PYTHON)"
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks
@@ -83,5 +104,5 @@ bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks --quick
 
 clean:
-	rm -rf $(VENV) $(foreach v,$(SUPPORTED),.venv-$(v)) .test-logs
+	rm -rf $(VENV) $(DEMO_VENV) $(foreach v,$(SUPPORTED),.venv-$(v)) .test-logs dist
 	rm -rf .pytest_cache .mypy_cache .ruff_cache .coverage demo-images
