@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -110,3 +113,33 @@ def test_readme_block_runs(
         saved = (tmp_path / "bitrix-tokens.json").read_text()
         assert served.refresh_token in saved
         assert served.counters.refreshes == 1
+
+
+# The blocks that are pytest tests, as a user copies them into their own project.
+PYTEST_BLOCKS = [block for block in BLOCKS if re.search(r"^async def test_", block, re.MULTILINE)]
+
+
+def test_readme_pytest_examples_run_as_written_outside_this_repository(tmp_path: Path) -> None:
+    # A folder with no pyproject.toml, pytest.ini or conftest.py of ours (so pytest-asyncio is
+    # in its default, strict mode), run by plain pytest in its own process, as a user would.
+    assert len(PYTEST_BLOCKS) >= 2
+    project = tmp_path / "their-project"
+    project.mkdir()
+    for index, block in enumerate(PYTEST_BLOCKS):
+        (project / f"test_readme_{index}.py").write_text(block, encoding="utf-8")
+    functions = sum(len(re.findall(r"^async def test_", b, re.MULTILINE)) for b in PYTEST_BLOCKS)
+    root = README.parent
+    path = os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "."],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": path},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"rootdir: {project}" in done.stdout
+    assert f"{functions} passed" in done.stdout
+    assert not (project / "conftest.py").exists()
