@@ -23,6 +23,7 @@ from .portal import PortalOptions, UsageError
 __all__ = [
     "AddOptions",
     "CommandOptions",
+    "DoctorOptions",
     "FieldsOptions",
     "ImageOptions",
     "ListOptions",
@@ -89,8 +90,20 @@ class UploadOptions:
     concurrency: int
 
 
+@attrs.frozen
+class DoctorOptions:
+    json: bool
+    write_check: int | None  # the product the write check adds to and deletes from
+
+
 CommandOptions: TypeAlias = (
-    ListOptions | ImageOptions | AddOptions | FieldsOptions | MirrorOptions | UploadOptions
+    ListOptions
+    | ImageOptions
+    | AddOptions
+    | FieldsOptions
+    | MirrorOptions
+    | UploadOptions
+    | DoctorOptions
 )
 
 
@@ -123,6 +136,8 @@ def from_namespace(args: argparse.Namespace) -> tuple[str, CommandOptions, Porta
         options = ImageOptions(args.product_id, args.image_id)
     elif command == "fields":
         options = FieldsOptions()
+    elif command == "doctor":
+        options = DoctorOptions(json=args.json, write_check=args.write_check)
     elif command == "mirror":
         options = _mirror(args)
         if options.demo and portal.webhook:

@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_commands(commands)
     _add_mirror(commands)
     _add_upload(commands)
+    _add_doctor(commands)
     return parser
 
 
@@ -261,3 +262,21 @@ def _add_upload(commands: _Commands) -> None:
         f"{PREVIEW_PREFIX}NAME its PREVIEW_PICTURE (each replaces the previous one); every "
         "other image file is added as a MORE_PHOTO. Files that are not images are skipped."
     )
+
+
+def _add_doctor(commands: _Commands) -> None:
+    help = "check the portal before a long job: connection, webhook, scope, limits"
+    sub = _command(commands, "doctor", help)
+    sub.add_argument(
+        "--json",
+        action="store_true",
+        help='print the report as one JSON object: {"ok": ..., "checks": [...]}',
+    )
+    sub.add_argument(
+        "--write-check",
+        metavar="PRODUCT_ID",
+        type=_positive_int,
+        help="also add a 1x1 image to this product inside a batch, then delete it "
+        "(nothing is written without this option)",
+    )
+    sub.epilog = "Exit status 0 when the portal is ready for list, mirror and upload, 1 when not."

@@ -1,4 +1,4 @@
-"""The commands: ``images`` (one call each, JSON out) and ``jobs`` (mirror, upload)."""
+"""The commands: ``images`` (one call each, JSON out), ``jobs`` (mirror, upload), ``doctor``."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ from typing import IO, TYPE_CHECKING
 from ..options import (
     AddOptions,
     CommandOptions,
+    DoctorOptions,
     FieldsOptions,
     ImageOptions,
     ListOptions,
     MirrorOptions,
 )
+from .doctor import doctor_command
 from .images import add_image, delete_image, get_image, list_fields, list_images
 from .jobs import Failed, mirror_command, upload_command
 
@@ -39,6 +41,8 @@ async def run_command(
         return await add_image(client, options, out)
     if isinstance(options, FieldsOptions):
         return await list_fields(client, out)
+    if isinstance(options, DoctorOptions):
+        return await doctor_command(client, options, out)
     if isinstance(options, MirrorOptions):
         return await mirror_command(client, options, out, lines)
     return await upload_command(client, options, out)
