@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 from collections.abc import Sequence
+from pathlib import Path
 
+import attrs
 import pytest
+from aiohttp import web
 from support import ThreadPortal, oauth_client, run_cli, webhook_client
 
 import bitrix_images as bx
+from bitrix_images import _doctor
+from bitrix_images._doctor import checks
+from bitrix_images._doctor.checks import _image_ids
 from bitrix_images.testing import FakePortal
 
 NAMES = (
@@ -24,6 +34,11 @@ NAMES = (
     "public_files",
     "batch",
 )
+# A self-signed certificate for 127.0.0.1, which no client trusts.
+OPENSSL_CERT = ("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1")
+OPENSSL_CERT += ("-subj", "/CN=localhost")
+LIST = "catalog.productImage.list"
+ADD = "catalog.productImage.add"
 ACCESS_DENIED = {"error": "ACCESS_DENIED", "error_description": "Access denied."}
 
 
@@ -417,3 +432,234 @@ def test_cli_dead_portal_and_usage(capsys: pytest.CaptureFixture[str]) -> None:
         code, _, err = run_cli(capsys, "doctor", "--write-check", bad, "--webhook", url)
         assert code == 2
         assert "--write-check" in err
+
+
+# --- odd answers, handled one by one ---------------------------------------------------------
+
+
+def answer(result: object) -> dict[str, object]:
+    """A success envelope with *result*, as an injected answer."""
+    return {"result": result}
+
+
+async def test_scope_answering_no_list_fails_auth() -> None:
+    async with FakePortal() as portal:
+        portal.inject("error", method="scope", status=200, body=answer({"catalog": True}))
+        report = await doctor(portal)
+    assert report.check("auth").status == "fail"
+    assert report.check("auth").detail == "scope answered dict, not a list of scopes"
+
+
+async def test_methods_missing_or_refused() -> None:
+    missing = answer({"isExisting": False, "isAvailable": False})
+    async with FakePortal() as portal:
+        portal.inject("error", method="method.get", status=200, body=missing)
+        report = await doctor(portal)
+    assert not report.ok
+    methods = report.check("methods")
+    assert (methods.status, methods.detail) == (
+        "fail",
+        "the portal does not have catalog.productImage.list",
+    )
+    async with FakePortal() as portal:
+        portal.inject("error", method="method.get", status=403, body=ACCESS_DENIED)
+        report = await doctor(portal)
+    methods = report.check("methods")
+    assert methods.status == "fail"
+    assert methods.detail == "method.get: Access denied. (ACCESS_DENIED)"
+    assert methods.hint == "the webhook's user lacks the rights this needs"
+
+
+async def test_read_without_a_catalog_warns() -> None:
+    async with FakePortal() as portal:
+        portal.inject(
+            "error", method="catalog.catalog.list", status=200, body=answer({"catalogs": []})
+        )
+        report = await doctor(portal)
+    assert report.ok
+    only(report, read="warn", page_mode="skip")
+    assert "no product catalog" in report.check("read").detail
+    unreadable = answer({"catalogs": [{"id": 1, "iblockId": None}, "junk"]})
+    async with FakePortal() as portal:
+        portal.inject("error", method="catalog.catalog.list", status=200, body=unreadable)
+        report = await doctor(portal)
+    only(report, read="warn", page_mode="skip")
+    assert "no product found" in report.check("read").detail
+
+
+async def test_read_refused_otherwise_fails_with_the_error() -> None:
+    async with FakePortal() as portal:
+        portal.inject("error", method=LIST, status=403, body=ACCESS_DENIED)
+        report = await doctor(portal)
+    assert not report.ok
+    read = report.check("read")
+    assert read.status == "fail"
+    assert read.detail == f"{'catalog.productImage.list'}: Access denied. (ACCESS_DENIED)"
+
+
+async def test_clock_of_an_unreadable_date_warns() -> None:
+    async with FakePortal() as portal:
+        portal.inject("error", method="server.time", status=200, body=answer("soon"))
+        report = await doctor(portal)
+    only(report, clock="warn")
+    assert report.check("clock").detail == "server.time answered 'soon', not a date"
+    refused = {"error": "ERROR_CORE", "error_description": "no time today"}
+    async with FakePortal() as portal:
+        portal.inject("error", method="server.time", status=400, body=refused)
+        report = await doctor(portal)
+    clock = report.check("clock")
+    assert (clock.status, clock.detail) == ("fail", "server.time: no time today (ERROR_CORE)")
+    assert clock.hint is None
+    assert report.ok
+
+
+async def test_a_slow_check_fails_on_its_own_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    quick = tuple(
+        attrs.evolve(step, timeout=0.05) if step.name == "clock" else step for step in _doctor.STEPS
+    )
+    monkeypatch.setattr(_doctor, "STEPS", quick)
+    async with FakePortal() as portal:
+        portal.inject("delay", method="server.time", delay=2.0)
+        report = await doctor(portal)
+    clock = report.check("clock")
+    assert (clock.status, clock.detail) == ("fail", "no answer within 0.05 s")
+    assert report.ok  # the clock is not needed by list, mirror or upload
+
+
+async def test_a_batch_without_its_command_fails() -> None:
+    empty = answer({"result": [], "result_error": [], "result_total": [], "result_next": []})
+    async with FakePortal() as portal:
+        portal.inject("error", method="batch", status=200, body=empty)
+        report = await doctor(portal)
+    assert not report.ok
+    only(report, batch="fail")
+    assert report.check("batch").detail == "the batch answered without its command's result"
+
+
+async def test_write_check_refusals_in_a_batch() -> None:
+    async with FakePortal() as portal:
+        portal.catalog.deny_write(2)
+        report = await doctor(portal, write_check=2)
+        assert report.check("write").detail.startswith("no write access to product 2")
+        report = await doctor(portal, write_check=999)
+        assert report.check("write").detail.startswith("product 999 was not found")
+        portal.inject(
+            "command_error", method=ADD, body={"error": "ERROR_CORE", "error_description": "x"}
+        )
+        report = await doctor(portal, write_check=3)
+        assert report.check("write").detail.startswith("the add on product 3 failed")
+        assert writes(portal) == 3  # three adds refused, nothing to delete
+
+
+async def test_write_check_with_its_answer_lost() -> None:
+    # The plain add, after the batch refused it: its answer is lost once it was applied.
+    async with FakePortal(batch_writes=False) as portal:
+        portal.inject("drop", method=ADD)
+        report = await doctor(portal, write_check=2)
+        write = report.check("write")
+        assert write.status == "fail"
+        assert write.detail.startswith("the answer to the add on product 2 was lost")
+        (left,) = [
+            i for i in portal.catalog.images(2) if i.name.startswith("bitrix-images-doctor-")
+        ]
+        assert write.hint == f"look for {left.name} on product 2 and delete it"
+        assert portal.counters.by_method["catalog.productimage.delete"] == 0  # never replayed
+
+
+async def test_write_check_with_a_delete_answering_false() -> None:
+    async with FakePortal() as portal:
+        portal.inject("error", method="catalog.productImage.delete", status=200, body=answer(False))
+        report = await doctor(portal, write_check=2)
+    write = report.check("write")
+    assert write.status == "fail"
+    assert "answered False, not true" in write.detail
+    assert write.hint is not None
+    assert write.hint.startswith("check product 2 and delete image ")
+
+
+# --- connect, stage by stage -----------------------------------------------------------------
+
+
+async def test_connect_names_dns() -> None:
+    url = "https://doctor-check.invalid/rest/1/0123456789abcdef/"
+    async with bx.BitrixClient.from_webhook(url) as client:
+        report = await client.doctor()
+    connect = report.check("connect")
+    assert connect.status == "fail"
+    assert connect.detail.startswith("DNS: "), connect
+    assert "doctor-check.invalid" in connect.detail
+
+
+async def test_connect_times_out_on_a_silent_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(checks, "CONNECT_TIMEOUT", 0.2)
+    with socket.socket() as silent:  # listens, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/rest/1/0123456789abcdef/"
+        async with bx.BitrixClient.from_webhook(url) as client:
+            report = await client.doctor()
+    connect = report.check("connect")
+    assert (connect.status, connect.detail) == ("fail", "no answer within 0.2 s")
+    assert {c.status for c in report.checks[1:]} == {"skip"}
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a certificate")
+async def test_connect_names_a_refused_certificate(tmp_path: Path) -> None:
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(  # noqa: S603 -- a fixed command, its paths ours
+        [*OPENSSL_CERT, "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    runner = web.AppRunner(web.Application())
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        url = f"https://127.0.0.1:{port}/rest/1/0123456789abcdef/"
+        async with bx.BitrixClient.from_webhook(url) as client:
+            report = await client.doctor()
+    finally:
+        await runner.cleanup()
+    connect = report.check("connect")
+    assert connect.status == "fail"
+    assert connect.detail.startswith("TLS: the portal's certificate was refused ("), connect
+    assert connect.hint is not None
+    assert "certificate" in connect.hint
+
+
+def test_ids_read_from_answers() -> None:
+    rows = [{"id": 1}, {"id": "2"}, {"id": True}, {"id": "x"}, {"id": None}, "junk"]
+    assert _image_ids({"productImages": rows}) == (1, 2)
+    assert _image_ids(None) == _image_ids({"productImages": {}}) == ()
+
+
+async def test_page_mode_and_counters_on_what_no_portal_here_sends() -> None:
+    async with FakePortal() as portal, webhook_client(portal) as client:
+        caller = client._caller  # the doctor's own seam: one check, on a Visit of ours
+        visit = checks.Visit(caller)
+        visit.product_id, visit.product_ids, visit.image_ids = 1, (1,), (998, 999)
+        found = await checks.page_mode(visit)
+        assert found.status == "warn"
+        assert "neither all its images nor all but the first" in found.detail
+        visit.time = None
+        found = await checks.operating_counters(checks.Visit(caller))
+        assert found == checks.skip("no answer carried a time block")
+
+
+async def test_a_server_that_hangs_up_fails_connect() -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        url = f"http://127.0.0.1:{port}/rest/1/0123456789abcdef/"
+        async with bx.BitrixClient.from_webhook(url) as client:
+            report = await client.doctor()
+    connect = report.check("connect")
+    assert connect.status == "fail"
+    assert connect.detail.startswith("the request failed ("), connect
