@@ -663,3 +663,32 @@ async def test_a_server_that_hangs_up_fails_connect() -> None:
     connect = report.check("connect")
     assert connect.status == "fail"
     assert connect.detail.startswith("the request failed ("), connect
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_cli_saves_the_refresh_doctor_makes(
+    served: ThreadPortal,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    portal = served.portal
+    for name, value in {
+        "BITRIX_CLIENT_ENDPOINT": str(portal.client_endpoint),
+        "BITRIX_ACCESS_TOKEN": portal.access_token,
+        "BITRIX_REFRESH_TOKEN": portal.refresh_token,
+        "BITRIX_CLIENT_ID": portal.client_id,
+        "BITRIX_CLIENT_SECRET": portal.client_secret,
+        "BITRIX_OAUTH_URL": str(portal.oauth_url),
+    }.items():
+        monkeypatch.setenv(name, value)
+    served.call(portal.expire_access_token)
+    tokens = tmp_path / "tokens.json"
+    code, out, err = run_cli(capsys, "doctor", "--json", "--token-file", str(tokens))
+    assert (code, err) == (0, "")
+    auth = json.loads(out)["checks"][1]
+    assert auth["detail"].startswith("the OAuth access token had expired; refreshed")
+    saved = json.loads(tokens.read_text())
+    assert saved["access_token"] == portal.access_token
+    assert portal.counters.refreshes == 1
+    assert portal.access_token not in out
