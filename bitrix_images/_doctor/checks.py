@@ -105,7 +105,8 @@ class Visit:
     time: TimeInfo | None = None  # the last time block the portal sent
 
     async def call(self, method: str, params: Mapping[str, object]) -> Envelope:
-        envelope = await self.caller.call(method, params)
+        """One read (every check's call but the write's): resent if its answer is lost."""
+        envelope = await self.caller.call(method, params, idempotent=True)
         self.time = envelope.time or self.time
         return envelope
 

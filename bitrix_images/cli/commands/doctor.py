@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 __all__ = ["doctor_command"]
 
-_WIDTH = max(len("operating_counters"), 12)
+_WIDTH = len("operating_counters")  # the longest name
 
 
 async def doctor_command(client: BitrixClient, options: DoctorOptions, out: IO[str]) -> int:
