@@ -13,6 +13,7 @@ from yarl import URL
 from ._calls.caller import Caller
 from ._calls.retry import RetryPolicy
 from ._coordinator import RedisCoordinator
+from ._doctor import PortalReport, examine
 from ._wire.auth import OAuthAuth, TokenCallback, WebhookAuth, check_method, check_portal_url
 from ._wire.converters import Converter
 from ._wire.limits import RateLimit
@@ -203,6 +204,19 @@ class BitrixClient:
             convert=tuple,
             start=start,
         )
+
+    async def doctor(self, *, write_check: int | None = None) -> PortalReport:
+        """
+        Check the portal before a long job; return a ``PortalReport`` of named checks.
+
+        The checks, in order: ``connect``, ``auth``, ``scope``, ``methods``, ``read``,
+        ``clock``, ``page_mode``, ``operating_counters``, ``public_files``, ``batch``, and
+        ``write`` when *write_check* names a product: a 1x1 PNG is added to it as
+        ``MORE_PHOTO`` inside a ``batch``, then deleted. Nothing is written otherwise. A
+        dead portal is known within seconds (``connect`` fails, the rest are skipped). About
+        fifteen requests, counted in ``client.stats`` like any others.
+        """
+        return await examine(self._caller, write_check=write_check)
 
     @property
     def stats(self) -> ClientStats:

@@ -24,6 +24,7 @@ __all__ = [
     "AddOptions",
     "CatalogsOptions",
     "CommandOptions",
+    "DoctorOptions",
     "FieldsOptions",
     "ImageOptions",
     "ListOptions",
@@ -95,6 +96,12 @@ class UploadOptions:
     concurrency: int
 
 
+@attrs.frozen
+class DoctorOptions:
+    json: bool
+    write_check: int | None  # the product the write check adds to and deletes from
+
+
 CommandOptions: TypeAlias = (
     ListOptions
     | ImageOptions
@@ -103,6 +110,7 @@ CommandOptions: TypeAlias = (
     | MirrorOptions
     | UploadOptions
     | CatalogsOptions
+    | DoctorOptions
 )
 
 
@@ -137,6 +145,8 @@ def from_namespace(args: argparse.Namespace) -> tuple[str, CommandOptions, Porta
         options = FieldsOptions()
     elif command == "catalogs":
         options = CatalogsOptions(json=args.json)
+    elif command == "doctor":
+        options = DoctorOptions(json=args.json, write_check=args.write_check)
     elif command == "mirror":
         options = _mirror(args)
         if options.demo and portal.webhook:
