@@ -25,6 +25,7 @@ __all__ = [
     "CatalogsOptions",
     "CommandOptions",
     "CompletionOptions",
+    "DoctorOptions",
     "FieldsOptions",
     "ImageOptions",
     "ListOptions",
@@ -101,6 +102,12 @@ class UploadOptions:
     concurrency: int
 
 
+@attrs.frozen
+class DoctorOptions:
+    json: bool
+    write_check: int | None  # the product the write check adds to and deletes from
+
+
 CommandOptions: TypeAlias = (
     ListOptions
     | ImageOptions
@@ -110,6 +117,7 @@ CommandOptions: TypeAlias = (
     | UploadOptions
     | CatalogsOptions
     | CompletionOptions
+    | DoctorOptions
 )
 
 
@@ -146,6 +154,8 @@ def from_namespace(args: argparse.Namespace) -> tuple[str, CommandOptions, Porta
         options = CompletionOptions(args.shell)
     elif command == "catalogs":
         options = CatalogsOptions(json=args.json)
+    elif command == "doctor":
+        options = DoctorOptions(json=args.json, write_check=args.write_check)
     elif command == "mirror":
         options = _mirror(args)
         if options.demo and portal.webhook:

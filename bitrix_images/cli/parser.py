@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mirror(commands)
     _add_upload(commands)
     _add_catalogs(commands)
+    _add_doctor(commands)
     _add_completion(commands)
     return parser
 
@@ -429,6 +430,33 @@ def _add_catalogs(commands: _Commands) -> None:
     )
     sub.add_argument(
         "--json", action="store_true", help="print one JSON object instead of one line each"
+    )
+
+
+def _add_doctor(commands: _Commands) -> None:
+    sub = _command(
+        commands,
+        "doctor",
+        "check the portal before a long job: connection, webhook, scope, limits",
+        f"{PROG} doctor",
+        f"{PROG} doctor --json | jq '.checks[] | select(.status != \"ok\")'",
+        f"{PROG} doctor --write-check 1                  # also add and delete a test image",
+    )
+    sub.add_argument(
+        "--json",
+        action="store_true",
+        help='print the report as one JSON object: {"ok": ..., "checks": [...]}',
+    )
+    sub.add_argument(
+        "--write-check",
+        metavar="PRODUCT_ID",
+        type=_positive_int,
+        help="also add a 1x1 image to this product inside a batch, then delete it "
+        "(nothing is written without this option)",
+    )
+    sub.epilog = (
+        "exit status: 0 when the portal is ready for list, mirror and upload, 1 when not.\n\n"
+        f"{sub.epilog}"
     )
 
 
