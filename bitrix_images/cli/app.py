@@ -52,7 +52,7 @@ __all__ = ["execute", "main"]
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (2 for usage errors, from argparse)."""
     parser = build_parser()
-    if argv is None and "_ARGCOMPLETE" in os.environ:
+    if argv is None and "_ARGCOMPLETE" in os.environ:  # pragma: no cover -- a subprocess
         _complete(parser)
     secrets: list[str] = []
     try:
@@ -80,8 +80,13 @@ def main(argv: list[str] | None = None) -> int:
         return error(str(failure) or type(failure).__name__, secrets)
 
 
-def _complete(parser: argparse.ArgumentParser) -> None:
-    """Answer the shell's completion request (argcomplete sets ``_ARGCOMPLETE``), and exit."""
+def _complete(parser: argparse.ArgumentParser) -> None:  # pragma: no cover
+    """
+    Answer the shell's completion request (argcomplete sets ``_ARGCOMPLETE``), and exit.
+
+    Run only as the shell runs it, in a process of its own (tests/cli/test_cli_help.py):
+    argcomplete writes to inherited descriptors and ends the process with ``os._exit``.
+    """
     import argcomplete  # noqa: PLC0415 -- only a completion request needs it
 
     argcomplete.autocomplete(parser)

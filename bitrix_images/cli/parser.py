@@ -85,16 +85,13 @@ def parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argpar
     """
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        command = _subparsers(parser).get(getattr(args, "command", ""), parser)
-        _unrecognized(command, unknown)
+        commands = next(
+            action.choices
+            for action in parser._actions
+            if isinstance(action, argparse._SubParsersAction)
+        )
+        _unrecognized(commands.get(args.command, parser), unknown)
     return args
-
-
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
 
 
 def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> NoReturn:

@@ -98,6 +98,17 @@ def test_a_bad_line_is_reported_before_anything_is_mirrored(
     assert not (tmp_path / "out" / "1").exists()
 
 
+def test_a_products_file_that_cannot_be_read_twice_is_streamed_unchecked(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Not a regular file (a pipe, a device): read once, as it comes, with no total for the bar.
+    code, out, _ = run_cli(
+        capsys, "mirror", "out", "--products-file", "/dev/null", "--webhook", served.url
+    )
+    assert code == 0
+    assert out.startswith("0 products")
+
+
 def test_a_good_products_file_is_read_whole_after_its_check(
     served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
