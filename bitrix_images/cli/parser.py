@@ -203,10 +203,8 @@ def _output_option(sub: argparse.ArgumentParser) -> None:
     )
 
 
-def _product_id(sub: argparse.ArgumentParser, what: str = "the product") -> None:
-    sub.add_argument(
-        "product_id", metavar="PRODUCT_ID", type=_positive_int, help=f"{what}'s id (ID)"
-    )
+def _product_id(sub: argparse.ArgumentParser, help: str = "the product's id") -> None:
+    sub.add_argument("product_id", metavar="PRODUCT_ID", type=_positive_int, help=help)
 
 
 def _product_and_image(sub: argparse.ArgumentParser) -> None:
@@ -215,7 +213,7 @@ def _product_and_image(sub: argparse.ArgumentParser) -> None:
         "image_id",
         metavar="IMAGE_ID",
         type=_positive_int,
-        help="the image's id, as list prints it (id)",
+        help="the image's id (the id list prints)",
     )
 
 
@@ -264,7 +262,7 @@ def _add_image_commands(commands: _Commands) -> None:
         f"{PROG} add 1 cover.png --type DETAIL_PICTURE # replaces the detail picture",
         f"{PROG} add 1 /tmp/x1.jpg --name front.jpg",
     )
-    _product_id(sub, "the product to attach the image to: its")
+    _product_id(sub, "the id of the product to attach the image to")
     sub.add_argument("file", metavar="FILE", type=Path, help="the image file to send")
     sub.add_argument("--name", help="the file name on the portal (default: FILE's name)")
     sub.add_argument(
@@ -281,7 +279,7 @@ def _add_image_commands(commands: _Commands) -> None:
         "delete",
         f"{DESTRUCTIVE}remove an image from a product on the portal",
         f"{PROG} delete 1 31",
-        f"{PROG} list 1 --select id | jq .id | xargs -n1 {PROG} delete 1   # every image",
+        f"{PROG} get 1 31 && {PROG} delete 1 31      # look before you delete",
     )
     _product_and_image(sub)
     _command(
@@ -299,7 +297,7 @@ def _add_mirror(commands: _Commands) -> None:
         "mirror",
         "download every image of many products into DEST/<product_id>/",
         f"{PROG} mirror --demo ./demo-images            # an embedded portal: no account needed",
-        f"{PROG} mirror ./images --iblock 14 --prune     # every product of catalog 14",
+        f"{PROG} mirror ./images --iblock 14 --prune     # catalog 14; drop files of gone images",
         f"{PROG} mirror ./images --products-file ids.txt --concurrency 8",
     )
     sub.add_argument(
@@ -467,4 +465,6 @@ def _add_completion(commands: _Commands) -> None:
         f"{PROG} completion fish > ~/.config/fish/completions/{PROG}.fish",
         portal=False,
     )
-    sub.add_argument("shell", metavar="SHELL", choices=SHELLS, help=" or ".join(SHELLS))
+    sub.add_argument(
+        "shell", metavar="SHELL", choices=SHELLS, help=f"{', '.join(SHELLS[:-1])} or {SHELLS[-1]}"
+    )
