@@ -29,13 +29,24 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	touch $(STAMP)
 
 # The demo's own venv: the runtime dependencies only (no test toolchain), so that `make demo` on
-# a fresh machine installs a few libraries, not mypy, ruff and hypothesis. pip is not upgraded:
-# the venv's own pip installs these, without compiling every module up front (--no-compile).
+# a fresh machine installs a few libraries, not mypy, ruff and hypothesis. When $(PYTHON) has a
+# pip that can install into another environment (--python, pip >= 22.3), the venv is made
+# without one of its own (ensurepip takes seconds); otherwise the venv's own pip is used.
+# Modules are compiled as they are first imported, not all up front (--no-compile).
 DEMO_VENV := .venv-demo
 DEMO_STAMP := $(DEMO_VENV)/.installed
+DEMO_PIP_OPTIONS := -q --disable-pip-version-check --no-compile
+export HOST_PIP_CHECK := import pip, sys; sys.exit(tuple(map(int, pip.__version__.split(".")[:2])) < (22, 3))
 $(DEMO_STAMP): pyproject.toml
-	test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv $(DEMO_VENV)
-	$(DEMO_VENV)/bin/python -m pip install -q --disable-pip-version-check --no-compile -e .
+	@if $(PYTHON) -c "$$HOST_PIP_CHECK" 2>/dev/null; then \
+	    set -x; \
+	    test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv --without-pip $(DEMO_VENV); \
+	    $(PYTHON) -m pip --python $(DEMO_VENV)/bin/python install $(DEMO_PIP_OPTIONS) -e .; \
+	else \
+	    set -x; \
+	    test -x $(DEMO_VENV)/bin/python || $(PYTHON) -m venv $(DEMO_VENV); \
+	    $(DEMO_VENV)/bin/python -m pip install $(DEMO_PIP_OPTIONS) -e .; \
+	fi
 	touch $(DEMO_STAMP)
 
 # One venv per extra version, e.g. .venv-3.10/.installed.
