@@ -42,7 +42,7 @@ from .options import (
     UploadOptions,
     from_namespace,
 )
-from .output import error, silence_stdout
+from .output import error, plural, silence_stdout
 from .parser import build_parser, parse
 from .portal import Portal, PortalOptions, UsageError, coordinator, find_portal
 
@@ -120,11 +120,16 @@ def _products_file(options: CommandOptions) -> contextlib.AbstractContextManager
         raise ValueError(f"no such file: {path}") from None
     except IsADirectoryError:
         raise ValueError(f"{path} is a directory, not a products file") from None
+    except OSError as error:
+        raise ValueError(f"cannot read {path}: {error.strerror or error}") from None
     if path.is_file():
         # Counted for the bar, so read twice: a bad line is reported before any request.
         with _closed_on_error(lines):
-            for _ in file_ids(lines, str(path)):
-                pass
+            try:
+                for _ in file_ids(lines, str(path)):
+                    pass
+            except UnicodeDecodeError:
+                raise ValueError(f"{path} is not a text file of product ids") from None
             lines.seek(0)
     return lines
 
@@ -164,7 +169,8 @@ async def _demo(options: MirrorOptions, given: PortalOptions) -> int:
         catalog = fake.catalog
         print(
             f"demo: an embedded demo portal on loopback ({fake.origin.host}:{fake.port}) with "
-            f"{len(catalog.product_ids())} products and {catalog.image_count()} images; "
+            f"{plural(len(catalog.product_ids()), 'product')} and "
+            f"{plural(catalog.image_count(), 'image')}; "
             "nothing leaves this machine",
             flush=True,
         )

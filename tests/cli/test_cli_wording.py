@@ -83,6 +83,27 @@ def test_a_products_file_that_is_a_folder(
     assert served.portal.counters.requests == 0
 
 
+def test_an_unreadable_products_file(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "photo.png").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe")
+    code, _, err = run_cli(
+        capsys, "mirror", "out", "--products-file", "photo.png", "--webhook", served.url
+    )
+    assert code == 1
+    line = assert_one_error_line(err)
+    assert line == "bitrix-images: error: photo.png is not a text file of product ids"
+    # A name the file system cannot open (too long): its reason, not a raw [Errno ...].
+    code, _, err = run_cli(
+        capsys, "mirror", "out", "--products-file", "x" * 300, "--webhook", served.url
+    )
+    assert code == 1
+    line = assert_one_error_line(err)
+    assert line.startswith("bitrix-images: error: cannot read xxx")
+    assert line.endswith(": File name too long")
+    assert served.portal.counters.requests == 0
+
+
 def test_a_bad_line_is_reported_before_anything_is_mirrored(
     served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
