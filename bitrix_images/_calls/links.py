@@ -12,8 +12,8 @@ that is not the complete image is that image's failure.
 public answer does not count, and keeps the state of the client: its first image is fetched
 both ways and the bytes compared (the downloads wait for that comparison); when they differ,
 or the first 3 public fetches in a row are refused (401, 403, an HTML page), the rest goes
-through REST and a warning says so once. ``stats`` counts the files by route and the
-fallbacks by reason, for a job's summary.
+through REST, logged once and kept in ``stats.given_up``. ``stats`` counts the files by
+route and the fallbacks by reason, for a job's summary.
 """
 
 from __future__ import annotations
@@ -187,7 +187,8 @@ class PublicLinks:
     def _give_up(self, why: str) -> None:
         """Auto stops trying public links for this client, and says so once."""
         self.stats.given_up = why
-        log.warning("public file links: %s; the rest is fetched through REST", why)
+        # INFO: a job (mirror) warns once on its own terminal; the logger keeps the record.
+        log.info("public file links: %s; the rest is fetched through REST", why)
 
 
 def _reason(failure: Failed | LinkRefused) -> str:
