@@ -78,6 +78,7 @@ demo: $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks --only W8
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks --quick

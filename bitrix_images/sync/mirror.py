@@ -108,13 +108,14 @@ class MirrorResult(RunTotals, MirrorCounts):
             line += f", {self.removed} {'to remove' if self.dry_run else 'removed'}"
         if self.unlisted:
             line += f"; {self.unlisted} products could not be listed"
+        line += f"), {self.bytes} bytes in {self.seconds:.1f} s"
         if self.downloaded and not self.dry_run:
             line += f"; {self.via_public} via public links, {self.via_rest} via REST"
             if self.fallbacks:
                 reasons = ", ".join(f"{reason}: {count}" for reason, count in self.fallbacks)
                 line += f" ({reasons})"
         return (
-            f"{line}), {self.bytes} bytes in {self.seconds:.1f} s; "
+            f"{line}; "
             f"{self.retries} retries, {self.waited:.1f} s waiting on rate limits "
             "(summed over concurrent requests)"
         )
@@ -180,7 +181,7 @@ async def mirror(
     options = _Options(prune=prune, verify=verify, dry_run=dry_run, via=check_via(via))
     if total is None and isinstance(product_ids, Sized):
         total = len(product_ids)
-    bar = Progress(progress, warnings, total=total)
+    bar = Progress(progress, warnings, total=total, per_image=True)
     return await _Mirror(client, product_ids, dest, concurrency, options, bar).run(on_finish)
 
 
@@ -279,6 +280,7 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
             # body() raises it once the queue is drained: the images listed before the
             # failure are still downloaded, and a rerun skips them.
             self.failure = error
+        self.bar.listing_done()
         for _ in range(self.concurrency):
             await self.queue.put(None)
 
@@ -316,6 +318,7 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
         for kept in rows.values():
             names.keep(kept.path.rsplit("/", 1)[-1])
         folder = self.dest / str(product_id)
+        self.bar.images_listed(len(images))
         if images and not options.dry_run:
             try:
                 make_dir(folder)
