@@ -276,6 +276,10 @@ class FileServer:
         app.router.add_get("/upload/ok.png", self.ok)
         app.router.add_get("/upload/hang.png", self.hang)
         app.router.add_get("/upload/hop/{n}", self.hop)
+        app.router.add_get("/upload/nowhere", self.nowhere)
+        app.router.add_get("/upload/malformed", self.malformed)
+        app.router.add_get("/upload/chunked.png", self.chunked)
+        app.router.add_get("/upload/tiny.png", self.tiny)
         app.router.add_post("/rest/1/secretcode/scope.json", self.scope)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
@@ -286,9 +290,10 @@ class FileServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        assert self.runner is not None
         self.release.set()
-        await self.runner.cleanup()
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
 
     @property
     def webhook(self) -> str:
@@ -305,6 +310,24 @@ class FileServer:
     async def ok(self, request: web.Request) -> web.Response:
         self.note(request)
         return web.Response(body=PNG, content_type="image/png")
+
+    async def nowhere(self, request: web.Request) -> web.Response:
+        return web.Response(status=302)
+
+    async def malformed(self, request: web.Request) -> web.Response:
+        return web.Response(status=302, headers={"Location": "http://[::1"})
+
+    async def chunked(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "image/png"})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for _ in range(4):
+            await response.write(PNG)
+        await response.write_eof()
+        return response
+
+    async def tiny(self, request: web.Request) -> web.Response:
+        return web.Response(body=b"abc", content_type="image/png")
 
     async def scope(self, request: web.Request) -> web.Response:
         self.note(request)
@@ -376,6 +399,76 @@ async def test_redirects_are_followed_and_checked_again(files: FileServer, tmp_p
         with pytest.raises(LinkRefused, match="not https"):
             await client.images.download(files.image("upload/hop/99"), tmp_path, via="public")
     assert partial_files(tmp_path) == []
+
+
+async def test_answers_that_do_not_count(files: FileServer, tmp_path: Path) -> None:
+    async with client_for(files.webhook, LinkPolicy(max_file_bytes=200)) as client:
+        # A clean end without a Content-Length counts when the image check passes.
+        path = await client.images.download(
+            files.image("upload/chunked.png"), tmp_path, via="public"
+        )
+        assert path.read_bytes() == PNG * 4
+        for link, reason in (
+            ("upload/nowhere", "redirect without a location"),
+            ("upload/malformed", "malformed redirect"),
+            ("upload/tiny.png", "not an image"),
+        ):
+            with pytest.raises(bx.MalformedResponse, match=reason):
+                await client.images.download(files.image(link), tmp_path, via="public")
+    async with client_for(files.webhook, LinkPolicy(max_file_bytes=20)) as client:
+        for link in ("upload/ok.png", "upload/chunked.png"):  # with a length, and without
+            with pytest.raises(bx.MalformedResponse, match="too large"):
+                await client.images.download(files.image(link), tmp_path, via="public")
+        # Nothing to fall back to: no download_url, or one on another origin.
+        with pytest.raises(ValueError, match="no download_url"):
+            await client.images.download(files.image("upload/ok.png"), tmp_path, via="rest")
+        elsewhere = bx.ProductImage(
+            id=1, name="a.png", download_url="https://elsewhere.example/rest/download.json"
+        )
+        with pytest.raises(ValueError, match="outside the portal's origin"):
+            await client.images.download(elsewhere, tmp_path)
+    with pytest.raises(RuntimeError, match="closed"):
+        await client.images.download(files.image("upload/ok.png"), tmp_path, via="public")
+    assert partial_files(tmp_path) == []
+
+
+async def test_no_answer_and_timeouts_are_retried_then_fail(
+    files: FileServer, tmp_path: Path
+) -> None:
+    async with client_for(files.webhook, timeout=0.2) as client:
+        # The answer never ends: each attempt times out, then the image fails.
+        with pytest.raises(bx.TransportError, match="timed out") as info:
+            await client.images.download(files.image("upload/hang.png"), tmp_path, via="public")
+        assert info.value.attempts == FAST_RETRY.max_attempts
+        assert client.stats.retries == FAST_RETRY.max_attempts - 1
+        assert client.stats.requests == 0  # not one REST request
+    await files.__aexit__()  # nothing listens there any more
+    async with client_for(files.webhook) as client:
+        with pytest.raises(bx.TransportError, match="no connection"):
+            await client.images.download(files.image("upload/ok.png"), tmp_path, via="public")
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_big_file_spills_to_disk_and_is_cross_checked(tmp_path: Path) -> None:
+    size = 5 * 2**20  # past the spool's 4 MiB in memory
+    async with FakePortal(products=1, images_per_product=2, rate=None, image_size=size) as portal:
+        result, _ = await mirror(portal, tmp_path, [1])
+        assert files_under(tmp_path) == expected(portal, [1])
+        assert (result.via_public, result.via_rest) == (1, 1)
+
+
+async def test_host_names_are_resolved_through_the_policy(tmp_path: Path) -> None:
+    # The portal's own name is trusted at whatever address it resolves to (loopback here).
+    async with FakePortal(products=1, images_per_product=2, rate=None, host="localhost") as portal:
+        result, _ = await mirror(portal, tmp_path / "a", [1], via="public")
+        assert (result.via_public, portal.counters.files) == (2, 2)
+    # Another host's name is resolved and checked: allowed here by the policy.
+    async with FakePortal(
+        products=1, images_per_product=2, rate=None, host="localhost", files_origin="localhost"
+    ) as portal:
+        policy = LinkPolicy(allow_private=True, allow_http=True)
+        result, _ = await mirror(portal, tmp_path / "b", [1], policy, via="public")
+        assert (result.via_public, portal.counters.files) == (2, 2)
 
 
 # --- the command line -----------------------------------------------------------------------

@@ -97,6 +97,7 @@ class PublicFetcher:
         self.per_host = per_host
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._session: aiohttp.ClientSession | None = None
+        self._resolver: _GuardedResolver | None = None
         self._closed = False
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -106,10 +107,10 @@ class PublicFetcher:
             trusted: set[tuple[str, int]] = set()
             if self.policy.trust_portal and self.origin.host and self.origin.port:
                 trusted.add((self.origin.host.lower().rstrip("."), self.origin.port))
+            self._resolver = _GuardedResolver(self.policy, trusted)
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    limit_per_host=self.per_host,
-                    resolver=_GuardedResolver(self.policy, trusted),
+                    limit_per_host=self.per_host, resolver=self._resolver
                 ),
                 cookie_jar=aiohttp.DummyCookieJar(),
                 headers={"User-Agent": _USER_AGENT, "Accept": "image/*,*/*;q=0.8"},
@@ -123,6 +124,10 @@ class PublicFetcher:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._resolver is not None:
+            # A resolver passed in is not the connector's to close.
+            await self._resolver.close()
+            self._resolver = None
 
     async def fetch(self, url: URL, spool: Spool) -> None:
         """
