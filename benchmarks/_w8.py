@@ -163,6 +163,21 @@ def render(report: dict[str, Any]) -> str:
             f"| {label} | {row['wall']:.2f} | {row['requests']} | {row['downloads']} | "
             f"{row['files']} | {row['bound']:.1f} | {ratio} | {'yes' if row['exact'] else 'NO'} |"
         )
+    public, second, closed = (
+        report["rows"][k] for k in ("public /upload/", "second run", "closed /upload/")
+    )
+    met = {
+        "public: <= 3 s wall, <= 6 REST requests, exact": public["wall"] <= 3
+        and public["requests"] <= 6
+        and public["exact"],
+        "second run: 0 files fetched, <= 5 REST requests": second["files"] == 0
+        and second["downloads"] == 0
+        and second["requests"] <= 5,
+        "closed: exact, <= 1.05x the REST bound": closed["exact"]
+        and closed["wall"] <= 1.05 * closed["bound"],
+    }
+    lines += ["", "Targets (issue 20):", ""]
+    lines += [f"- {target}: {'met' if ok else 'MISSED'}" for target, ok in met.items()]
     lines += ["", "The summary lines:", ""]
     lines += [f"- {label}: `{row['summary']}`" for label, row in report["rows"].items()]
     lines += ["", f"({report['generated']}.)", ""]
