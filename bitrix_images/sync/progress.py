@@ -113,9 +113,10 @@ class Progress:
         bar = self._bar
         if bar is not None and self._per_image and count:
             bar.total = self._listed
+            self._show()
             if bar.bar_format != _IMAGES_LISTING:
                 bar.bar_format = _IMAGES_LISTING
-            self._show()
+                bar.refresh()  # the new shape at once; then tqdm's own pace
 
     def listing_done(self) -> None:
         """Every image is listed (``per_image``): from now on a percentage and an ETA."""
