@@ -2,7 +2,8 @@
 The product images resource: ``client.images``.
 
 Wraps ``catalog.productImage.list / get / add / delete / getFields``
-(api-reference/catalog/product-image/) and the download of an image's signed URL.
+(api-reference/catalog/product-image/) and the download of an image's file, through its
+public link or its signed URL (``_calls.links``).
 Every argument is checked before any request is sent (``_wire.commands``). Many products
 are listed through ``batch`` requests by ``_ProductLister``, on the batch primitive
 (``_calls.batch.run_batch``).

@@ -66,7 +66,10 @@ class LinkStats:
 
 
 class PublicLinks:
-    """The file fetching of one client (see the module's docstring)."""
+    """
+    The file fetching of one client (see the module's docstring); public links are fetched
+    at most *per_host* at once per host, whatever the number of downloads in flight.
+    """
 
     def __init__(self, caller: Caller, policy: LinkPolicy, *, timeout: float, per_host: int = 8):
         self.caller = caller
