@@ -31,7 +31,7 @@ from .exceptions import (
 from .images import Images
 from .models import FieldInfo, ImageType, OAuthTokens, ProductImage, ProductListing
 from .pagination import AsyncPaginator, Page
-from .sync import MirrorResult, UploadResult, mirror, upload
+from .sync import MirrorResult, UploadResult, catalog_ids, mirror, upload
 
 __all__ = [
     "AccessDenied",
@@ -64,6 +64,7 @@ __all__ = [
     "TransportError",
     "UploadResult",
     "__version__",
+    "catalog_ids",
     "mirror",
     "upload",
 ]

@@ -29,10 +29,9 @@ from typing import Final
 
 import attrs
 
-from ._calls.batch import Outcome, run_batch
+from ._calls.batch import Outcome, Packing, run_batch
 from ._calls.caller import Caller
 from ._calls.links import PublicLinks, check_via
-from ._calls.retry import Attempts
 from ._net import files as _files
 from ._wire import protocol as _protocol
 from ._wire.commands import (
@@ -248,10 +247,10 @@ class Images:
         return delete_command(product_id, image_id)
 
     async def _run(
-        self, commands: Mapping[str, Command], *, tries: Mapping[str, Attempts] | None = None
+        self, commands: Mapping[str, Command], *, packing: Packing | None = None
     ) -> dict[str, Outcome]:
-        """Send *commands* through ``run_batch``: one ``Outcome`` per key."""
-        return await run_batch(self._caller, commands, tries=tries)
+        """Send *commands* through ``run_batch``, cut as *packing* says: an ``Outcome`` per key."""
+        return await run_batch(self._caller, commands, packing=packing)
 
     # --- files ---------------------------------------------------------------------------
 

@@ -270,3 +270,18 @@ async def get(
 ) -> tuple[int, Any]:
     async with session.get(url, **kwargs) as r:
         return await _decode(r)
+
+
+def ndjson(out: str) -> list[dict[str, Any]]:
+    """Each line of *out* as a JSON object."""
+    return [json.loads(line) for line in out.splitlines()]
+
+
+def oauth_env(monkeypatch: pytest.MonkeyPatch, portal: FakePortal) -> None:
+    """The ``BITRIX_*`` OAuth variables for the command line, from *portal*."""
+    monkeypatch.setenv("BITRIX_CLIENT_ENDPOINT", str(portal.client_endpoint))
+    monkeypatch.setenv("BITRIX_ACCESS_TOKEN", portal.access_token)
+    monkeypatch.setenv("BITRIX_REFRESH_TOKEN", portal.refresh_token)
+    monkeypatch.setenv("BITRIX_CLIENT_ID", portal.client_id)
+    monkeypatch.setenv("BITRIX_CLIENT_SECRET", portal.client_secret)
+    monkeypatch.setenv("BITRIX_OAUTH_URL", str(portal.oauth_url))

@@ -11,7 +11,7 @@ the waiting itself is the ``Pacer``'s, on the clock in force (``_wire.clock``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import aiohttp
 from yarl import URL
@@ -20,16 +20,15 @@ from .._coordinator import RedisCoordinator, SharedTokens, oauth_credential, web
 from .._net.committer import Committer
 from .._net.files import Spool
 from .._net.transport import Transport
-from .._wire import clock, protocol
+from .._wire import protocol
 from .._wire.auth import OAuthAuth, WebhookAuth
 from .._wire.limits import RateLimit
 from .._wire.protocol import BatchResult, Envelope
 from .._wire.stats import ClientStats
-from ..exceptions import BitrixError
 from .attempts import AttemptLoop
 from .pacer import Pacer
 from .refresh import TokenRefresher
-from .retry import Attempts, RetryPolicy, Verdict
+from .retry import RetryPolicy
 
 __all__ = ["Caller"]
 
@@ -81,7 +80,7 @@ class Caller:
         if coordinator is not None:
             if isinstance(auth, OAuthAuth):
                 link = coordinator.link(auth.origin, oauth_credential(auth.client_id))
-                shared_tokens = SharedTokens(link, auth.origin)
+                shared_tokens = SharedTokens(link, auth.origin, lambda: auth.grantee)
             else:
                 link = coordinator.link(auth.origin, webhook_credential(auth.secrets[0]))
         self.pacer = Pacer(rate_limit, self.stats, link=link, hold=timeout)
@@ -133,7 +132,8 @@ class Caller:
         method, for the whole request): the envelope's ``time`` under ``batch``, each
         method's last ``result_time`` under that method. The work is reserved under both.
         Failed commands come back in ``errors``; resending them is the caller's, through
-        ``attempts`` and ``judge`` like any call (``batch.run_batch`` does it per command).
+        ``loop.attempts`` and ``loop.judge`` like any call (``batch.run_batch`` does it per
+        command).
         """
         methods = {key: method for key, (method, _) in commands.items()}
         spends: dict[str, float] = {"batch": len(commands)}
@@ -177,20 +177,6 @@ class Caller:
         # A file carries no time block: the request is booked at what it reserved.
         await self.pacer.finish(reservation, {}, spent=True)
         return await self.committer.commit(spool, target, durable=durable)
-
-    # --- for the resources' batches: retried command by command ---------------------------
-
-    def attempts(self, *, idempotent: bool) -> Attempts:
-        """A fresh retry driver under this client's policy (one per call or batch command)."""
-        return self.loop.attempts(idempotent=idempotent)
-
-    def judge(self, attempts: Attempts, error: BitrixError, methods: Iterable[str]) -> Verdict:
-        """The verdict on a failed attempt spending *methods*, applied to the limits."""
-        return self.loop.judge(attempts, error, methods)
-
-    async def wait(self, seconds: float) -> None:
-        """Sleep *seconds* on the clock in force (instant inside ``instant_retries()``)."""
-        await clock.current().sleep(seconds)
 
     async def _exchange(
         self, method: str, params: Mapping[str, object], *, idempotent: bool

@@ -70,7 +70,10 @@ class TokenRefresher:
         if refreshing is not None and not refreshing.done():
             # The OAuth server may have replaced the pair already: a refresh in flight (and
             # its on_token_refresh) finishes before the session goes, even when the caller
-            # was cancelled (SIGINT, SIGTERM), or the new refresh token would be lost.
+            # was cancelled (SIGINT, SIGTERM), or the new refresh token would be lost. One
+            # still waiting for another process's lock has sent nothing: it ends at once.
+            if self._shared is not None:
+                self._shared.abandon(refreshing)
             await asyncio.wait({refreshing})
 
     async def refresh(self, used_token: str | None) -> None:

@@ -6,7 +6,7 @@ Limits and OAuth tokens shared between processes and hosts through Redis.
 described in ``_keys``. Nothing here imports redis until a coordinator is built.
 """
 
-from ._keys import Keys, oauth_credential, webhook_credential
+from ._keys import Keys, fingerprint, oauth_credential, webhook_credential
 from ._limits import SharedLimits
 from ._redis import Link, Pacing, RedisCoordinator, RedisDown
 from ._tokens import SharedTokens
@@ -19,6 +19,7 @@ __all__ = [
     "RedisDown",
     "SharedLimits",
     "SharedTokens",
+    "fingerprint",
     "oauth_credential",
     "webhook_credential",
 ]

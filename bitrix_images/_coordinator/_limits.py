@@ -21,7 +21,7 @@ from ._redis import Link, Pacing, RedisDown
 
 __all__ = ["SharedLimits"]
 
-log = logging.getLogger("bitrix_images")
+log = logging.getLogger("bitrix_images.coordinator")
 
 # How long past its answer a method's reported operating time stays in Redis: the portal's
 # window is ten minutes (limits.md, "Resource Intensity Limits").

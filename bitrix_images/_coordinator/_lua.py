@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["PACE", "READ_TOKENS", "RELEASE", "SETTLE", "STORE_TOKENS", "TRY_LOCK"]
+__all__ = [
+    "EXTEND",
+    "PACE",
+    "READ_TOKENS",
+    "REFUSE",
+    "RELEASE",
+    "RESOLVE",
+    "SETTLE",
+    "STORE_TOKENS",
+    "TRY_LOCK",
+]
 
 _NOW: Final = """
 local t = redis.call('TIME')
@@ -97,20 +107,39 @@ end
 return 1
 """
 
-# KEYS[1] the token hash. ARGV: a pair to store only when none is stored ('' for none).
-# Returns the stored pair (nils when there is none).
+# KEYS[1] the alias of the refresh token a caller gave. ARGV: its fingerprint, milliseconds
+# an alias is kept. Returns the lineage of its grant; a token never seen starts a lineage of
+# its own, named by its fingerprint.
+RESOLVE: Final = """
+local lineage = redis.call('GET', KEYS[1])
+if lineage then return lineage end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+"""
+
+# KEYS[1] a grant. ARGV: a pair to store only when the grant has none ('' for none),
+# milliseconds a grant is kept. Returns the stored pair, whether its refresh was refused, and
+# the member_id and user_id of its first refresh (nils when there is none).
 READ_TOKENS: Final = """
 if ARGV[1] ~= '' and redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'access_token', ARGV[1], 'refresh_token', ARGV[2],
              'expires_at', ARGV[3], 'client_endpoint', ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
 return redis.call('HMGET', KEYS[1], 'access_token', 'refresh_token', 'expires_at',
-                  'client_endpoint')
+                  'client_endpoint', 'refused', 'member_id', 'user_id')
 """
 
 # KEYS[1] the lock. ARGV: a random token, milliseconds until the lock expires by itself.
 TRY_LOCK: Final = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"""
+
+# KEYS[1] the lock. ARGV: the token it was taken with, milliseconds. The heartbeat of a
+# refresh in progress: the lock's expiry moves on only while it is still ours.
+EXTEND: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
 
@@ -121,12 +150,38 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 """
 
-# KEYS[1] the token hash, KEYS[2] the lock. ARGV: the lock's token, then the new pair.
+# KEYS[1] the grant, KEYS[2] its lock, KEYS[3] the alias of the new refresh token. ARGV: the
+# lock's token, the new pair (4 fields), the member_id and user_id of the OAuth answer ('' when
+# it had none), the grant's lineage, milliseconds a grant and an alias are kept.
+# An answer for another user than the grant's first one is never stored in it ('other').
 # Storing the pair and releasing the lock in one step keeps the new pair unknown to Redis
 # for as short a time as possible after the OAuth server rotated it.
 STORE_TOKENS: Final = """
-redis.call('HSET', KEYS[1], 'access_token', ARGV[2], 'refresh_token', ARGV[3],
-           'expires_at', ARGV[4], 'client_endpoint', ARGV[5])
-if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) return 1 end
-return 0
+local owner = redis.call('HMGET', KEYS[1], 'member_id', 'user_id')
+local result = 'stored'
+if ARGV[6] ~= '' and owner[1] and (owner[1] ~= ARGV[6] or owner[2] ~= ARGV[7]) then
+  result = 'other'
+else
+  redis.call('HSET', KEYS[1], 'access_token', ARGV[2], 'refresh_token', ARGV[3],
+             'expires_at', ARGV[4], 'client_endpoint', ARGV[5])
+  redis.call('HDEL', KEYS[1], 'refused')
+  if ARGV[6] ~= '' and not owner[1] then
+    redis.call('HSET', KEYS[1], 'member_id', ARGV[6], 'user_id', ARGV[7])
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[9])
+  redis.call('SET', KEYS[3], ARGV[8], 'PX', ARGV[9])
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return result
+"""
+
+# KEYS[1] the grant, KEYS[2] its lock. ARGV: the lock's token, the refresh token the OAuth
+# server refused (invalid_grant). The grant is marked refused unless a newer pair was stored
+# meanwhile: a refused pair never wins again. The lock is released.
+REFUSE: Final = """
+if redis.call('HGET', KEYS[1], 'refresh_token') == ARGV[2] then
+  redis.call('HSET', KEYS[1], 'refused', '1')
+end
+if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
+return 1
 """

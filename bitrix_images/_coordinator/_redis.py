@@ -6,6 +6,11 @@ package runs without it. Each operation is one Lua script (``_lua``); each round
 bounded by the coordinator's *timeout*, and any failure of Redis (refused, reset, slow,
 restarted and still loading, out of memory) comes out as ``RedisDown`` for the caller to
 fall back on its own limits.
+
+After a failure, Redis is left alone for a back-off period (a circuit breaker: one second,
+doubling up to thirty while it keeps failing): a Redis that accepts connections and never
+answers would otherwise cost the whole *timeout* on every request. The first round trip after
+the back-off is the probe; the others keep skipping Redis until it has answered.
 """
 
 from __future__ import annotations
@@ -23,21 +28,31 @@ from yarl import URL
 from .._wire.protocol import TimeInfo
 from ..models import OAuthTokens
 from . import _lua
-from ._keys import Keys
+from ._keys import Keys, fingerprint
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
-__all__ = ["Link", "Pacing", "RedisCoordinator", "RedisDown"]
+__all__ = ["Grant", "Link", "Pacing", "RedisCoordinator", "RedisDown"]
 
 _SCRIPTS: Final = {
     "pace": _lua.PACE,
     "settle": _lua.SETTLE,
+    "resolve": _lua.RESOLVE,
     "read_tokens": _lua.READ_TOKENS,
     "try_lock": _lua.TRY_LOCK,
+    "extend": _lua.EXTEND,
     "release": _lua.RELEASE,
     "store_tokens": _lua.STORE_TOKENS,
+    "refuse": _lua.REFUSE,
 }
+
+# The circuit breaker's back-off after a failed round trip: the first, and the longest.
+BACKOFF_FIRST: Final = 1.0
+BACKOFF_MAX: Final = 30.0
+# How long a grant and the aliases of its refresh tokens are kept after their last refresh:
+# a refresh token lives 180 days (settings/oauth/auto-renewal.md).
+GRANT_KEEP: Final = 180 * 86_400
 
 
 class RedisDown(Exception):
@@ -65,8 +80,9 @@ class RedisCoordinator:
     """
     Limits and OAuth tokens shared by every client built with it, through one Redis.
 
-    Clients on the same Redis and *namespace*, for the same portal and credential, share
-    one request bucket, one operating-time budget per method, and (OAuth) one token pair
+    Clients on the same Redis and *namespace* share, for the same portal, one request bucket;
+    for the same portal and application (or webhook), one operating-time budget per method;
+    and for the same grant (one user's authorisation of an OAuth application), one token pair
     refreshed once per expiry under a lock. ``pip install bitrix_images[redis]``.
 
     Args:
@@ -75,8 +91,9 @@ class RedisCoordinator:
         timeout: seconds one Redis round trip may take before the client paces on its own
             limits instead (keep it well under the portal's pace: a slow Redis must not
             slow every request).
-        lock_ttl: seconds after which a token-refresh lock whose holder died expires; a
-            refresh must finish within it.
+        lock_ttl: seconds after which a token-refresh lock whose holder died expires. A
+            holder extends its lock every quarter of it while its refresh runs, so a refresh
+            may take longer (up to its own timeout).
     """
 
     def __init__(
@@ -108,21 +125,45 @@ class RedisCoordinator:
             asyncio.TimeoutError,
         )
         self._scripts = {name: redis.register_script(text) for name, text in _SCRIPTS.items()}
+        self._backoff = 0.0  # the breaker's current back-off; 0 while Redis answers
+        self._skip_until = 0.0  # the loop's clock: no round trip before it (unless forced)
 
     def link(self, origin: URL, credential: str) -> Link:
         """The shared state of *credential* (see ``_keys``) on the portal at *origin*."""
         return Link(self, Keys.of(self.namespace, origin, credential))
 
-    async def _run(self, script: str, keys: Sequence[str], args: Sequence[str | float]) -> Any:
+    async def _run(
+        self,
+        script: str,
+        keys: Sequence[str],
+        args: Sequence[str | float],
+        *,
+        force: bool = False,
+    ) -> Any:
+        """
+        One script, bounded by *timeout*; ``RedisDown`` at once while the breaker is open.
+
+        *force* tries Redis even then: storing a pair the OAuth server has just rotated.
+        """
+        now = asyncio.get_running_loop().time()
+        if not force and now < self._skip_until:
+            raise RedisDown("not tried: it failed moments ago")
+        if self._backoff:
+            # The probe after a back-off: the others skip Redis until it has answered.
+            self._skip_until = now + self._backoff
         try:
-            return await asyncio.wait_for(
+            result = await asyncio.wait_for(
                 self._scripts[script](keys=keys, args=args), timeout=self.timeout
             )
         except self._errors as exc:
+            self._backoff = min(BACKOFF_MAX, 2 * self._backoff or BACKOFF_FIRST)
+            self._skip_until = asyncio.get_running_loop().time() + self._backoff
             # The type only: redis-py's messages are safe, but a URL-shaped one is not worth
             # the risk in a log line.
             what = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
             raise RedisDown(what) from None
+        self._backoff = self._skip_until = 0.0
+        return result
 
     def __repr__(self) -> str:
         return f"RedisCoordinator(namespace={self.namespace!r})"
@@ -200,26 +241,78 @@ class Link:
         if keys:
             await self.coordinator._run("settle", keys, args)
 
-    async def read_tokens(self, seed: OAuthTokens | None = None) -> OAuthTokens | None:
-        """The stored pair; *seed* is stored first when there is none."""
+    async def resolve(self, refresh_token: str) -> str:
+        """The lineage of the grant *refresh_token* belongs to (its own when Redis has none)."""
+        print_ = fingerprint(refresh_token)
+        keep = GRANT_KEEP * 1000
+        lineage = await self.coordinator._run("resolve", [self.keys.alias(print_)], [print_, keep])
+        return _text(lineage) or print_
+
+    async def read_tokens(self, lineage: str, seed: OAuthTokens | None = None) -> Grant | None:
+        """The grant's stored pair; *seed* is stored first when there is none."""
         args: list[str | float] = ["", "", "", ""] if seed is None else _token_fields(seed)
-        stored = await self.coordinator._run("read_tokens", [self.keys.tokens], args)
-        return _tokens_of(stored)
+        args.append(GRANT_KEEP * 1000)
+        stored = await self.coordinator._run("read_tokens", [self.keys.grant(lineage)], args)
+        return _grant_of(stored)
 
-    async def try_lock(self, token: str) -> bool:
-        """Take the refresh lock with *token*, expiring after the coordinator's lock_ttl."""
-        ttl = max(1, math.ceil(self.coordinator.lock_ttl * 1000))
-        return bool(await self.coordinator._run("try_lock", [self.keys.lock], [token, ttl]))
-
-    async def release(self, token: str) -> None:
-        """Release the refresh lock if *token* still holds it."""
-        await self.coordinator._run("release", [self.keys.lock], [token])
-
-    async def store_tokens(self, token: str, tokens: OAuthTokens) -> None:
-        """Store a new pair and release the lock *token* holds, in one step."""
-        await self.coordinator._run(
-            "store_tokens", [self.keys.tokens, self.keys.lock], [token, *_token_fields(tokens)]
+    async def try_lock(self, lineage: str, token: str) -> bool:
+        """Take the grant's refresh lock with *token*, expiring after the lock_ttl."""
+        return bool(
+            await self.coordinator._run(
+                "try_lock", [self.keys.lock(lineage)], [token, self._ttl_ms()]
+            )
         )
+
+    async def extend(self, lineage: str, token: str) -> bool:
+        """Move the lock's expiry on by a lock_ttl if *token* still holds it."""
+        return bool(
+            await self.coordinator._run(
+                "extend", [self.keys.lock(lineage)], [token, self._ttl_ms()], force=True
+            )
+        )
+
+    async def release(self, lineage: str, token: str) -> None:
+        """Release the grant's refresh lock if *token* still holds it."""
+        await self.coordinator._run("release", [self.keys.lock(lineage)], [token], force=True)
+
+    async def store_tokens(
+        self, lineage: str, token: str, tokens: OAuthTokens, owner: tuple[str, str] | None
+    ) -> bool:
+        """
+        Store a new pair of the grant, note *owner* (member_id, user_id) on its first
+        refresh, and release the lock *token* holds, in one step. ``False`` when *owner* is
+        not the grant's: nothing was stored.
+        """
+        member, user = owner or ("", "")
+        keys = [
+            self.keys.grant(lineage),
+            self.keys.lock(lineage),
+            self.keys.alias(fingerprint(tokens.refresh_token)),
+        ]
+        args = [token, *_token_fields(tokens), member, user, lineage, GRANT_KEEP * 1000]
+        result = await self.coordinator._run("store_tokens", keys, args, force=True)
+        return _text(result) != "other"
+
+    async def refuse(self, lineage: str, token: str, refresh_token: str) -> None:
+        """Mark the grant refused if *refresh_token* is still its own; release the lock."""
+        await self.coordinator._run(
+            "refuse",
+            [self.keys.grant(lineage), self.keys.lock(lineage)],
+            [token, refresh_token],
+            force=True,
+        )
+
+    def _ttl_ms(self) -> int:
+        return max(1, math.ceil(self.coordinator.lock_ttl * 1000))
+
+
+@attrs.frozen
+class Grant:
+    """A grant as Redis holds it: its pair, whether the OAuth server refused it, its owner."""
+
+    tokens: OAuthTokens
+    refused: bool
+    owner: tuple[str, str] | None  # member_id, user_id of its first refresh
 
 
 def _token_fields(tokens: OAuthTokens) -> list[str | float]:
@@ -231,11 +324,11 @@ def _token_fields(tokens: OAuthTokens) -> list[str | float]:
     ]
 
 
-def _tokens_of(stored: object) -> OAuthTokens | None:
-    """The pair read from Redis, or ``None`` when there is none or it is unusable."""
-    if not isinstance(stored, (list, tuple)) or len(stored) != 4:
+def _grant_of(stored: object) -> Grant | None:
+    """The grant read from Redis, or ``None`` when there is none or its pair is unusable."""
+    if not isinstance(stored, (list, tuple)) or len(stored) != 7:
         return None
-    access, refresh, expires, endpoint = (_text(v) for v in stored)
+    access, refresh, expires, endpoint, refused, member, user = (_text(v) for v in stored)
     if not access or not refresh or not expires or not endpoint:
         return None
     try:
@@ -245,6 +338,8 @@ def _tokens_of(stored: object) -> OAuthTokens | None:
         return None
     if url.scheme not in ("http", "https") or not url.host:
         return None
-    return OAuthTokens(
+    tokens = OAuthTokens(
         access_token=access, refresh_token=refresh, expires_at=expires_at, client_endpoint=url
     )
+    owner = (member, user) if member is not None and user is not None else None
+    return Grant(tokens, refused == "1", owner)

@@ -1,12 +1,27 @@
 """
-``SharedTokens``: one OAuth pair for every process, refreshed once per expiry.
+``SharedTokens``: one OAuth pair per grant for every process, refreshed once per expiry.
 
-The pair lives in Redis. A process whose token the portal refused re-reads it; if another
-process already stored a newer pair it takes that one. Otherwise it takes the refresh
-lock (a random token with an expiry; released by compare-and-delete), re-reads once more,
-refreshes, and stores the new pair while releasing the lock in one step. A process that
-cannot reach Redis never refreshes: the OAuth server rotates the refresh token, so a
-refresh outside the lock could lock every other process out.
+A grant is one user's authorisation of the application; Redis knows it by its lineage
+(``_keys``): the refresh token a process is given names it, or, when Redis has seen that
+token before as one the grant was refreshed to, the grant it belongs to. So a pair Redis
+does not know (another user's, or the application authorised again) starts its own grant and
+is never replaced by a stored one, while a process given an older token of a known grant
+takes its current pair.
+
+A process whose token the portal refused re-reads its grant; if another process already
+stored a newer pair it takes that one. Otherwise it takes the grant's refresh lock (a random
+token with an expiry, extended every quarter of it while the refresh runs, released by
+compare-and-delete), re-reads once more, refreshes, and stores the new pair while releasing
+the lock in one step. The ``member_id`` and ``user_id`` of the grant's first refresh answer
+are stored beside it, and an answer for anyone else is never stored in it. A refresh the
+OAuth server refused (``invalid_grant``) marks the grant: its pair never wins again, and the
+processes waiting on it fail at once instead of being refused one by one.
+
+A process that cannot reach Redis never refreshes: the OAuth server rotates the refresh
+token, so a refresh outside the lock could lock every other process out. Waiting for another
+process's lock is only polling: ``waiting`` says so, and ``abandon()`` ends it at once (the
+client's ``close()`` does, on Ctrl-C or SIGTERM); a refresh already under way is left to
+finish, since the OAuth server may have rotated the pair.
 """
 
 from __future__ import annotations
@@ -21,39 +36,61 @@ from typing import Final
 
 from yarl import URL
 
-from ..exceptions import CoordinatorUnavailable
+from ..exceptions import AuthError, CoordinatorUnavailable
 from ..models import OAuthTokens
-from ._redis import Link, RedisDown
+from ._redis import Grant, Link, RedisDown
 
 __all__ = ["SharedTokens"]
 
-log = logging.getLogger("bitrix_images")
+log = logging.getLogger("bitrix_images.coordinator")
 
 # How often a process waiting for another's refresh looks again (jittered).
 _POLL: Final = 0.05
 # Attempts to store a new pair before giving up on Redis (the pair is then kept locally).
 _STORE_ATTEMPTS: Final = 3
 
+Owner = Callable[[], "tuple[object, object] | None"]
+
+
+def _no_owner() -> tuple[object, object] | None:
+    return None
+
 
 class SharedTokens:
-    """The OAuth pair of one application on one portal, as every process sees it."""
+    """
+    The OAuth pair of one grant on one portal, as every process sees it.
 
-    def __init__(self, link: Link, origin: URL) -> None:
+    Args:
+        link: the application's shared state on the portal.
+        origin: the portal; a stored pair never moves the tokens elsewhere.
+        owner: the ``member_id`` and ``user_id`` of the last refresh answer, when it had
+            them (``OAuthAuth.grantee``).
+    """
+
+    def __init__(self, link: Link, origin: URL, owner: Owner = _no_owner) -> None:
         self.link = link
         self._origin = origin
+        self._owner = owner
+        self.lineage: str | None = None  # the grant, once Redis has named it
+        self.waiting = False  # polling for another process's lock: nothing to lose by a cancel
+        self._abandoned = False
 
     async def load(self, seed: OAuthTokens) -> OAuthTokens:
         """
-        The pair to start with: Redis's, or *seed*, stored when Redis has none.
+        The pair to start with: the current pair of the grant *seed* belongs to, or *seed*
+        itself, stored as a new grant when Redis has never seen its refresh token.
 
         When Redis fails, *seed* is used; a later refresh will need Redis anyway.
         """
         try:
-            stored = await self.link.read_tokens(seed)
+            self.lineage = await self.link.resolve(seed.refresh_token)
+            grant = await self.link.read_tokens(self.lineage, seed)
         except RedisDown as exc:
             log.warning("Redis is unreachable (%s): starting with the tokens given", exc)
             return seed
-        return self._trusted(stored, seed)
+        if grant is None or grant.refused:
+            return seed  # a refused pair never wins; the refresh will say so
+        return self._trusted(grant.tokens, seed)
 
     async def refresh(
         self,
@@ -64,50 +101,137 @@ class SharedTokens:
         """
         A pair newer than the access token *refused*: ``(pair, refreshed here)``.
 
-        *run* refreshes a pair through the OAuth server; it is called under the lock,
-        at most once, and only while Redis still holds *refused* (or nothing).
+        *run* refreshes a pair through the OAuth server; it is called under the grant's
+        lock, at most once, and only while Redis still holds *refused* (or nothing).
 
         Raises:
             CoordinatorUnavailable: Redis could not be reached, or the lock was not freed.
+            AuthError: the OAuth server refused the grant's refresh token (here or in
+                another process), or answered for another user than the grant's.
         """
-        coordinator = self.link.coordinator
-        deadline = asyncio.get_running_loop().time() + 3 * coordinator.lock_ttl
         token = secrets.token_hex(16)
+        lineage, newer = await self._lock(token, refused, current)
+        if newer is not None:
+            return newer, False
+        # Inside the lock: the holder before us may have stored a pair just now.
         try:
+            stored = await self.link.read_tokens(lineage)
+            newer = self._newer(stored, refused, current)
+        except RedisDown as exc:
+            await self._release(lineage, token)  # it expires otherwise
+            raise _unavailable(exc) from None
+        except BaseException:
+            await self._release(lineage, token)
+            raise
+        if newer is not None:
+            await self._release(lineage, token)
+            return newer, False
+        start = current if stored is None else self._trusted(stored.tokens, current)
+        heartbeat = asyncio.ensure_future(self._heartbeat(lineage, token))
+        try:
+            tokens = await run(start)
+        except AuthError as error:
+            await _stop(heartbeat)
+            if error.code == "invalid_grant":
+                with contextlib.suppress(RedisDown):  # the lock expires by itself
+                    await self.link.refuse(lineage, token, start.refresh_token)
+            else:
+                await self._release(lineage, token)
+            raise
+        except BaseException:
+            await _stop(heartbeat)
+            await self._release(lineage, token)
+            raise
+        await _stop(heartbeat)
+        await self._store(lineage, token, tokens)
+        return tokens, True
+
+    async def _lock(
+        self, token: str, refused: str, current: OAuthTokens
+    ) -> tuple[str, OAuthTokens | None]:
+        """
+        Take the grant's lock with *token*: ``(lineage, None)``; or, once a pair newer than
+        *refused* is stored, ``(lineage, that pair)`` without it. Only polls: cancel at will.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 3 * self.link.coordinator.lock_ttl
+        self.waiting = True
+        try:
+            if self.lineage is None:  # Redis was down when the client started
+                self.lineage = await self.link.resolve(current.refresh_token)
+            lineage = self.lineage
             while True:
-                stored = await self.link.read_tokens()
-                if stored is not None and stored.access_token != refused:
-                    return self._trusted(stored, current), False
-                if await self.link.try_lock(token):
-                    break
-                if asyncio.get_running_loop().time() > deadline:
+                if self._abandoned:
+                    # asyncio.wait_for (before 3.12) may swallow a cancel that comes as its
+                    # round trip ends: abandon() makes it stick.
+                    raise asyncio.CancelledError  # noqa: TRY301 -- handled as any cancel
+                newer = self._newer(await self.link.read_tokens(lineage), refused, current)
+                if newer is not None:
+                    return lineage, newer
+                if await self.link.try_lock(lineage, token):
+                    return lineage, None
+                if loop.time() > deadline:
                     raise CoordinatorUnavailable(
                         "another process held the token-refresh lock in Redis for too long",
                         method="oauth.token",
                     )
                 await asyncio.sleep(_POLL * (0.5 + random.random()))
-            # Inside the lock: the holder before us may have stored a pair just now.
-            stored = await self.link.read_tokens()
         except RedisDown as exc:
-            await self._release(token)  # if the lock was taken (it expires otherwise)
             raise _unavailable(exc) from None
-        if stored is not None and stored.access_token != refused:
-            await self._release(token)
-            return self._trusted(stored, current), False
-        try:
-            tokens = await run(current if stored is None else self._trusted(stored, current))
-        except BaseException:
-            await self._release(token)
+        except asyncio.CancelledError:
+            if self.lineage is not None:  # the lock may have been taken as the cancel came
+                await self._release(self.lineage, token)
             raise
-        await self._store(token, tokens)
-        return tokens, True
+        finally:
+            self.waiting = self._abandoned = False
 
-    async def _store(self, token: str, tokens: OAuthTokens) -> None:
+    def abandon(self, refreshing: asyncio.Future[None]) -> None:
+        """
+        Cancel *refreshing*, the task running ``refresh``, if it is only waiting for another
+        process's lock (nothing was sent yet); a refresh under way is left to finish.
+        """
+        if self.waiting:
+            self._abandoned = True
+            refreshing.cancel()
+
+    def _newer(self, grant: Grant | None, refused: str, current: OAuthTokens) -> OAuthTokens | None:
+        """The grant's pair if it is newer than *refused*; raise if it was refused."""
+        if grant is None:
+            return None
+        if grant.refused:
+            raise AuthError(
+                "the token refresh was refused: the OAuth server refused this grant's refresh "
+                "token (invalid_grant); authorise the application again",
+                code="invalid_grant",
+                method="oauth.token",
+            )
+        if grant.tokens.access_token != refused:
+            return self._trusted(grant.tokens, current)
+        return None
+
+    async def _heartbeat(self, lineage: str, token: str) -> None:
+        """Keep the lock while the refresh runs (it may outlast the lock's TTL)."""
+        period = self.link.coordinator.lock_ttl / 4
+        while True:
+            await asyncio.sleep(period)
+            try:
+                held = await self.link.extend(lineage, token)
+            except RedisDown:
+                continue  # it may still be ours at the next beat
+            if not held:
+                log.warning(
+                    "the token-refresh lock in Redis expired while the refresh ran: another "
+                    "process may refresh the same token"
+                )
+                return
+
+    async def _store(self, lineage: str, token: str, tokens: OAuthTokens) -> None:
         # The OAuth server has rotated the pair: until Redis has it, only this process can
         # reach the portal. Try again briefly; the lock keeps the others waiting meanwhile.
+        owner = _owner(self._owner())
         for attempt in range(_STORE_ATTEMPTS):
             try:
-                await self.link.store_tokens(token, tokens)
+                stored = await self.link.store_tokens(lineage, token, tokens, owner)
             except RedisDown as exc:
                 if attempt + 1 == _STORE_ATTEMPTS:
                     log.error(  # noqa: TRY400 -- the traceback says nothing more
@@ -119,17 +243,28 @@ class SharedTokens:
                     return
                 await asyncio.sleep(_POLL * (attempt + 1))
             else:
+                if not stored:
+                    await self._foreign(tokens)
                 return
 
-    async def _release(self, token: str) -> None:
-        with contextlib.suppress(RedisDown):  # it expires by itself
-            await self.link.release(token)
+    async def _foreign(self, tokens: OAuthTokens) -> None:
+        """The OAuth server answered for another user than the grant's: never share it."""
+        # Kept as a grant of its own, so that the rotated pair is not lost.
+        with contextlib.suppress(RedisDown):
+            await self.link.read_tokens(await self.link.resolve(tokens.refresh_token), tokens)
+        raise AuthError(
+            "the token refresh answered for another user than the grant's first refresh; "
+            "the new pair was not shared with this grant's processes",
+            method="oauth.token",
+        )
 
-    def _trusted(self, stored: OAuthTokens | None, fallback: OAuthTokens) -> OAuthTokens:
+    async def _release(self, lineage: str, token: str) -> None:
+        with contextlib.suppress(RedisDown):  # it expires by itself
+            await self.link.release(lineage, token)
+
+    def _trusted(self, stored: OAuthTokens, fallback: OAuthTokens) -> OAuthTokens:
         # The pair in Redis decides the tokens, never where they are sent: an endpoint on
         # another host would carry them away.
-        if stored is None:
-            return fallback
         if stored.client_endpoint.origin() != self._origin:
             return OAuthTokens(
                 access_token=stored.access_token,
@@ -138,6 +273,21 @@ class SharedTokens:
                 client_endpoint=fallback.client_endpoint,
             )
         return stored
+
+
+async def _stop(task: asyncio.Future[None]) -> None:
+    task.cancel()
+    await asyncio.wait({task})  # raises only if this task itself is cancelled meanwhile
+
+
+def _owner(answer: tuple[object, object] | None) -> tuple[str, str] | None:
+    """``member_id`` and ``user_id`` as strings, or ``None`` unless the answer had both."""
+    if answer is None:
+        return None
+    member, user = answer
+    if isinstance(member, str) and member and isinstance(user, (int, str)) and str(user):
+        return member, str(user)
+    return None
 
 
 def _unavailable(exc: RedisDown) -> CoordinatorUnavailable:

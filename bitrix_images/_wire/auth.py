@@ -123,6 +123,8 @@ class OAuthAuth:
         self.oauth_url = oauth_url
         self.on_token_refresh = on_token_refresh
         self.failed_token: str | None = None  # the token a refresh already failed for
+        # member_id and user_id of the last refresh answer: whose grant the pair is.
+        self.grantee: tuple[object, object] | None = None
 
     @classmethod
     def checked(
@@ -253,6 +255,7 @@ class OAuthAuth:
             client_endpoint=client_endpoint,
         )
         self.failed_token = None
+        self.grantee = (data.get("member_id"), data.get("user_id"))
         return self.tokens
 
     def __repr__(self) -> str:

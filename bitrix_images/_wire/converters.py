@@ -10,7 +10,7 @@ builds one object per image, and the generic cattrs function plus the attrs ``__
 most of the client's CPU per image (benchmarks/RESULTS.md, issue 14). Whenever that fast
 function raises, the same data goes through the detailed cattrs converter, which gives the
 answer or a ``MalformedResponse`` naming the bad field; the two agree by construction (they
-share the field rules below) and by property test (tests/test_converters.py).
+share the field rules below) and by property test (tests/wire/test_converters.py).
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from .portal import PortalOptions, UsageError
 
 __all__ = [
     "AddOptions",
+    "CatalogsOptions",
     "CommandOptions",
     "FieldsOptions",
     "ImageOptions",
@@ -81,6 +82,11 @@ class MirrorOptions:
 
 
 @attrs.frozen
+class CatalogsOptions:
+    json: bool
+
+
+@attrs.frozen
 class UploadOptions:
     src: Path
     prune: bool
@@ -91,7 +97,13 @@ class UploadOptions:
 
 
 CommandOptions: TypeAlias = (
-    ListOptions | ImageOptions | AddOptions | FieldsOptions | MirrorOptions | UploadOptions
+    ListOptions
+    | ImageOptions
+    | AddOptions
+    | FieldsOptions
+    | MirrorOptions
+    | UploadOptions
+    | CatalogsOptions
 )
 
 
@@ -124,6 +136,8 @@ def from_namespace(args: argparse.Namespace) -> tuple[str, CommandOptions, Porta
         options = ImageOptions(args.product_id, args.image_id)
     elif command == "fields":
         options = FieldsOptions()
+    elif command == "catalogs":
+        options = CatalogsOptions(json=args.json)
     elif command == "mirror":
         options = _mirror(args)
         if options.demo and portal.webhook:

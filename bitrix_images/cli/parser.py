@@ -37,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_image_commands(commands)
     _add_mirror(commands)
     _add_upload(commands)
+    _add_catalogs(commands)
     return parser
 
 
@@ -269,4 +270,12 @@ def _add_upload(commands: _Commands) -> None:
         f"A file named {DETAIL_PREFIX}NAME becomes the product's DETAIL_PICTURE named NAME, "
         f"{PREVIEW_PREFIX}NAME its PREVIEW_PICTURE (each replaces the previous one); every "
         "other image file is added as a MORE_PHOTO. Files that are not images are skipped."
+    )
+
+
+def _add_catalogs(commands: _Commands) -> None:
+    help = "list the portal's product catalogs: the ids --iblock takes, products in each"
+    sub = _command(commands, "catalogs", help)
+    sub.add_argument(
+        "--json", action="store_true", help="print one JSON object instead of one line each"
     )

@@ -18,10 +18,11 @@ import attrs
 from yarl import URL
 
 from .._coordinator import RedisCoordinator
+from .._coordinator import _cli as coordinated
 from .._wire.limits import RateLimit
 from ..client import DEFAULT_OAUTH_URL, BitrixClient
 from ..models import OAuthTokens
-from ..sync.terminal import PROG, warn
+from ..sync.terminal import PROG, printable, warn
 from . import tokenfile as _tokenfile
 
 __all__ = [
@@ -181,17 +182,23 @@ def find_portal(options: PortalOptions, env: Mapping[str, str]) -> Portal:
 
 @contextlib.asynccontextmanager
 async def coordinator(url: str | None) -> AsyncIterator[RedisCoordinator | None]:
-    """A coordinator on the Redis at *url* (closed after), or ``None`` without one."""
+    """
+    A coordinator on the Redis at *url* (closed after), or ``None`` without one.
+
+    A ``--redis`` that cannot be used stops the command before it starts, with status 2,
+    as any other unusable option does: running uncoordinated would break what the caller
+    asked Redis for (one bucket, one refresh) without anyone noticing.
+    """
     if url is None:
         yield None
         return
     try:
-        from redis.asyncio import Redis  # noqa: PLC0415 -- the optional extra
-    except ImportError:
-        raise ValueError("--redis needs redis-py: pip install 'bitrix_images[redis]'") from None
-    # Short socket timeouts: a Redis that does not answer must not hold up the portal's work.
-    redis = Redis.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+        shared = await coordinated.connect(url)
+    except coordinated.RedisUnusable as unusable:
+        print(f"{PROG}: error: {printable(str(unusable))}", file=sys.stderr)
+        raise SystemExit(2) from None
     try:
-        yield RedisCoordinator(redis)
+        with coordinated.warnings_to(lambda line: warn(line, sys.stderr)):
+            yield shared
     finally:
-        await redis.aclose()
+        await shared.redis.aclose()

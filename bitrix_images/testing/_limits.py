@@ -16,15 +16,17 @@ __all__ = [
     "BASKET_MODELS",
     "RESET_ROUNDINGS",
     "BasketModel",
-    "LeakyBucket",
     "OperatingLimiter",
+    "PortalBucket",
     "ResetRounding",
 ]
 
 
 @attrs.define
-class LeakyBucket:
-    """DOCS ``limits.md``: each request adds 1 to a counter that drains ``rate`` per second;
+class PortalBucket:
+    """The portal's request counter (the client paces itself by ``_wire.limits.LeakyBucket``).
+
+    DOCS ``limits.md``: each request adds 1 to a counter that drains ``rate`` per second;
     a request that would push it past ``burst`` is refused with 503 QUERY_LIMIT_EXCEEDED.
     A refused request adds nothing (it was not processed).
     """

@@ -47,16 +47,22 @@ class TokenEndpoint:
             identity.client_secret
         ):
             return _oauth_error(401, "invalid_client", "Invalid client")
-        if tokens.reject_refresh or params.get("refresh_token") != tokens.refresh_token:
+        other = tokens.user_of_refresh(params.get("refresh_token"))
+        if other is not None and not tokens.reject_refresh:
+            access, refresh = tokens.issue_for(other)
+            user_id: int = other
+        elif tokens.reject_refresh or params.get("refresh_token") != tokens.refresh_token:
             return _oauth_error(400, "invalid_grant", "Invalid refresh token")
-        self._issue()
+        else:
+            self._issue()
+            access, refresh, user_id = tokens.access_token, tokens.refresh_token, identity.user_id
         state.counters.refreshes += 1
         endpoint = str(state.client_endpoint())
         return json_answer(
             200,
             {
-                "access_token": tokens.access_token,
-                "expires": int(tokens.expires_at()),
+                "access_token": access,
+                "expires": int(tokens.expires_at(access)),
                 "expires_in": TOKEN_LIFETIME,
                 "scope": ",".join(state.options.scopes),
                 "domain": f"{state.origin.host}:{state.origin.port}",
@@ -64,7 +70,7 @@ class TokenEndpoint:
                 "status": "L",
                 "client_endpoint": endpoint,
                 "member_id": identity.member_id,
-                "user_id": identity.user_id,
-                "refresh_token": tokens.refresh_token,
+                "user_id": user_id,
+                "refresh_token": refresh,
             },
         )

@@ -9,7 +9,7 @@ import attrs
 
 from ._limits import BASKET_MODELS, RESET_ROUNDINGS, BasketModel, ResetRounding
 
-__all__ = ["PortalOptions"]
+__all__ = ["RouteOptions"]
 
 
 def _one_of(*choices: str) -> Callable[[object, attrs.Attribute[str], str], None]:
@@ -27,8 +27,8 @@ def _scopes(value: Sequence[str]) -> tuple[str, ...]:
 
 
 @attrs.frozen
-class PortalOptions:
-    """What the routes need to know of a portal's options (see :class:`FakePortal`)."""
+class RouteOptions:
+    """What the routes need to know of a fake portal's options (see :class:`FakePortal`)."""
 
     page_mode: Literal["source", "offset"] = attrs.field(
         default="source", validator=_one_of("source", "offset")

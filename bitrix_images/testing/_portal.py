@@ -22,8 +22,8 @@ from ._counters import Counters, ReceivedCall
 from ._faults import FAULT_KINDS, Fault, FaultKind, FileFault, FileFaultKind
 from ._files import content_disposition, download_token
 from ._http import serve_app
-from ._limits import BasketModel, LeakyBucket, OperatingLimiter, ResetRounding
-from ._options import PortalOptions
+from ._limits import BasketModel, OperatingLimiter, PortalBucket, ResetRounding
+from ._options import RouteOptions
 from ._routes import Routes
 from ._state import Auth, Identity, PortalState
 from ._tokens import TokenStore
@@ -95,7 +95,7 @@ class FakePortal(PortalView):
         record_calls: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.options = PortalOptions(
+        self.options = RouteOptions(
             page_mode=page_mode,
             operating_billing=operating_billing,
             operating_report=operating_report,
@@ -133,7 +133,7 @@ class FakePortal(PortalView):
             cost=_cost(operating_cost),
             secret=secrets.token_bytes(32),
             tokens=TokenStore(clock),
-            bucket=LeakyBucket(rate, burst, clock) if rate is not None else None,
+            bucket=PortalBucket(rate, burst, clock) if rate is not None else None,
             operating=None
             if operating_limit is None
             else OperatingLimiter(

@@ -139,11 +139,13 @@ class RestRoutes:
         if header[:7].lower() == "bearer ":
             token = header[7:].strip()
             tokens.check(token)
+            tokens.ran(token, identity.user_id)
             return Auth("bearer", f"bearer:{token}")
         for key in ("auth", "access_token"):
             value = params.get(key)
             if isinstance(value, str) and value:
                 tokens.check(value)
+                tokens.ran(value, identity.user_id)
                 return Auth("oauth", f"oauth:{value}", ((key, value),))
         raise RestError.from_body(401, NO_AUTH_FOUND)
 

@@ -17,8 +17,8 @@ from ._catalog import Catalog
 from ._catalogs import CatalogIndex
 from ._counters import Counters
 from ._faults import FaultQueue
-from ._limits import LeakyBucket, OperatingLimiter
-from ._options import PortalOptions
+from ._limits import OperatingLimiter, PortalBucket
+from ._options import RouteOptions
 from ._tokens import TokenStore
 
 __all__ = ["Auth", "Identity", "PortalState"]
@@ -37,7 +37,7 @@ class Identity:
 
 @attrs.define
 class PortalState:
-    options: PortalOptions
+    options: RouteOptions
     identity: Identity
     catalog: Catalog
     catalogs: CatalogIndex
@@ -45,7 +45,7 @@ class PortalState:
     cost: Callable[[str], float]
     secret: bytes = attrs.field(repr=False)
     tokens: TokenStore
-    bucket: LeakyBucket | None = None
+    bucket: PortalBucket | None = None
     operating: OperatingLimiter | None = None
     counters: Counters = attrs.Factory(Counters)
     faults: FaultQueue = attrs.Factory(FaultQueue)

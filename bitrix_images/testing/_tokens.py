@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections import Counter
 from collections.abc import Callable
 
 import attrs
@@ -32,6 +33,10 @@ class TokenStore:
         self.access_token = ""
         self.refresh_token = ""
         self.reject_refresh = False
+        # Other users of the application: the pair above is the portal's own user's.
+        self._owners: dict[str, int] = {}  # access token -> its user, for other users'
+        self._others: dict[int, str] = {}  # user -> the refresh token that user can exchange
+        self.requests_by_user: Counter[int] = Counter()
         self.issue()
 
     def issue(self) -> None:
@@ -40,8 +45,8 @@ class TokenStore:
         self.refresh_token = secrets.token_hex(32)
         self._tokens[self.access_token] = _Token(expires_at=self._clock() + TOKEN_LIFETIME)
 
-    def expires_at(self) -> float:
-        return self._tokens[self.access_token].expires_at
+    def expires_at(self, access_token: str | None = None) -> float:
+        return self._tokens[access_token or self.access_token].expires_at
 
     def expire_current(self) -> None:
         self._tokens[self.access_token].expired = True
@@ -64,3 +69,24 @@ class TokenStore:
             token.remaining -= 1
         if token.expired or self._clock() >= token.expires_at:
             raise RestError.from_body(401, EXPIRED_TOKEN)
+
+    # -- other users of the application ---------------------------------------------------
+
+    def issue_for(self, user_id: int) -> tuple[str, str]:
+        """A new pair of *user_id* (not the portal's own user); their previous one is spent."""
+        access, refresh = secrets.token_hex(32), secrets.token_hex(32)
+        self._tokens[access] = _Token(expires_at=self._clock() + TOKEN_LIFETIME)
+        self._owners[access] = user_id
+        self._others[user_id] = refresh
+        return access, refresh
+
+    def user_of_refresh(self, refresh_token: object) -> int | None:
+        """The other user whose current refresh token this is, if any."""
+        return next((u for u, r in self._others.items() if r == refresh_token), None)
+
+    def ran(self, access_token: str, own_user: int) -> None:
+        """Count a request that ran with *access_token* under its user."""
+        self.requests_by_user[self._owners.get(access_token, own_user)] += 1
+
+    def expire(self, access_token: str) -> None:
+        self._tokens[access_token].expired = True

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import yarl
 
 from ._catalog import Catalog
@@ -111,3 +113,26 @@ class PortalView:
         """Expire the current access token after ``requests`` more REST requests that use
         it, or ``seconds`` from now (whichever comes first)."""
         self._state.tokens.expire_after(requests, seconds)
+
+    # -- several users of the OAuth application (the pair above is user_id's) -------------
+
+    def authorize(self, user_id: int | None = None) -> tuple[str, str]:
+        """
+        Authorise the application for *user_id* (the portal's own user by default) anew and
+        return the new ``(access_token, refresh_token)``; that user's previous refresh token
+        stops working, as when the application is installed or opened again.
+        """
+        tokens = self._state.tokens
+        if user_id is None or user_id == self.user_id:
+            tokens.issue()
+            return tokens.access_token, tokens.refresh_token
+        return tokens.issue_for(user_id)
+
+    @property
+    def requests_by_user(self) -> Counter[int]:
+        """The OAuth REST requests that ran, by the user whose access token they carried."""
+        return self._state.tokens.requests_by_user
+
+    def expire(self, access_token: str) -> None:
+        """From now on *access_token* (any user's) answers 401 ``expired_token``."""
+        self._state.tokens.expire(access_token)

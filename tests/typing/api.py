@@ -67,7 +67,11 @@ async def use() -> None:
         pushed: bx.UploadResult = await bx.upload(client, "photos", prune=True, dry_run=True)
         counts: tuple[int, int, str] = (mirrored.removed, pushed.added, pulled.summary())
         plan: tuple[str, ...] = pushed.planned
-        del counts, plan
+        catalog = bx.catalog_ids(client, 14)
+        known: int | None = catalog.total
+        product_ids: list[int] = [product_id async for product_id in catalog]
+        del counts, plan, known, product_ids
+        await bx.mirror(client, bx.catalog_ids(client, 14), "out")
     oauth = bx.BitrixClient.from_oauth(
         "https://example.bitrix24.com/rest/",
         access_token="a",

@@ -1,4 +1,5 @@
-"""The commands: ``images`` (one call each, JSON out) and ``jobs`` (mirror, upload)."""
+"""The commands: ``images`` (one call each, JSON out), ``jobs`` (mirror, upload) and
+``catalogs``."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ from typing import IO, TYPE_CHECKING
 
 from ..options import (
     AddOptions,
+    CatalogsOptions,
     CommandOptions,
     FieldsOptions,
     ImageOptions,
     ListOptions,
     MirrorOptions,
 )
+from .catalogs import catalogs_command
 from .images import add_image, delete_image, get_image, list_fields, list_images
 from .jobs import Failed, mirror_command, upload_command
 
@@ -39,6 +42,8 @@ async def run_command(
         return await add_image(client, options, out)
     if isinstance(options, FieldsOptions):
         return await list_fields(client, out)
+    if isinstance(options, CatalogsOptions):
+        return await catalogs_command(client, options, out)
     if isinstance(options, MirrorOptions):
         return await mirror_command(client, options, out, lines)
     return await upload_command(client, options, out)

@@ -6,6 +6,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import IO, TYPE_CHECKING, TypedDict, TypeVar
 
+from ...sync.catalogs import check_catalog
 from ...sync.ids import Ids, catalog_ids, count_ids, file_ids, sharded
 from ...sync.mirror import MirrorResult, mirror
 from ...sync.upload.run import UploadResult, upload
@@ -31,6 +32,7 @@ async def mirror_command(
         ids = file_ids(lines, str(options.products_file))
     elif options.iblock is not None:
         ids = catalog_ids(client, options.iblock)
+        await check_catalog(client, ids, sys.stderr)
     else:
         ids = options.products or ()
     if options.shard is not None:

@@ -24,11 +24,12 @@ from typing import IO, TYPE_CHECKING, Any, Final
 
 import attrs
 
+from ..._wire import clock
 from ...exceptions import BitrixError
 from ..frame import Counts, Job, RunTotals
 from ..listing import products
 from ..progress import Progress
-from .plan import ADD, DELETE, Key, Op, applied, plan_product
+from .plan import Key, Op, applied, plan_product
 from .scan import Folder, scan
 from .send import Sender
 
@@ -149,7 +150,7 @@ class _Upload(Job[UploadCounts, UploadResult]):
         dry_run: bool,
     ) -> None:
         super().__init__(client, UploadCounts(), UploadResult, bar, dry_run=dry_run)
-        self.sender = Sender(client, self, **sending)
+        self.sender = Sender(client.images, self, **sending)
         self.src = src
         self.prune = prune
         self.uncertain: set[int] = set()  # products to list again before resending
@@ -180,7 +181,7 @@ class _Upload(Job[UploadCounts, UploadResult]):
         todo = list(by_id)
         first = True
         attempt = 0
-        retry = self.sender.retry
+        retry = self.client.retry_policy
         while todo:
             self.uncertain = set()
             await self.round(todo, by_id, first=first)
@@ -201,7 +202,7 @@ class _Upload(Job[UploadCounts, UploadResult]):
             # portal: the listing that decides what to send again waits the policy's
             # longest backoff first (30 s by default), so that it sees what that request
             # did. Lost answers are rare; a duplicate is forever.
-            await self.sender.wait(retry.max_delay)
+            await clock.current().sleep(retry.max_delay)
 
     async def round(self, todo: list[int], by_id: Mapping[int, Folder], *, first: bool) -> None:
         """List *todo*, plan each product against its folder, and send the plan."""
@@ -231,8 +232,8 @@ class _Upload(Job[UploadCounts, UploadResult]):
             self.counts.removed += len(deletes)
             self.counts.added += len(adds)
             return
-        await self.sender.send(DELETE, deletes)
-        await self.sender.send(ADD, adds)
+        await self.sender.send(deletes)
+        await self.sender.send(adds)
 
     # --- outcomes, as the sender reports them ------------------------------------------------
 
@@ -248,7 +249,7 @@ class _Upload(Job[UploadCounts, UploadResult]):
             self.counts.removed += 1
             return
         self.counts.added += 1
-        self.bar.add_download(_size(op.file.path))
+        self.bar.add_download(op.file.size())
         if stored is not None and stored != op.file.name:
             # Files are matched by name: one the portal renames would be added again by
             # the next run. Say so, once per file, rather than duplicate it silently later.
@@ -263,11 +264,3 @@ class _Upload(Job[UploadCounts, UploadResult]):
         if op.file is not None:
             self.given_up.add((op.product_id, op.file.name))
         self.warn(f"{op.shown}: {why}")
-
-
-def _size(path: Path) -> int:
-    """A file's size for the bar (a stat: cheaper inline than a thread hop), 0 if gone."""
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0

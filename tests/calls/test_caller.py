@@ -1,4 +1,4 @@
-"""The session core against the embedded portal: every row of the retry table, token
+"""The caller against the embedded portal: every row of the retry table, token
 refresh, the client-side bucket, and transport safety. All over loopback, nothing mocked."""
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from bitrix_images.exceptions import (
 )
 from bitrix_images.models import ImageType, ProductImage
 
-SAMPLES = Path(__file__).parent / "samples"
+SAMPLES = Path(__file__).parent.parent / "samples"
 
 
 def sample(name: str) -> bytes:

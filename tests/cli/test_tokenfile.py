@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 import yarl
-from support import ThreadPortal, assert_one_error_line, run_cli
-from test_cli import ndjson, oauth_env
+from support import ThreadPortal, assert_one_error_line, ndjson, oauth_env, run_cli
 
 from bitrix_images import OAuthTokens
 from bitrix_images.cli import tokenfile as _tokenfile

@@ -80,7 +80,7 @@ def test_an_image_that_is_not_an_object(conv: Converter) -> None:
 
 
 def test_fields_from_the_docs(conv: Converter) -> None:
-    body = json.loads((Path(__file__).parent / "samples" / "getfields_200.json").read_text())
+    body = json.loads((Path(__file__).parent.parent / "samples" / "getfields_200.json").read_text())
     fields = conv.fields(body["result"]["productImage"], method="m")
     assert fields["productId"] == FieldInfo(type="string", is_required=True)
     assert fields["id"] == FieldInfo(type="integer", is_read_only=True)
@@ -179,7 +179,7 @@ def test_a_malformed_url_is_malformed_response_when_read() -> None:
 # --- the fast structure function and the detailed path ------------------------------------
 
 
-SAMPLES = Path(__file__).parent / "samples"
+SAMPLES = Path(__file__).parent.parent / "samples"
 PROPERTY = settings(
     max_examples=examples(300),
     deadline=None,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from collections.abc import Iterator
@@ -12,11 +13,10 @@ from typing import Any
 import pytest
 import redis
 from redis_server import RedisServer, running_redis
-from support import ThreadPortal
-from test_cli import oauth_env, run_cli
+from support import ThreadPortal, assert_one_error_line, oauth_env, run_cli
 
 from bitrix_images import cli
-from bitrix_images._coordinator import Keys, oauth_credential, webhook_credential
+from bitrix_images._coordinator import Keys, fingerprint, oauth_credential, webhook_credential
 
 
 @pytest.fixture(scope="session")
@@ -47,10 +47,11 @@ def redis_keys(server: RedisServer, pattern: str) -> list[str]:
         client.close()
 
 
-def stored_tokens(server: RedisServer, keys: Keys) -> dict[str, Any]:
+def stored_tokens(server: RedisServer, keys: Keys, first_refresh: str) -> dict[str, Any]:
+    """The grant whose first refresh token was *first_refresh*."""
     client = redis.Redis.from_url(server.url, decode_responses=True)
     try:
-        return client.hgetall(keys.tokens)  # type: ignore[return-value]
+        return client.hgetall(keys.grant(fingerprint(first_refresh)))  # type: ignore[return-value]
     finally:
         client.close()
 
@@ -65,7 +66,7 @@ def test_list_shares_the_bucket_through_redis(
     assert (code, err) == (0, "")
     assert len(out.splitlines()) == 3
     keys = Keys.of("bitrix_images", portal.origin, webhook_credential(portal.webhook_code))
-    assert redis_keys(redis_server, keys.prefix.replace("{", "[{]") + ":*") == [
+    assert redis_keys(redis_server, keys.portal.replace("{", "[{]") + ":*") == [
         keys.bucket,
         keys.operating("catalog.productImage.list"),
     ]
@@ -88,18 +89,20 @@ def test_redis_from_the_environment_after_the_command(
     assert redis_keys(redis_server, keys.prefix.replace("{", "[{]") + ":*")
 
 
-def test_an_unreachable_redis_falls_back_and_keeps_its_password(
+def test_an_unreachable_redis_stops_the_command_and_keeps_its_password(
     served: ThreadPortal, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
+    # A mistyped port: nothing listens there.
     url = f"redis://:pa55word@127.0.0.1:{port}/0"
     code, out, err = run_cli(capsys, "list", "1", "--webhook", served.url, "--redis", url)
-    assert code == 0
-    assert len(out.splitlines()) == 3
-    assert "Redis is unreachable" in caplog.text
-    assert "pa55word" not in err + caplog.text
+    assert (code, out) == (2, "")
+    assert_one_error_line(err, "pa55word")
+    assert f"127.0.0.1:{port}" in err
+    assert "pa55word" not in caplog.text
+    assert served.portal.counters.requests == 0  # refused before any request
 
 
 def test_a_bad_redis_url_is_one_error_line(
@@ -108,9 +111,9 @@ def test_a_bad_redis_url_is_one_error_line(
     code, _, err = run_cli(
         capsys, "fields", "--webhook", served.url, "--redis", "http://user:secretpw@127.0.0.1/"
     )
-    assert code == 1
-    assert err.startswith("bitrix-images: error: ")
-    assert "secretpw" not in err
+    assert code == 2
+    assert_one_error_line(err, "secretpw")
+    assert "not a Redis URL" in err
 
 
 def test_without_redis_py_the_option_says_how_to_get_it(
@@ -140,12 +143,14 @@ def test_redis_is_the_source_of_truth_for_tokens(
     assert (code, err) == (0, "")
     assert portal.counters.refreshes == 1
     newest = {"access_token": portal.access_token, "refresh_token": portal.refresh_token}
-    assert {k: stored_tokens(redis_server, keys)[k] for k in newest} == newest
+    first = os.environ["BITRIX_REFRESH_TOKEN"]
+    assert {k: stored_tokens(redis_server, keys, first)[k] for k in newest} == newest
     assert {k: json.loads(tokens.read_text())[k] for k in newest} == newest  # a copy
 
-    # The environment's pair is dead, and so is an old token file: Redis's pair wins.
-    stale = json.loads(tokens.read_text()) | {"access_token": "old", "refresh_token": "old"}
-    tokens.write_text(json.dumps(stale))
+    # The environment's pair is dead, and so is an old token file holding it: they are an
+    # earlier pair of the grant in Redis, whose current pair wins.
+    old = {"access_token": os.environ["BITRIX_ACCESS_TOKEN"], "refresh_token": first}
+    tokens.write_text(json.dumps(json.loads(tokens.read_text()) | old))
     for extra in ([], ["--token-file", str(tokens)]):
         code, out, err = run_cli(capsys, "get", "1", "1", *extra)
         assert (code, err) == (0, "")  # no refresh, and no warning to keep the new pair

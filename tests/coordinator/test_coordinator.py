@@ -27,9 +27,11 @@ from bitrix_images._coordinator import (
     Keys,
     SharedLimits,
     SharedTokens,
+    fingerprint,
     oauth_credential,
     webhook_credential,
 )
+from bitrix_images._coordinator._redis import BACKOFF_FIRST
 from bitrix_images._wire.limits import LeakyBucket, RateLimit
 from bitrix_images._wire.protocol import TimeInfo
 from bitrix_images.testing import QUERY_LIMIT_EXCEEDED, FakePortal, instant_retries
@@ -89,12 +91,16 @@ def test_importing_the_package_does_not_import_redis() -> None:
 def test_keys_name_portal_and_credential_without_a_secret() -> None:
     keys = Keys.of("ns", URL("https://example.bitrix24.com"), webhook_credential("s3cr3t"))
     assert "s3cr3t" not in keys.prefix
-    assert keys.prefix.startswith("ns:{example.bitrix24.com/webhook-")
-    assert keys.bucket.endswith("}:bucket")
+    assert keys.prefix.startswith("ns:{example.bitrix24.com}:webhook-")
+    # One bucket per portal, whatever the credential (limits.md); the rest per credential.
+    assert keys.bucket == "ns:{example.bitrix24.com}:bucket"
     assert keys.operating("Catalog.ProductImage.List").endswith(":op:catalog.productimage.list")
     other = Keys.of("ns", ORIGIN, oauth_credential("local.app {x}"))
-    assert other.prefix == "ns:{127.0.0.1:8123/oauth-local.app__x_}"
-    assert other.tokens != other.lock
+    assert other.prefix == "ns:{127.0.0.1:8123}:oauth-local.app__x_"
+    assert other.bucket == Keys.of("ns", ORIGIN, webhook_credential("code")).bucket
+    assert other.grant("g") != other.lock("g") != other.alias("g")
+    assert fingerprint("s3cr3t") not in ("s3cr3t", fingerprint("s3cr3t2"))
+    assert len(fingerprint("s3cr3t")) == 24
 
 
 def test_coordinator_checks_its_arguments(redis_url: str) -> None:
@@ -180,7 +186,10 @@ async def test_tokens_seed_only_an_empty_store(coordinators: list[bx.RedisCoordi
         SharedTokens(c.link(ORIGIN, oauth_credential("app")), ORIGIN) for c in coordinators
     )
     assert await first.load(pair(1)) == pair(1)
-    assert await second.load(pair(0)) == pair(1)  # the pair in Redis wins
+    assert await second.load(pair(1)) == pair(1)
+    # A pair Redis has not seen is another grant: never replaced by a stored one.
+    assert await second.load(pair(0)) == pair(0)
+    assert first.lineage == fingerprint("refresh-1") != second.lineage
 
 
 async def test_a_stored_endpoint_never_moves_the_tokens(
@@ -193,7 +202,7 @@ async def test_a_stored_endpoint_never_moves_the_tokens(
         expires_at=pair(1).expires_at,
         client_endpoint=URL("https://evil.example/rest/"),
     )
-    await tokens.link.read_tokens(elsewhere)
+    await tokens.link.read_tokens(await tokens.link.resolve("refresh-1"), elsewhere)
     loaded = await tokens.load(pair(1))
     assert (loaded.access_token, loaded.client_endpoint) == ("a", pair(1).client_endpoint)
 
@@ -202,7 +211,7 @@ async def test_unusable_stored_tokens_are_ignored(
     coordinators: list[bx.RedisCoordinator],
 ) -> None:
     tokens = SharedTokens(coordinators[0].link(ORIGIN, oauth_credential("app")), ORIGIN)
-    key = tokens.link.keys.tokens
+    key = tokens.link.keys.grant(fingerprint("refresh-1"))
     redis = coordinators[0].redis
     for fields in (
         {"access_token": "a", "refresh_token": "r", "expires_at": "soon", "client_endpoint": "x"},
@@ -237,8 +246,11 @@ async def test_one_refresh_for_many_waiters(coordinators: list[bx.RedisCoordinat
     assert calls == [pair(1)]
     assert results[0] == (pair(2), True)
     assert results[1:] == [(pair(2), False)] * 7
-    assert await processes[5].load(pair(0)) == pair(2)
-    assert await coordinators[0].redis.exists(processes[0].link.keys.lock) == 0
+    # A process given the grant's first pair later finds the current one.
+    assert await processes[5].load(pair(1)) == pair(2)
+    lineage = fingerprint("refresh-1")
+    assert {p.lineage for p in processes} == {lineage}
+    assert await coordinators[0].redis.exists(processes[0].link.keys.lock(lineage)) == 0
 
 
 async def test_a_waiter_with_an_old_token_takes_the_stored_pair(
@@ -263,21 +275,23 @@ async def test_a_failed_refresh_releases_the_lock(
 
     with pytest.raises(bx.AuthError):
         await tokens.refresh("access-1", pair(1), refused)
-    assert await coordinators[0].redis.exists(tokens.link.keys.lock) == 0
+    lock = tokens.link.keys.lock(fingerprint("refresh-1"))
+    assert await coordinators[0].redis.exists(lock) == 0
 
     async def run(tokens: bx.OAuthTokens) -> bx.OAuthTokens:
         return pair(2)
 
     # Redis was empty: the refresh starts from this process's pair and stores the result.
     assert await tokens.refresh("access-1", pair(1), run) == (pair(2), True)
-    assert await tokens.load(pair(0)) == pair(2)
+    assert await tokens.load(pair(1)) == pair(2)
 
 
 async def test_a_dead_holders_lock_expires(coordinators: list[bx.RedisCoordinator]) -> None:
     tokens = SharedTokens(coordinators[0].link(ORIGIN, oauth_credential("app")), ORIGIN)
     await tokens.load(pair(1))
     # A holder that died: its lock stays until lock_ttl (2 s here) has passed.
-    assert await coordinators[1].link(ORIGIN, oauth_credential("app")).try_lock("dead")
+    other = coordinators[1].link(ORIGIN, oauth_credential("app"))
+    assert await other.try_lock(fingerprint("refresh-1"), "dead")
 
     async def run(tokens: bx.OAuthTokens) -> bx.OAuthTokens:
         return pair(2)
@@ -290,7 +304,7 @@ async def test_the_lock_is_not_waited_for_forever(redis_url: str, namespace: str
     coordinator = bx.RedisCoordinator(client, namespace=namespace, lock_ttl=0.2)
     tokens = SharedTokens(coordinator.link(ORIGIN, oauth_credential("app")), ORIGIN)
     # A lock that never expires (not one the coordinator would take) outlasts the wait.
-    await client.set(tokens.link.keys.lock, "stuck")
+    await client.set(tokens.link.keys.lock(fingerprint("refresh-1")), "stuck")
 
     async def run(tokens: bx.OAuthTokens) -> bx.OAuthTokens:
         raise AssertionError("no refresh without the lock")
@@ -350,6 +364,8 @@ async def test_sharing_resumes_when_redis_is_back(caplog: pytest.LogCaptureFixtu
         with caplog.at_level(logging.WARNING, logger="bitrix_images"):
             await shared.pace(["m"])
             server.start()
+            # The breaker leaves Redis alone for its first back-off after a failure.
+            await asyncio.sleep(BACKOFF_FIRST + 0.05)
             await shared.pace(["m"])
             shared.penalize()
             await shared.flush()
@@ -494,7 +510,7 @@ async def test_a_client_that_decodes_responses_works_too(redis_url: str, namespa
     assert (await shared.pace(["m"])).reason == "bucket"
     tokens = SharedTokens(coordinator.link(ORIGIN, oauth_credential("app")), ORIGIN)
     assert await tokens.load(pair(1)) == pair(1)
-    assert await tokens.load(pair(0)) == pair(1)
+    assert await tokens.load(pair(1)) == pair(1)
     await client.aclose()
 
 
@@ -505,10 +521,10 @@ async def test_a_pair_stored_just_before_the_lock_is_taken(
     other = coordinators[1].link(ORIGIN, oauth_credential("app"))
 
     class Racing(type(link)):  # type: ignore[misc]
-        async def try_lock(self, token: str) -> bool:
-            taken = await super().try_lock(token)
+        async def try_lock(self, lineage: str, token: str) -> bool:
+            taken = await super().try_lock(lineage, token)
             # Another process stores its refreshed pair between our read and our lock.
-            await other.store_tokens("its-lock", pair(2))
+            await other.store_tokens(lineage, "its-lock", pair(2), None)
             return taken
 
     tokens = SharedTokens(Racing(link.coordinator, link.keys), ORIGIN)
@@ -518,4 +534,5 @@ async def test_a_pair_stored_just_before_the_lock_is_taken(
         raise AssertionError("no refresh: the pair stored meanwhile is newer")
 
     assert await tokens.refresh("access-1", pair(1), run) == (pair(2), False)
-    assert await coordinators[0].redis.exists(link.keys.lock) == 0  # released
+    lock = link.keys.lock(fingerprint("refresh-1"))
+    assert await coordinators[0].redis.exists(lock) == 0  # released

@@ -22,10 +22,10 @@ import pytest
 import redis.asyncio as aioredis
 from redis_server import RedisServer, running_redis
 
-from bitrix_images._coordinator import Keys, oauth_credential
+from bitrix_images._coordinator import Keys, fingerprint, oauth_credential
 from bitrix_images.testing import FakePortal
 
-WORKER = Path(__file__).with_name("coordinated_worker.py")
+WORKER = Path(__file__).parent.parent / "coordinated_worker.py"
 LIMIT = 180.0  # seconds any one wait may take on a loaded machine before the test fails
 # Retries patient enough to outlast 503 storms and a Redis restart, quick to come back.
 RETRY = {"max_attempts": 60, "initial_delay": 0.02, "max_delay": 0.5, "max_wait": 150.0}
@@ -129,10 +129,14 @@ def oauth_config(portal: FakePortal) -> dict[str, Any]:
     }
 
 
-async def stored_pair(url: str, namespace: str, portal: FakePortal) -> tuple[str, str]:
+async def stored_pair(
+    url: str, namespace: str, portal: FakePortal, config: dict[str, Any]
+) -> tuple[str, str]:
+    """The current pair of the grant whose first refresh token *config* gave."""
     client = aioredis.Redis.from_url(url, decode_responses=True)
     keys = Keys.of(namespace, portal.origin, oauth_credential(portal.client_id))
-    stored = await client.hgetall(keys.tokens)  # type: ignore[misc]
+    grant = keys.grant(fingerprint(config["oauth"]["refresh_token"]))
+    stored = await client.hgetall(grant)  # type: ignore[misc]
     await client.aclose()
     return stored.get("access_token"), stored.get("refresh_token")
 
@@ -193,7 +197,7 @@ async def test_four_processes_refresh_one_oauth_token_once(
         assert portal.counters.refreshes == 1
         assert sum(r["stats"]["refreshes"] for r in results) == 1
         assert portal.counters.by_status[401] >= 1  # the token did expire mid-run
-        assert await stored_pair(redis_server.url, namespace, portal) == (
+        assert await stored_pair(redis_server.url, namespace, portal, common) == (
             portal.access_token,
             portal.refresh_token,
         )
@@ -226,7 +230,7 @@ async def test_a_redis_restart_mid_run(namespace: str) -> None:
         logs = "".join(w.stderr for w in workers)
         assert "Redis is unreachable" in logs
         assert "Redis answers again" in logs
-        assert await stored_pair(server.url, namespace, portal) == (
+        assert await stored_pair(server.url, namespace, portal, common) == (
             portal.access_token,
             portal.refresh_token,
         )
@@ -264,7 +268,7 @@ async def test_a_lock_holder_killed_mid_refresh(redis_server: RedisServer, names
         assert [r["error"] for r in results] == [None] * 3
         assert portal.counters.by_method["oauth.token"] == 2  # the dead one's, then one more
         assert portal.counters.refreshes == 1
-        assert await stored_pair(redis_server.url, namespace, portal) == (
+        assert await stored_pair(redis_server.url, namespace, portal, common) == (
             portal.access_token,
             portal.refresh_token,
         )

@@ -233,6 +233,7 @@ async def test_a_portal_refusing_packed_adds_gets_one_per_request(tmp_path: Path
 LOAD = {"error": "QUERY_LIMIT_EXCEEDED", "error_description": "Too many requests"}
 GONE = {"error": "NOT_FOUND", "error_description": "Image does not exist"}
 NO_AUTH = {"error": "INVALID_CREDENTIALS", "error_description": "Invalid request credentials"}
+DENIED = {"error": "ACCESS_DENIED", "error_description": "Access denied"}
 
 
 @pytest.mark.parametrize(
@@ -389,6 +390,19 @@ async def test_a_whole_batch_refused_falls_back_and_an_auth_error_stops(tmp_path
         async with client_for(portal) as client:
             with pytest.raises(bx.AuthError):
                 await bx.upload(client, src)
+
+
+async def test_a_batch_of_adds_refused_whole_is_settled_by_listing(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["a.png", "b.png"]})
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        portal.inject("delay", method="batch", delay=0.0)  # the listing passes
+        portal.inject("error", method="batch", status=403, body=DENIED)
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src)
+        assert (result.added, result.failed) == (2, 0)
+        assert names_on(portal, 1) == Counter({"a.png": 1, "b.png": 1})
+        # Listed, refused, listed again (nothing was there), then sent again.
+        assert [kind for kind, _ in batch_kinds(portal)] == ["list", "add", "list", "add"]
 
 
 async def test_a_name_the_portal_changes_is_reported(tmp_path: Path) -> None:

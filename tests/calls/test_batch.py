@@ -9,12 +9,17 @@ import pytest
 from support import FAST_RETRY, PNG, webhook_client
 
 import bitrix_images as bx
+from bitrix_images._calls.batch import Packing
 from bitrix_images.sync.listing import products
 from bitrix_images.testing import INTERNAL_SERVER_ERROR, QUERY_LIMIT_EXCEEDED, FakePortal
 
 ADD = "catalog.productImage.add"
 DELETE = "catalog.productImage.delete"
 LIST = "catalog.productImage.list"
+NOT_IN_BATCH = {
+    "error": "ERROR_BATCH_METHOD_NOT_ALLOWED",
+    "error_description": "Method is not allowed for batch usage",
+}
 BATCH_LENGTH_EXCEEDED = {
     "error": "ERROR_BATCH_LENGTH_EXCEEDED",
     "error_description": "Max batch length exceeded",
@@ -206,3 +211,49 @@ async def test_a_job_refuses_images_the_portal_sent_for_another_product() -> Non
         async with webhook_client(portal) as client:
             with pytest.raises(bx.MalformedResponse, match="product 2, not asked for"):
                 _ = [entry async for entry in products(client, [1, 2])]
+
+
+# --- run_batch: the shape of the requests ---------------------------------------------------
+
+
+async def test_a_request_too_large_is_cut_smaller_and_no_attempt_is_counted() -> None:
+    one_try = bx.RetryPolicy(max_attempts=1)
+    big = PNG + bytes(3000)  # about 4 kB a command once encoded
+    async with FakePortal(
+        products=8, images_per_product=0, rate=None, max_request_body=10_000
+    ) as portal:
+        async with webhook_client(portal, retry=one_try) as client:
+            images = client.images
+            commands = {f"c{p}": images._add_command(p, f"{p}.png", big) for p in range(1, 9)}
+            packing = Packing()
+            outcomes = await images._run(commands, packing=packing)
+        assert all(outcome.ok for outcome in outcomes.values())
+        assert all(len(portal.catalog.images(pid)) == 1 for pid in range(1, 9))
+        # Refused whole (nothing ran), then cut: each add ran once, none counted a retry.
+        assert portal.counters.by_status[413] >= 1
+        assert portal.counters.commands["catalog.productimage.add"] == 8
+        assert packing.size is not None
+        assert packing.size < 10_000
+
+
+async def test_commands_that_cannot_go_in_a_batch_request_are_told_so() -> None:
+    async with FakePortal(
+        products=2, images_per_product=0, rate=None, max_request_body=10_000
+    ) as portal:
+        async with webhook_client(portal) as client:
+            images = client.images
+            huge = {"h": images._add_command(1, "h.png", PNG + bytes(20_000))}
+            too_large = (await images._run(huge))["h"]
+            portal.inject("command_error", method=ADD, body=NOT_IN_BATCH)
+            refused = await images._run({"a": images._add_command(1, "a.png", PNG)})
+            portal.inject("error", method="batch", status=400, body=NOT_IN_BATCH)
+            pair = {f"c{p}": images._add_command(p, f"{p}.png", PNG) for p in (1, 2)}
+            whole = await images._run(pair)
+        assert too_large.alone
+        assert too_large.error is not None
+        assert too_large.error.status == 413
+        assert not too_large.unknown
+        assert refused["a"].alone
+        assert all(outcome.alone and not outcome.unknown for outcome in whole.values())
+        # None of them ran: the caller may send each in a request of its own.
+        assert portal.catalog.image_count() == 0

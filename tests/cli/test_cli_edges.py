@@ -14,8 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import ThreadPortal, assert_one_error_line, run_cli
-from test_cli import ndjson
+from support import ThreadPortal, assert_one_error_line, ndjson, run_cli
 
 import bitrix_images as bx
 from bitrix_images._wire.auth import is_loopback
