@@ -10,6 +10,7 @@ direction. ``bitrix_images.testing`` holds an embedded portal for tests.
 from ._calls.links import LinkStats
 from ._calls.retry import RetryPolicy
 from ._coordinator import RedisCoordinator
+from ._doctor import Check, PortalReport
 from ._wire.limits import RateLimit
 from ._wire.stats import ClientStats
 from .client import BitrixClient
@@ -40,6 +41,7 @@ __all__ = [
     "BatchError",
     "BitrixClient",
     "BitrixError",
+    "Check",
     "ClientStats",
     "CoordinatorUnavailable",
     "FieldInfo",
@@ -54,6 +56,7 @@ __all__ = [
     "OutcomeUnknown",
     "Page",
     "PortalMoved",
+    "PortalReport",
     "ProductImage",
     "ProductListing",
     "RateLimit",

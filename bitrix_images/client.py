@@ -14,6 +14,7 @@ from ._calls.caller import Caller
 from ._calls.links import LinkStats, PublicLinks
 from ._calls.retry import RetryPolicy
 from ._coordinator import RedisCoordinator
+from ._doctor import PortalReport, examine
 from ._wire.auth import OAuthAuth, TokenCallback, WebhookAuth, check_method, check_portal_url
 from ._wire.converters import Converter
 from ._wire.limits import RateLimit
@@ -77,8 +78,8 @@ class BitrixClient:
 
         Plain http is accepted for loopback hosts only, unless *allow_insecure* is true.
         An answer larger than *max_answer_bytes* (64 MiB) is refused unread.
-        With a *coordinator*, every client for this webhook on the same Redis shares one
-        request bucket and one operating-time budget per method.
+        With a *coordinator*, every client for this portal on the same Redis shares one
+        request bucket, and every client of this webhook one operating-time budget per method.
         """
         base = check_portal_url(url, allow_insecure=allow_insecure, what="the webhook URL")
         return cls(
@@ -119,10 +120,11 @@ class BitrixClient:
         *oauth_url* once, replays the call, and awaits *on_token_refresh* with the new
         ``OAuthTokens`` so that they can be stored.
 
-        With a *coordinator* the token pair lives in Redis: the tokens given here only seed
-        it when it holds none, every process refreshes through one lock (one refresh per
-        expiry, *on_token_refresh* awaited by the process that made it), and the limits
-        are shared as for webhooks.
+        With a *coordinator* the pair of this grant (one user's authorisation) lives in
+        Redis: a process given a pair of the grant, or one it has since rotated, takes the
+        newest stored pair; a pair Redis does not know starts a grant of its own. Every
+        process refreshes through one lock (one refresh per expiry, *on_token_refresh*
+        awaited by the process that made it), and the limits are shared as for webhooks.
         """
         endpoint = check_portal_url(
             client_endpoint, allow_insecure=allow_insecure, what="the client endpoint"
@@ -213,6 +215,19 @@ class BitrixClient:
             convert=tuple,
             start=start,
         )
+
+    async def doctor(self, *, write_check: int | None = None) -> PortalReport:
+        """
+        Check the portal before a long job; return a ``PortalReport`` of named checks.
+
+        The checks, in order: ``connect``, ``auth``, ``scope``, ``methods``, ``read``,
+        ``clock``, ``page_mode``, ``operating_counters``, ``public_files``, ``batch``, and
+        ``write`` when *write_check* names a product: a 1x1 PNG is added to it as
+        ``MORE_PHOTO`` inside a ``batch``, then deleted. Nothing is written otherwise. A
+        dead portal is known within seconds (``connect`` fails, the rest are skipped). About
+        fifteen requests, counted in ``client.stats`` like any others.
+        """
+        return await examine(self._caller, write_check=write_check)
 
     @property
     def stats(self) -> ClientStats:

@@ -10,18 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Mapping
 from typing import Final, NoReturn
 
 import aiohttp
+import attrs
 from yarl import URL
 
+from .._wire import clock
 from .._wire import protocol as _protocol
 from .._wire.stats import ClientStats
 from ..exceptions import MalformedResponse, NotSent, OutcomeUnknown, PortalMoved, TransportError
 from .files import Spool
 
-__all__ = ["Transport"]
+__all__ = ["Reach", "Transport"]
 
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _CHUNK: Final = 64 * 1024
@@ -29,6 +32,23 @@ _CHUNK: Final = 64 * 1024
 _ERROR_BODY: Final = 64 * 1024
 # general-principles.md, "Request Headers": a named User-Agent; downloads fail without one.
 _USER_AGENT: Final = "bitrix_images/0.1 (+aiohttp)"
+
+
+@attrs.frozen
+class Reach:
+    """How a portal's origin was reached (``Transport.reach``).
+
+    ``addresses``: how many addresses its name resolved to; ``resolve``: the seconds DNS
+    took; ``status``: the HTTP status of the answer (any status: the server answered);
+    ``answer``: the seconds from sending the request to its answer's headers (TCP and TLS
+    included when a new connection was made).
+    """
+
+    addresses: int
+    resolve: float
+    status: int
+    answer: float
+    tls: bool
 
 
 class Transport:
@@ -119,6 +139,49 @@ class Transport:
             spool.discard()
             raise
 
+    async def reach(self, url: URL, *, timeout: float) -> Reach:
+        """
+        Resolve *url*'s host and send it one ``HEAD`` request, within *timeout* seconds each.
+
+        Nothing is retried: a portal check must learn quickly that a host is dead, not wait
+        out the retry policy. Each failure names its stage (``NotSent`` with ``DNS:``,
+        ``TCP:`` or ``TLS:``, a certificate refusal named as such); any HTTP answer, an
+        error status included, means the portal was reached.
+        """
+        host, port = url.host or "", url.port or 443
+        started = clock.monotonic()
+        try:
+            found = await asyncio.wait_for(
+                asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM),
+                timeout,
+            )
+        except socket.gaierror as exc:
+            raise NotSent(
+                f"DNS: cannot resolve {host} ({exc.strerror})", method="connect"
+            ) from None
+        except asyncio.TimeoutError:
+            raise NotSent(
+                f"DNS: no answer for {host} within {timeout:g} s", method="connect"
+            ) from None
+        resolved = clock.monotonic()
+        self.stats.requests += 1
+        try:
+            async with self.session.head(
+                url,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                status = response.status
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            raise NotSent(_unreached(exc, timeout), method="connect") from None
+        return Reach(
+            addresses=len({entry[4] for entry in found}),
+            resolve=resolved - started,
+            status=status,
+            answer=clock.monotonic() - resolved,
+            tls=url.scheme == "https",
+        )
+
     @contextlib.asynccontextmanager
     async def _request(
         self,
@@ -153,6 +216,22 @@ class Transport:
                 raise _mapped(exc, method, idempotent=idempotent) from None
             finally:
                 stats.in_flight -= 1
+
+
+def _unreached(exc: BaseException, timeout: float) -> str:
+    """What stopped a portal check's request, by stage (``Transport.reach``)."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        error = exc.certificate_error
+        reason = getattr(error, "verify_message", None) or str(error)
+        return f"TLS: the portal's certificate was refused ({reason})"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS: the handshake failed ({exc})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        error = exc.os_error
+        return f"TCP: cannot connect to {exc.host}:{exc.port} ({error.strerror or error})"
+    if isinstance(exc, asyncio.TimeoutError):
+        return f"no answer within {timeout:g} s"
+    return f"the request failed ({type(exc).__name__})"
 
 
 def _mapped(exc: BaseException, method: str, *, idempotent: bool) -> TransportError:

@@ -24,6 +24,7 @@ __all__ = [
     "AddOptions",
     "CatalogsOptions",
     "CommandOptions",
+    "DoctorOptions",
     "FieldsOptions",
     "ImageOptions",
     "ListOptions",
@@ -96,6 +97,12 @@ class UploadOptions:
     concurrency: int
 
 
+@attrs.frozen
+class DoctorOptions:
+    json: bool
+    write_check: int | None  # the product the write check adds to and deletes from
+
+
 CommandOptions: TypeAlias = (
     ListOptions
     | ImageOptions
@@ -104,6 +111,7 @@ CommandOptions: TypeAlias = (
     | MirrorOptions
     | UploadOptions
     | CatalogsOptions
+    | DoctorOptions
 )
 
 
@@ -138,6 +146,8 @@ def from_namespace(args: argparse.Namespace) -> tuple[str, CommandOptions, Porta
         options = FieldsOptions()
     elif command == "catalogs":
         options = CatalogsOptions(json=args.json)
+    elif command == "doctor":
+        options = DoctorOptions(json=args.json, write_check=args.write_check)
     elif command == "mirror":
         options = _mirror(args)
         if options.demo and portal.webhook:

@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_mirror(commands)
     _add_upload(commands)
     _add_catalogs(commands)
+    _add_doctor(commands)
     return parser
 
 
@@ -279,3 +280,21 @@ def _add_catalogs(commands: _Commands) -> None:
     sub.add_argument(
         "--json", action="store_true", help="print one JSON object instead of one line each"
     )
+
+
+def _add_doctor(commands: _Commands) -> None:
+    help = "check the portal before a long job: connection, webhook, scope, limits"
+    sub = _command(commands, "doctor", help)
+    sub.add_argument(
+        "--json",
+        action="store_true",
+        help='print the report as one JSON object: {"ok": ..., "checks": [...]}',
+    )
+    sub.add_argument(
+        "--write-check",
+        metavar="PRODUCT_ID",
+        type=_positive_int,
+        help="also add a 1x1 image to this product inside a batch, then delete it "
+        "(nothing is written without this option)",
+    )
+    sub.epilog = "Exit status 0 when the portal is ready for list, mirror and upload, 1 when not."

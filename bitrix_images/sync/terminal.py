@@ -1,5 +1,5 @@
 """
-Text from the portal made safe to print on a terminal.
+Text from the portal made safe to print on a terminal, and the one warning line.
 
 Image names and ``error_description`` come from whoever may edit the catalog. Printed raw,
 ``ESC ] 0 ; title BEL`` renames the window, ``ESC [ 2 J`` clears the screen, and a carriage
@@ -13,29 +13,17 @@ programs.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from typing import IO, Final
+
+# printable() lives in the wire layer, so that layers below this one (the doctor) use it too.
+from .._wire.text import printable
 
 __all__ = ["PROG", "printable", "warn"]
 
 PROG: Final = "bitrix-images"
 
 log = logging.getLogger("bitrix_images")
-
-# C0 (0x00-0x1F, so ESC, BEL, CR and LF too), DEL, C1 (0x80-0x9F, where 0x9B is a one-byte
-# CSI), the bidi embeddings, overrides and isolates, and the line/paragraph separators.
-_UNPRINTABLE: Final = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}"
-
-
-def printable(text: str) -> str:
-    """*text* with every control character written as ``\\xNN`` / ``\\uNNNN``; never raises."""
-    return _UNPRINTABLE.sub(_escape, text)
 
 
 def warn(

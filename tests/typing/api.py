@@ -58,6 +58,12 @@ async def use() -> None:
         stats: bx.ClientStats = client.stats
         in_flight: int = stats.in_flight + stats.max_in_flight
         resource: bx.Images = client.images
+        report: bx.PortalReport = await client.doctor(write_check=1)
+        verdict: bool = report.ok
+        check: bx.Check = report.checks[0]
+        status: str = check.status
+        hint: str | None = report.check("write").hint
+        del verdict, status, hint
         with instant_retries() as clock:
             waits: list[float] = clock.waits
             total: float = clock.total

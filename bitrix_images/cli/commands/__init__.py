@@ -1,5 +1,5 @@
-"""The commands: ``images`` (one call each, JSON out), ``jobs`` (mirror, upload) and
-``catalogs``."""
+"""The commands: ``images`` (one call each, JSON out), ``jobs`` (mirror, upload), ``doctor``
+and ``catalogs``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from ..options import (
     AddOptions,
     CatalogsOptions,
     CommandOptions,
+    DoctorOptions,
     FieldsOptions,
     ImageOptions,
     ListOptions,
     MirrorOptions,
 )
 from .catalogs import catalogs_command
+from .doctor import doctor_command
 from .images import add_image, delete_image, get_image, list_fields, list_images
 from .jobs import Failed, mirror_command, upload_command
 
@@ -44,6 +46,8 @@ async def run_command(
         return await list_fields(client, out)
     if isinstance(options, CatalogsOptions):
         return await catalogs_command(client, options, out)
+    if isinstance(options, DoctorOptions):
+        return await doctor_command(client, options, out)
     if isinstance(options, MirrorOptions):
         return await mirror_command(client, options, out, lines)
     return await upload_command(client, options, out)
