@@ -29,6 +29,7 @@ from .validate import check_int
 
 __all__ = [
     "BUSY",
+    "CLOSED",
     "MAX_FILE_BYTES",
     "REDIRECTS",
     "RETRYABLE",
