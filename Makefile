@@ -110,6 +110,7 @@ wheel-check: dist
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks --only W8
 
 bench-quick: $(BENCH_STAMP)
 	$(BIN)/python -m benchmarks --quick

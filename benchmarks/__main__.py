@@ -804,6 +804,14 @@ def main(argv: list[str] | None = None) -> int:
         if not only:
             return 0
 
+    if "W8" in only:  # mirror through public file links: its own module and section
+        from . import _w8
+
+        _w8.main(quick=args.quick, write_results=not args.no_write, log=log)
+        only.discard("W8")
+        if not only:
+            return 0
+
     if "W9" in only:  # the catalog walk: its own module and section of RESULTS.md
         from . import _w9
 

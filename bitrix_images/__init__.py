@@ -7,6 +7,7 @@ values. ``mirror`` and ``upload`` keep a folder and a catalog in step, in either
 direction. ``bitrix_images.testing`` holds an embedded portal for tests.
 """
 
+from ._calls.links import LinkStats
 from ._calls.retry import RetryPolicy
 from ._coordinator import RedisCoordinator
 from ._doctor import Check, PortalReport
@@ -47,6 +48,7 @@ __all__ = [
     "ImageType",
     "Images",
     "InvalidRequest",
+    "LinkStats",
     "MalformedResponse",
     "MirrorResult",
     "NotFound",

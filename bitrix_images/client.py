@@ -11,6 +11,7 @@ import aiohttp
 from yarl import URL
 
 from ._calls.caller import Caller
+from ._calls.links import LinkStats, PublicLinks
 from ._calls.retry import RetryPolicy
 from ._coordinator import RedisCoordinator
 from ._doctor import PortalReport, examine
@@ -18,6 +19,7 @@ from ._wire.auth import OAuthAuth, TokenCallback, WebhookAuth, check_method, che
 from ._wire.converters import Converter
 from ._wire.limits import RateLimit
 from ._wire.protocol import MAX_ANSWER_BYTES
+from ._wire.public import LinkPolicy
 from ._wire.stats import ClientStats
 from ._wire.validate import check_int, check_number
 from .images import Images
@@ -47,11 +49,16 @@ class BitrixClient:
         timeout: float = 75.0,
         max_answer_bytes: int = MAX_ANSWER_BYTES,
         coordinator: RedisCoordinator | None = None,
+        link_policy: LinkPolicy | None = None,
     ) -> None:
         self._caller = _caller(
             auth, rate_limit, retry, session, timeout, max_answer_bytes, coordinator
         )
-        self.images = Images(self._caller, Converter(auth.origin))
+        if link_policy is not None and not isinstance(link_policy, LinkPolicy):
+            raise TypeError("link_policy must be a LinkPolicy")
+        # Public file links: a session of their own, with no credentials (_calls.links).
+        self._links = PublicLinks(self._caller, link_policy or LinkPolicy(), timeout=timeout)
+        self.images = Images(self._caller, Converter(auth.origin), self._links)
 
     @classmethod
     def from_webhook(
@@ -158,7 +165,10 @@ class BitrixClient:
 
     async def close(self) -> None:
         """Close the pooled session if the client created it."""
-        await self._caller.close()
+        try:
+            await self._caller.close()
+        finally:
+            await self._links.close()
 
     # --- calls ---------------------------------------------------------------------------
 
@@ -223,6 +233,11 @@ class BitrixClient:
     def stats(self) -> ClientStats:
         """Requests made, retries, refreshes and seconds spent waiting so far."""
         return self._caller.stats
+
+    @property
+    def public_links(self) -> LinkStats:
+        """Files fetched through public links and through REST, and ``auto``'s fallbacks."""
+        return self._links.stats
 
     @property
     def rate_limit(self) -> RateLimit:

@@ -2,7 +2,8 @@
 The product images resource: ``client.images``.
 
 Wraps ``catalog.productImage.list / get / add / delete / getFields``
-(api-reference/catalog/product-image/) and the download of an image's signed URL.
+(api-reference/catalog/product-image/) and the download of an image's file, through its
+public link or its signed URL (``_calls.links``).
 Every argument is checked before any request is sent (``_wire.commands``). Many products
 are listed through ``batch`` requests by ``_ProductLister``, on the batch primitive
 (``_calls.batch.run_batch``).
@@ -30,6 +31,7 @@ import attrs
 
 from ._calls.batch import Outcome, Packing, run_batch
 from ._calls.caller import Caller
+from ._calls.links import PublicLinks, check_via
 from ._net import files as _files
 from ._wire import protocol as _protocol
 from ._wire.commands import (
@@ -47,7 +49,6 @@ from ._wire.commands import (
     list_command,
     list_params,
     list_query,
-    same_origin,
 )
 from ._wire.converters import Converter
 from ._wire.ids import each
@@ -63,6 +64,7 @@ __all__ = [
     "FIELDS",
     "GET",
     "LIST",
+    "FetchedFile",
     "Images",
     "check_id",
     "check_select",
@@ -74,6 +76,14 @@ __all__ = [
 # yielded whole or failed, so its pages are held until the last one; real products have tens
 # of images, and a portal that keeps sending "next" must not grow memory forever.
 MAX_PRODUCT_IMAGES: Final = 10_000
+
+
+@attrs.frozen
+class FetchedFile:
+    """A file ``Images.fetch_file`` wrote: its *path*, and the route it came by (*via*)."""
+
+    path: Path
+    via: str
 
 
 def product_failure(listing: ProductListing) -> BatchError:
@@ -91,8 +101,16 @@ def product_failure(listing: ProductListing) -> BatchError:
 class Images:
     """``client.images``: list, list_products, list_many, get, add, delete, fields, download."""
 
-    def __init__(self, caller: Caller, converter: Converter, *, batches_in_flight: int = 4):
+    def __init__(
+        self,
+        caller: Caller,
+        converter: Converter,
+        links: PublicLinks,
+        *,
+        batches_in_flight: int = 4,
+    ):
         self._caller = caller
+        self._links = links
         self._converter = converter
         self._lister = _ProductLister(caller, converter, batches_in_flight)
 
@@ -237,7 +255,7 @@ class Images:
     # --- files ---------------------------------------------------------------------------
 
     async def download(
-        self, image: ProductImage, dest: Path | str, *, durable: bool = True
+        self, image: ProductImage, dest: Path | str, *, via: str = "auto", durable: bool = True
     ) -> Path:
         """
         Save an image's file; return the path written.
@@ -249,33 +267,39 @@ class Images:
         partial file under the final name; the client's committer thread does that for
         the files that finish together, off the event loop. ``durable=False`` skips the
         fsync (benchmarks/RESULTS.md W4) where a crash is handled otherwise.
-        Only the portal's own origin is fetched, because the signed URL carries credentials.
+
+        *via* says which link is fetched: ``"public"`` GETs ``detail_url``, a static file
+        outside REST and its limits, with no credentials of any kind (an answer that is not
+        the complete image is this image's failure); ``"rest"`` GETs the signed
+        ``download_url`` through the request bucket, only on the portal's own origin, since
+        it carries credentials; ``"auto"`` (the default) tries the public link and falls
+        back to REST for this image when its answer does not count (see
+        ``client.public_links``). A ``detail_url`` on a host other than the portal's is
+        fetched only over https and only when every address it resolves to is global.
         A target or a folder that is a symbolic link is refused with an ``OSError``
         (``errno.ELOOP``) before anything is fetched; catch ``OSError`` with ``BitrixError``
         to skip one image and go on.
         """
+        return (await self.fetch_file(image, dest, via=via, durable=durable)).path
+
+    async def fetch_file(
+        self, image: ProductImage, dest: Path | str, *, via: str = "auto", durable: bool = True
+    ) -> FetchedFile:
+        """``download``, telling which route the file came by (``"public"`` or ``"rest"``)."""
         if not isinstance(image, ProductImage):
             raise TypeError(f"image must be a ProductImage, got {type_name(image)}")
         if not isinstance(dest, (str, Path)):
             raise TypeError(f"dest must be a Path or str, got {type_name(dest)}")
         if not isinstance(durable, bool):
             raise TypeError(f"durable must be a bool, got {type_name(durable)}")
-        url = image.download_url
-        if url is None:
-            raise ValueError("the image has no download_url (was it left out of select?)")
-        if not same_origin(url, self._caller.auth.origin):
-            # The signed URL carries the portal's credentials: it goes to the portal only.
-            raise ValueError(
-                f"refusing to fetch a download_url outside the portal's origin "
-                f"({url.scheme}://{url.host}:{url.port} is not {self._caller.auth.origin})"
-            )
+        via = check_via(via)
         target, part = _files.reserve(os.fspath(dest), image)
         try:
-            await self._caller.download(url, part, target, durable=durable)
+            route = await self._links.fetch(image, part, target, via=via, durable=durable)
         except BaseException:
             _files.discard(part)
             raise
-        return Path(target)
+        return FetchedFile(Path(target), route)
 
     def _one(self, result: object, method: str) -> ProductImage:
         if not isinstance(result, Mapping) or "productImage" not in result:

@@ -655,7 +655,7 @@ async def test_the_temporary_file_is_private_and_unguessable(
 ) -> None:
     image = await client.images.get(1, 1)
     portal.inject("delay", method="download", delay=30.0)
-    task = asyncio.ensure_future(client.images.download(image, tmp_path))
+    task = asyncio.ensure_future(client.images.download(image, tmp_path, via="rest"))
     try:
         await asyncio.wait_for(_until(lambda: portal.counters.in_flight > 0), timeout=30)
         (part,) = partial_files(tmp_path)

@@ -80,6 +80,7 @@ class MirrorOptions:
     dry_run: bool
     verify: bool
     shard: tuple[int, int] | None
+    via: str = "auto"
 
 
 @attrs.frozen
@@ -184,6 +185,7 @@ def _mirror(args: argparse.Namespace) -> MirrorOptions:
         dry_run=args.dry_run,
         verify=args.verify,
         shard=args.shard,
+        via=args.via,
     )
 
 

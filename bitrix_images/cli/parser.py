@@ -338,6 +338,15 @@ def _add_mirror(commands: _Commands) -> None:
         help="downloads at once (default 4); the rate limit still applies",
     )
     sub.add_argument(
+        "--via",
+        choices=("auto", "public", "rest"),
+        default="auto",
+        help="how files are fetched: 'public' through their public links (detailUrl, a static "
+        "file outside the REST rate limit, no credentials sent), 'rest' through the signed "
+        "REST links (downloadUrl, one rate-limited request each), 'auto' (default) public "
+        "first, REST for an image whose public link does not give it",
+    )
+    sub.add_argument(
         "--prune",
         action="store_true",
         help=f"{DESTRUCTIVE}remove the files in DEST of images gone from the portal (only "

@@ -37,10 +37,15 @@ CREATE TABLE IF NOT EXISTS files (
     path       TEXT    NOT NULL UNIQUE,
     size       INTEGER NOT NULL,
     sha256     TEXT    NOT NULL,
-    recorded   REAL    NOT NULL
+    recorded   REAL    NOT NULL,
+    via        TEXT
 );
 CREATE INDEX IF NOT EXISTS files_by_product ON files (product_id);
 """
+# Version 1 added ``via`` (how the file came: "public" or "rest"; NULL in rows written
+# before). An older manifest gets the column on open; its rows stay as they are.
+_VERSION: Final = 1
+_COLUMNS: Final = "product_id, image_id, path, size, sha256, recorded, via"
 
 T = TypeVar("T")
 
@@ -55,6 +60,9 @@ class Entry:
     size: int
     sha256: str
     recorded: float = attrs.field(factory=time.time, eq=False)
+    # How the file came: "public" (its detailUrl) or "rest" (its downloadUrl); None in
+    # rows written before the manifest recorded it.
+    via: str | None = attrs.field(default=None, eq=False)
 
     def under(self, root: Path) -> Path | None:
         """The file's path under *root*, or ``None`` when the row does not name one safely."""
@@ -110,6 +118,7 @@ class Manifest:
             # they named are adopted by hash on the next run.
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            _migrate(db)
         except BaseException:
             db.close()
             raise
@@ -139,8 +148,7 @@ class Manifest:
 
         def read() -> dict[int, Entry]:
             rows = self._conn().execute(
-                "SELECT product_id, image_id, path, size, sha256, recorded FROM files "
-                "WHERE product_id = ?",
+                f"SELECT {_COLUMNS} FROM files WHERE product_id = ?",  # noqa: S608 -- a constant list
                 (product_id,),
             )
             return {row[1]: Entry(*row) for row in rows}
@@ -152,8 +160,7 @@ class Manifest:
 
         def read() -> list[Entry]:
             rows = self._conn().execute(
-                "SELECT product_id, image_id, path, size, sha256, recorded FROM files "
-                "ORDER BY product_id, image_id"
+                f"SELECT {_COLUMNS} FROM files ORDER BY product_id, image_id"  # noqa: S608 -- constant
             )
             return [Entry(*row) for row in rows]
 
@@ -161,7 +168,9 @@ class Manifest:
 
     async def record(self, entries: Iterable[Entry]) -> None:
         """Write (or replace) rows, in one transaction."""
-        rows = [(e.image_id, e.product_id, e.path, e.size, e.sha256, e.recorded) for e in entries]
+        rows = [
+            (e.image_id, e.product_id, e.path, e.size, e.sha256, e.recorded, e.via) for e in entries
+        ]
         if not rows:
             return
 
@@ -171,7 +180,12 @@ class Manifest:
                 # A path now holds another image (its old one went away unpruned): the
                 # newer row wins, as the file does.
                 db.executemany("DELETE FROM files WHERE path = ?", [(row[2],) for row in rows])
-                db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)", rows)
+                db.executemany(
+                    "INSERT OR REPLACE INTO files "
+                    "(image_id, product_id, path, size, sha256, recorded, via) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
 
         await self._run(write)
 
@@ -203,6 +217,18 @@ class Manifest:
             await self._run(shut)
         finally:
             self._thread.shutdown(wait=False)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a manifest written by an earlier version up to ``_VERSION``."""
+    (version,) = db.execute("PRAGMA user_version").fetchone()
+    if version >= _VERSION:
+        return
+    columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+    with _transaction(db):
+        if "via" not in columns:
+            db.execute("ALTER TABLE files ADD COLUMN via TEXT")
+        db.execute(f"PRAGMA user_version = {_VERSION}")
 
 
 class _transaction:

@@ -21,10 +21,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sized
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Final
+from typing import IO, TYPE_CHECKING, Any, Final
 
 import attrs
 
+from .._calls.links import check_via
 from ..exceptions import BitrixError, MalformedResponse
 from ..models import ProductImage
 from .dest import (
@@ -69,6 +70,8 @@ class MirrorCounts(Counts):
     skipped: int = 0
     adopted: int = 0
     bytes: int = 0
+    via_public: int = 0
+    via_rest: int = 0
 
 
 @attrs.frozen
@@ -80,9 +83,15 @@ class MirrorResult(RunTotals, MirrorCounts):
     ``adopted`` were in place but unrecorded (a run stopped between a file's rename and its
     record) and are recorded now; ``removed`` files were pruned (with ``dry_run``: would
     be); ``failed`` images could not be fetched; ``unlisted`` products could not be listed
-    (gone, or forbidden). ``planned`` holds the lines of a dry run; the rest is
-    ``RunTotals``.
+    (gone, or forbidden). Of the files downloaded, ``via_public`` came through their
+    public links and ``via_rest`` through REST; ``fallbacks`` counts, by reason, the images
+    whose public link did not give them (``via="auto"``), and ``public_given_up`` says why
+    the run stopped trying public links, if it did. ``planned`` holds the lines of a dry
+    run; the rest is ``RunTotals``.
     """
+
+    fallbacks: tuple[tuple[str, int], ...] = ()
+    public_given_up: str | None = None
 
     def summary(self) -> str:
         """The closing line of a run."""
@@ -99,8 +108,14 @@ class MirrorResult(RunTotals, MirrorCounts):
             line += f", {self.removed} {'to remove' if self.dry_run else 'removed'}"
         if self.unlisted:
             line += f"; {self.unlisted} products could not be listed"
+        line += f"), {self.bytes} bytes in {self.seconds:.1f} s"
+        if self.downloaded and not self.dry_run:
+            line += f"; {self.via_public} via public links, {self.via_rest} via REST"
+            if self.fallbacks:
+                reasons = ", ".join(f"{reason}: {count}" for reason, count in self.fallbacks)
+                line += f" ({reasons})"
         return (
-            f"{line}), {self.bytes} bytes in {self.seconds:.1f} s; "
+            f"{line}; "
             f"{self.retries} retries, {self.waited:.1f} s waiting on rate limits "
             "(summed over concurrent requests)"
         )
@@ -113,6 +128,7 @@ async def mirror(
     *,
     prune: bool = False,
     concurrency: int = 4,
+    via: str = "auto",
     verify: bool = False,
     dry_run: bool = False,
     progress: IO[str] | None = None,
@@ -142,6 +158,12 @@ async def mirror(
     disk, a portal that is down (3 downloads in a row failed after their retries, with no
     answer in between), 3 malformed products in a row.
 
+    *via* says how files are fetched (``client.images.download``): ``"auto"`` (the
+    default) through their public links, falling back to REST per image, ``"public"``
+    only through them, ``"rest"`` only through the signed REST links. The summary counts
+    the files by route and the fallbacks by reason, not a warning per image; a client that
+    gives up public links (``auto``) says so once.
+
     *on_finish* receives the counts once the run ends, however it ends (done, an error, a
     cancellation such as SIGINT/SIGTERM), so that a summary can always be printed.
     ``DEST`` that is not a directory or cannot be written is an ``OSError`` saying so
@@ -156,10 +178,10 @@ async def mirror(
     if not isinstance(dest, (str, Path)):
         raise TypeError(f"dest must be a Path or str, got {type(dest).__name__}")
     dest = Path(dest)
-    options = _Options(prune=prune, verify=verify, dry_run=dry_run)
+    options = _Options(prune=prune, verify=verify, dry_run=dry_run, via=check_via(via))
     if total is None and isinstance(product_ids, Sized):
         total = len(product_ids)
-    bar = Progress(progress, warnings, total=total)
+    bar = Progress(progress, warnings, total=total, per_image=True)
     return await _Mirror(client, product_ids, dest, concurrency, options, bar).run(on_finish)
 
 
@@ -168,6 +190,7 @@ class _Options:
     prune: bool
     verify: bool
     dry_run: bool
+    via: str
 
 
 @attrs.frozen
@@ -202,8 +225,22 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
         self.failure: Exception | None = None  # what stopped the listing, if anything
         self.malformed = 0  # products in a row whose listing was malformed
         # Bounded: the listing runs at most a few images ahead of the downloads.
-        self.downloads = _Downloads(client, dest, self.counts, bar, self.note, concurrency * 4)
+        self.downloads = _Downloads(
+            client, dest, self.counts, bar, self.note, concurrency * 4, options.via
+        )
         self.queue = self.downloads.queue
+        # The client's fallbacks before the run: the run reports its own.
+        self.fallbacks_before = dict(client.public_links.fallbacks)
+
+    def result_fields(self) -> dict[str, Any]:
+        links = self.client.public_links
+        before = self.fallbacks_before
+        fallbacks = [
+            (reason, count - before.get(reason, 0))
+            for reason, count in sorted(links.fallbacks.items())
+            if count > before.get(reason, 0)
+        ]
+        return {"fallbacks": tuple(fallbacks), "public_given_up": links.given_up}
 
     async def prepare(self) -> None:
         if not self.options.dry_run:
@@ -243,6 +280,7 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
             # body() raises it once the queue is drained: the images listed before the
             # failure are still downloaded, and a rerun skips them.
             self.failure = error
+        self.bar.listing_done()
         for _ in range(self.concurrency):
             await self.queue.put(None)
 
@@ -280,6 +318,7 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
         for kept in rows.values():
             names.keep(kept.path.rsplit("/", 1)[-1])
         folder = self.dest / str(product_id)
+        self.bar.images_listed(len(images))
         if images and not options.dry_run:
             try:
                 make_dir(folder)
@@ -375,8 +414,11 @@ class _Downloads:
         bar: Progress,
         note: Callable[[Entry], Awaitable[None]],
         ahead: int,
+        via: str,
     ) -> None:
         self.client = client
+        self.via = via
+        self.given_up_told = False
         self.dest = dest
         self.counts = counts
         self.bar = bar
@@ -389,7 +431,7 @@ class _Downloads:
         while (fetch := await self.queue.get()) is not None:
             image = fetch.image
             try:
-                path = await self.client.images.download(image, fetch.target)
+                fetched = await self.client.images.fetch_file(image, fetch.target, via=self.via)
             except FATAL:
                 raise
             except BitrixError as error:
@@ -407,6 +449,8 @@ class _Downloads:
                 self.failed(fetch, reason(error))
                 continue
             self.health.succeeded()
+            path = fetched.path
+            self.tell_given_up()
             size, sha256 = await asyncio.to_thread(digest, path)
             if fetch.adopt is not None and await same_file(fetch.adopt, size, sha256):
                 # The file already there holds this image's bytes: a run stopped
@@ -418,9 +462,21 @@ class _Downloads:
             else:
                 counts.downloaded += 1
                 counts.bytes += size
+                if fetched.via == "public":
+                    counts.via_public += 1
+                else:
+                    counts.via_rest += 1
                 self.bar.add_download(size)
             relative = path.relative_to(self.dest).as_posix()
-            await self.note(Entry(fetch.product_id, image.id, relative, size, sha256))
+            entry = Entry(fetch.product_id, image.id, relative, size, sha256, via=fetched.via)
+            await self.note(entry)
+
+    def tell_given_up(self) -> None:
+        """Once per run: the client stopped trying public links, and why."""
+        why = self.client.public_links.given_up
+        if why is not None and not self.given_up_told and self.via == "auto":
+            self.given_up_told = True
+            self.bar.warn(f"public file links: {why}; the rest is fetched through REST")
 
     def failed(self, fetch: _Fetch, reason: str) -> None:
         """Count and name one image that could not be fetched; the run goes on."""

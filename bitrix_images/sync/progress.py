@@ -1,9 +1,12 @@
 """
 A job's progress bar and warnings on a terminal (tqdm), or nothing.
 
-The bar counts products, the unit whose number is known before the run when the ids are
-given, a products file can be counted, or ``catalog.product.list`` reports ``total``: then
-it shows a percentage and an ETA. Images downloaded and skipped are counted apart, and the
+The upload's bar counts products, the unit whose number is known before the run when the
+ids are given, a products file can be counted, or ``catalog.product.list`` reports
+``total``: then it shows a percentage and an ETA. The mirror's counts images (``per_image``),
+so that it moves with every file, even inside a product of thousands of images: its length
+grows as products are listed, and once the listing has ended it shows a percentage and an
+ETA over images. Images downloaded and skipped are counted apart, and the
 rate shown is of downloads only, so a resumed run that skips thousands of files does not
 claim a speed it does not have. Warnings go above the bar, through ``printable``: image
 names and portal messages may hold terminal escape sequences.
@@ -25,6 +28,13 @@ _KNOWN: Final = (
     "[{elapsed}<{remaining}{postfix}]"
 )
 _UNKNOWN: Final = "{desc}: {n_fmt} products [{elapsed}{postfix}]"
+# A bar over images (mirror): files handled of the images listed so far, then, once the
+# listing has ended, of them all, with a percentage and an ETA.
+_IMAGES_LISTING: Final = "{desc}: {n_fmt}/{total_fmt} images listed so far [{elapsed}{postfix}]"
+_IMAGES_KNOWN: Final = (
+    "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} images [{elapsed}<{remaining}{postfix}]"
+)
+_IMAGES_NONE: Final = "{desc}: {n_fmt} images [{elapsed}{postfix}]"
 
 
 def human_size(size: float) -> str:
@@ -42,7 +52,10 @@ class Progress:
     *warnings* (``None``: the ``bitrix_images`` logger).
 
     The bar is named *desc*; the files moved (downloaded, or added by ``upload``) are
-    counted under *verb*, with their rate and bytes.
+    counted under *verb*, with their rate and bytes. With ``per_image`` (mirror) the bar
+    counts images instead of products: each file handled moves it, the images of each
+    product listed add to its length, and once the listing has ended (``listing_done``) it
+    shows a percentage and an ETA over images; the products go to the text beside it.
     """
 
     def __init__(
@@ -53,9 +66,14 @@ class Progress:
         total: int | None = None,
         desc: str = "mirror",
         verb: str = "downloaded",
+        per_image: bool = False,
     ) -> None:
         self._warnings = warnings
         self._verb = verb
+        self._per_image = per_image
+        self._products = 0
+        self._products_total = total
+        self._listed = 0
         self._bar: tqdm[NoReturn] | None = None
         self.downloaded = 0
         self.skipped = 0
@@ -65,14 +83,19 @@ class Progress:
         if stream is not None:
             self._bar = tqdm(
                 file=stream,
-                total=total,
+                total=None if per_image else total,
                 desc=desc,
                 dynamic_ncols=True,
-                bar_format=_KNOWN if total is not None else _UNKNOWN,
+                bar_format=_IMAGES_NONE if per_image else _KNOWN if total is not None else _UNKNOWN,
             )
 
     def set_total(self, total: int) -> None:
         """The number of products, once known (``catalog.product.list``'s ``total``)."""
+        if self._per_image:
+            if self._products_total is None:
+                self._products_total = total
+                self._show()
+            return
         if self._bar is not None and self._bar.total is None:
             self._bar.total = total
             self._bar.bar_format = _KNOWN
@@ -80,18 +103,45 @@ class Progress:
 
     def product_done(self) -> None:
         """One product is listed and each of its files planned."""
-        if self._bar is not None:
+        self._products += 1
+        if self._bar is not None and not self._per_image:
+            self._bar.update(1)
+
+    def images_listed(self, count: int) -> None:
+        """*count* more images listed (``per_image``): the bar grows by them."""
+        self._listed += count
+        bar = self._bar
+        if bar is not None and self._per_image and count:
+            bar.total = self._listed
+            self._show()
+            if bar.bar_format != _IMAGES_LISTING:
+                bar.bar_format = _IMAGES_LISTING
+                bar.refresh()  # the new shape at once; then tqdm's own pace
+
+    def listing_done(self) -> None:
+        """Every image is listed (``per_image``): from now on a percentage and an ETA."""
+        bar = self._bar
+        if bar is not None and self._per_image and self._listed:
+            bar.total = self._listed
+            bar.bar_format = _IMAGES_KNOWN
+            bar.refresh()
+
+    def _moved(self) -> None:
+        """One file handled: the per-image bar moves (tqdm redraws at most 10 times a second)."""
+        if self._bar is not None and self._per_image:
             self._bar.update(1)
 
     def skip(self) -> None:
         """One image already in place."""
         self.skipped += 1
         self._show()
+        self._moved()
 
     def fail(self) -> None:
         """One image that could not be moved."""
         self.failed += 1
         self._show()
+        self._moved()
 
     def add_download(self, size: int) -> None:
         """One file moved (downloaded, or added), *size* bytes."""
@@ -100,6 +150,7 @@ class Progress:
         self.downloaded += 1
         self.bytes += size
         self._show()
+        self._moved()
 
     def _show(self) -> None:
         if self._bar is None:
@@ -113,6 +164,10 @@ class Progress:
         if self.failed:
             parts.append(f"{self.failed} failed")
         parts.append(human_size(self.bytes))
+        if self._per_image:
+            total = self._products_total
+            listed = f"{self._products}" if total is None else f"{self._products}/{total}"
+            parts.insert(0, f"{listed} products")
         self._bar.set_postfix_str(", ".join(parts), refresh=False)
 
     def warn(self, text: str) -> None:

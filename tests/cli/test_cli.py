@@ -459,14 +459,18 @@ def test_mirror_products_then_skip_them(
     assert files_of(dest) == expected_files(served.portal, [2, 4])
     assert out.startswith("2 products, 6 images (6 downloaded, 0 skipped), ")
     assert out.count("\n") == 1
-    assert served.portal.counters.by_method["download"] == 6
+    # Through the public links, but for the one image cross-checked through REST.
+    assert "; 5 via public links, 1 via REST; " in out
+    assert served.portal.counters.by_method["download"] == 1
+    assert served.portal.counters.files == 6
 
     code, out, _ = run_cli(
         capsys, "mirror", str(dest), "--product", "2", "--product", "4", "--webhook", served.url
     )
     assert code == 0
     assert out.startswith("2 products, 6 images (0 downloaded, 6 skipped), 0 bytes")
-    assert served.portal.counters.by_method["download"] == 6
+    assert served.portal.counters.by_method["download"] == 1
+    assert served.portal.counters.files == 6
 
 
 def test_mirror_twins_get_their_id_in_front(
@@ -775,6 +779,7 @@ class StubClient:
 
     def __init__(self, products: list[object], images: list[bx.ProductImage]) -> None:
         self.stats = bx.ClientStats()
+        self.public_links = bx.LinkStats()
         self._products = products
         self.images = self
         self._images = images
@@ -876,11 +881,14 @@ def test_script_mirror_twice_downloads_once(served: ThreadPortal, tmp_path: Path
     argv = ("mirror", str(tmp_path / "out"), "--product", "1", "--product", "2")
     first = script(*argv, "--webhook", served.url)
     assert (first.returncode, first.stderr) == (0, "")  # stderr is no terminal: no bar
-    assert served.portal.counters.by_method["download"] == 6
+    # Public links, but for the one image cross-checked through REST.
+    assert served.portal.counters.by_method["download"] == 1
+    assert served.portal.counters.files == 6
     second = script(*argv, "--webhook", served.url)
     assert second.returncode == 0
     assert "(0 downloaded, 6 skipped)" in second.stdout
-    assert served.portal.counters.by_method["download"] == 6
+    assert served.portal.counters.by_method["download"] == 1
+    assert served.portal.counters.files == 6
     assert files_of(tmp_path / "out") == expected_files(served.portal, [1, 2])
 
 

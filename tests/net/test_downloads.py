@@ -226,7 +226,7 @@ async def test_a_temporary_file_swapped_for_a_link_is_refused(tmp_path: Path) ->
         async with webhook_client(portal) as client:
             image = await client.images.get(1, 1)
             portal.inject("delay", method="download", delay=0.5)
-            task = asyncio.ensure_future(client.images.download(image, out))
+            task = asyncio.ensure_future(client.images.download(image, out, via="rest"))
             await _until(lambda: portal.counters.in_flight > 0)
             (part,) = partial_files(out)
             part.unlink()

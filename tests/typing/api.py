@@ -43,7 +43,11 @@ async def use() -> None:
             del items, following
         async for image in client.images.list_many([1, 2, 3]):
             path: Path = await client.images.download(image, Path("out"))
-            del path
+            public: Path = await client.images.download(image, "out", via="public")
+            del path, public
+        links: bx.LinkStats = client.public_links
+        fallbacks: dict[str, int] = links.fallbacks
+        del links, fallbacks
         async for image in client.images.list_many(ids()):
             del image
         one: bx.ProductImage = await client.images.get(1, 2)

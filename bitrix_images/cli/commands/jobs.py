@@ -45,6 +45,7 @@ async def mirror_command(
         options.dest,
         prune=options.prune,
         concurrency=options.concurrency,
+        via=options.via,
         verify=options.verify,
         total=products_total(options),
         **summary.reporting(options.dry_run),

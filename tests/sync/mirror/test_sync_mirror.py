@@ -7,6 +7,7 @@ import contextlib
 import io
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import FAST_RETRY, UNLIMITED
@@ -223,15 +224,15 @@ async def test_a_cancelled_mirror_records_what_it_wrote(tmp_path: Path) -> None:
     async with FakePortal(products=20, images_per_product=5, rate=None) as portal:
         started = asyncio.Event()
         async with client_for(portal) as client:
-            original = client.images.download
+            original = client.images.fetch_file
 
-            async def download(image: bx.ProductImage, dest: object) -> Path:
-                path = await original(image, dest)  # type: ignore[arg-type]
+            async def fetch_file(image: bx.ProductImage, dest: object, **options: Any) -> Any:
+                fetched = await original(image, dest, **options)  # type: ignore[arg-type]
                 started.set()
                 await asyncio.Event().wait()  # hold here until cancelled
-                return path
+                return fetched
 
-            client.images.download = download  # type: ignore[method-assign,assignment]
+            client.images.fetch_file = fetch_file  # type: ignore[method-assign]
             task = asyncio.ensure_future(
                 bx.mirror(client, list(range(1, 21)), tmp_path, warnings=io.StringIO())
             )
