@@ -47,6 +47,9 @@ _COMMAND_BYTES: Final = 128
 class Outcomes(Protocol):
     """Where ``Sender`` reports what became of each command."""
 
+    def sending(self, ops: Iterable[Op]) -> None:
+        """*ops* are about to go: called before their request is sent (the journal)."""
+
     def done(self, op: Op, stored: str | None = None) -> None: ...
 
     def fail(self, op: Op, why: str) -> None: ...
@@ -127,6 +130,7 @@ class Sender:
             commands[key], ops[key] = command, op
         if not commands:
             return
+        self.outcomes.sending(ops.values())
         try:
             outcomes = await self.images._run(commands, packing=packing)
         except FATAL:
@@ -186,6 +190,7 @@ class Sender:
         try:
             if op.file is not None:
                 file = op.file
+                self.outcomes.sending([op])
                 added = await self.images.add(
                     file.product_id, file.path, name=file.name, type=file.type
                 )

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
+import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -11,6 +14,13 @@ import pytest
 from support import FAST_RETRY, UNLIMITED
 
 import bitrix_images as bx
+from bitrix_images.sync.upload.journal import (
+    JOURNAL_NAME,
+    Entry,
+    FolderLock,
+    Journal,
+    LockedError,
+)
 from bitrix_images.testing import INVALID_CREDENTIALS, OPERATION_TIME_LIMIT, FakePortal
 
 REFUSED = {
@@ -506,3 +516,52 @@ async def test_the_progress_bar_counts_products_and_adds(tmp_path: Path) -> None
     assert "2/2 products" in shown
     assert "2 added" in shown
     assert "1 skipped" in shown
+
+
+async def test_two_uploads_of_one_folder_at_once_add_each_file_once(tmp_path: Path) -> None:
+    layout = {pid: [f"new-{pid}-{n}.png" for n in range(3)] for pid in (1, 2)}
+    src = make_src(tmp_path / "src", layout)
+    async with FakePortal(products=2, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as one, client_for(portal) as two:
+            first, second = await asyncio.gather(bx.upload(one, src), bx.upload(two, src))
+        assert portal.counters.commands["catalog.productimage.add"] == 6
+        for pid, names in layout.items():
+            assert names_on(portal, pid) == Counter(names)
+        assert sorted([first.added, second.added]) == [0, 6]
+        assert sorted([first.present, second.present]) == [0, 6]
+
+
+async def test_a_second_upload_says_who_holds_the_folder(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "src", {1: ["a.png"]})
+    holder = FolderLock(src)
+    assert holder.try_acquire()
+    try:
+        async with FakePortal(products=1, rate=None) as portal, client_for(portal) as client:
+            with pytest.raises(LockedError, match=rf"pid {os.getpid()} on .*, since 20"):
+                await bx.upload(client, src, lock_wait=0)
+            assert portal.counters.requests == 0
+    finally:
+        holder.release()
+
+
+async def test_the_journal_keeps_only_adds_not_confirmed(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "src", {1: ["a.png", "b.png"]})
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src)
+        assert result.added == 2
+        assert (src / JOURNAL_NAME).read_text() == ""
+        # An add journalled by a run that died, to this portal and to another one.
+        origin = str(portal.webhook_url.origin())
+        lines = [
+            Entry(origin, 1, "c.png", time.time() - 100).line(),
+            Entry("https://other.example", 1, "c.png", time.time()).line(),
+            "{cut short",
+        ]
+        (src / JOURNAL_NAME).write_text("".join(lines))
+        warnings = io.StringIO()
+        async with client_for(portal) as client:
+            again = await bx.upload(client, src, warnings=warnings, settle_after=1.0)
+        assert again.present == 2
+        assert Journal(src).entries == [Entry.parse(lines[1])]
+        assert "in flight" not in warnings.getvalue()
