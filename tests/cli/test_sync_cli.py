@@ -81,8 +81,10 @@ def test_upload_plan_then_upload_then_nothing(
     code, out, err = run_cli(capsys, *argv, "--prune", "--dry-run")
     assert code == 0
     lines = out.splitlines()
-    assert "add 3/detail@front.png as 'front.png', DETAIL_PICTURE" in lines
-    assert sum(line.startswith("delete 3/") for line in lines) == 2
+    detail = next(i for i in served.portal.catalog.images(3) if i.type == "DETAIL_PICTURE")
+    assert f"~ 3/detail@front.png replaces {detail.name!r} (id {detail.id})" in lines
+    assert "+ 3/side.png" in lines
+    assert sum(line.startswith("- 3/") for line in lines) == 2
     assert lines[-1].startswith("1 products, 2 files (2 to add, 0 already there, 2 to delete")
     assert "3/notes.txt: not a JPEG" in err
 

@@ -69,6 +69,8 @@ async def upload_command(client: BitrixClient, options: UploadOptions, out: IO[s
         client,
         options.src,
         prune=options.prune,
+        max_delete=options.max_delete,
+        max_file_bytes=options.max_file_bytes,
         pack=options.pack,
         max_request_bytes=options.max_request_bytes,
         concurrency=options.concurrency,
@@ -118,6 +120,9 @@ class _Summary:
         print(result.summary(), file=self.out)
         if result.failed:
             raise Failed(f"{result.failed} {failed}")
+        held = getattr(result, "held_back", 0)
+        if held:
+            raise Failed(f"{held} deletes held back (see the warnings)")
         if result.unlisted:
             raise Failed(f"{result.unlisted} products could not be listed (see the warnings)")
         return 0

@@ -32,7 +32,7 @@ from ..listing import products
 from ..progress import Progress
 from .journal import Entry, FolderLock, Journal, LockedError
 from .plan import Key, Op, applied, plan_product
-from .scan import Folder, scan
+from .scan import MAX_FILE_BYTES, Folder, scan
 from .send import Sender
 
 if TYPE_CHECKING:
@@ -68,6 +68,7 @@ class UploadCounts(Counts):
     added: int = 0
     present: int = 0
     not_images: int = 0
+    held_back: int = 0  # deletes prune decided but did not make (max_delete, a listing failed)
 
 
 @attrs.frozen
@@ -95,6 +96,8 @@ class UploadResult(RunTotals, UploadCounts):
             line += f", {self.removed} {'to delete' if self.dry_run else 'deleted'}"
         if self.failed:
             line += f", {self.failed} failed"
+        if self.held_back:
+            line += f", {self.held_back} deletes held back"
         if self.not_images:
             line += f"; {self.not_images} not images, skipped"
         if self.unlisted:
@@ -115,6 +118,8 @@ async def upload(
     progress: IO[str] | None = None,
     warnings: IO[str] | None = None,
     on_finish: Callable[[UploadResult], object] | None = None,
+    max_delete: int = 100,
+    max_file_bytes: int = MAX_FILE_BYTES,
     settle_after: float = DEFAULT_SETTLE_AFTER,
     lock_wait: float = DEFAULT_LOCK_WAIT,
 ) -> UploadResult:
@@ -146,6 +151,9 @@ async def upload(
     for name, number in (("max_request_bytes", max_request_bytes), ("concurrency", concurrency)):
         if isinstance(number, bool) or not isinstance(number, int) or number < 1:
             raise ValueError(f"{name} must be an int >= 1")
+    for name, number in (("max_delete", max_delete), ("max_file_bytes", max_file_bytes)):
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            raise ValueError(f"{name} must be an int >= 0")
     for name, seconds in (("settle_after", settle_after), ("lock_wait", lock_wait)):
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
             raise ValueError(f"{name} must be a number of seconds >= 0")
@@ -158,6 +166,7 @@ async def upload(
     sending = {"pack": pack, "max_request_bytes": max_request_bytes, "concurrency": concurrency}
     job = _Upload(client, src, bar, sending, prune=prune, dry_run=dry_run)
     job.settle_after, job.lock_wait = float(settle_after), float(lock_wait)
+    job.max_delete, job.max_file_bytes = max_delete, max_file_bytes
     return await job.run(on_finish)
 
 
@@ -185,6 +194,9 @@ class _Upload(Job[UploadCounts, UploadResult]):
         self.portal = str(client.origin.origin())  # the journal's key: one portal's adds
         self.settle_after = DEFAULT_SETTLE_AFTER
         self.lock_wait = DEFAULT_LOCK_WAIT
+        self.max_delete = 100
+        self.deciding = 0  # deletes decided so far in the run (max_delete bounds them)
+        self.max_file_bytes = MAX_FILE_BYTES
         self.lock: FolderLock | None = None
         self.journal: Journal | None = None
         self.sent: dict[tuple[int, str], Op] = {}  # adds sent, outcome not confirmed yet
@@ -241,7 +253,9 @@ class _Upload(Job[UploadCounts, UploadResult]):
             self.close()
             raise
         counts = self.counts
-        scanned = await asyncio.to_thread(scan, self.src, self.warn)
+        scanned = await asyncio.to_thread(
+            scan, self.src, self.warn, max_file_bytes=self.max_file_bytes
+        )
         counts.files += scanned.files
         counts.not_images += scanned.not_images
         counts.failed += scanned.failed
@@ -320,10 +334,13 @@ class _Upload(Job[UploadCounts, UploadResult]):
         """List *todo*, plan each product against its folder, and send the plan."""
         deletes: list[Op] = []
         adds: list[Op] = []
+        kept: list[str] = []
+        unlisted = 0
         async for listed in products(self.client, todo, select=_SELECT):
             if first:
                 self.bar.product_done()
             if listed.error is not None:
+                unlisted += 1
                 self.counts.unlisted += 1
                 self.warn(f"product {listed.product_id} skipped: {listed.error.description}")
                 continue
@@ -340,18 +357,42 @@ class _Upload(Job[UploadCounts, UploadResult]):
             )
             if first:
                 self.counts.present += plan.present
+                kept += plan.kept
                 for _ in range(plan.present):
                     self.bar.skip()
             adds += plan.adds
             deletes += plan.deletes
+        deletes = self.bounded(deletes, unlisted)
         if self.dry_run:
-            self.planned += [op.planned() for op in (*deletes, *adds)]
+            self.planned += [*kept, *(op.planned() for op in (*deletes, *adds))]
             self.counts.removed += len(deletes)
             self.counts.added += len(adds)
             return
         await self.sender.send(deletes)
         await self.sender.send(adds)
         self.forget_settled()
+
+    def bounded(self, deletes: list[Op], unlisted: int) -> list[Op]:
+        """
+        The deletes prune may make, decided after every listing of the round: none when a
+        listing failed, none when there are more than ``max_delete`` (the run says why).
+        """
+        if not deletes:
+            return deletes
+        why = ""
+        if unlisted:
+            why = f"{unlisted} products could not be listed"
+        elif self.deciding + len(deletes) > self.max_delete:
+            why = (
+                f"more than max_delete ({self.max_delete}); check the folder, "
+                "or allow more (--max-delete)"
+            )
+        if why:
+            self.counts.held_back += len(deletes)
+            self.warn(f"prune would delete {len(deletes)} images; nothing deleted: {why}")
+            return []
+        self.deciding += len(deletes)
+        return deletes
 
     # --- outcomes, as the sender reports them ------------------------------------------------
 

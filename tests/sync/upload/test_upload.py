@@ -112,17 +112,20 @@ async def test_dry_run_and_prune(tmp_path: Path) -> None:
             plan = await bx.upload(client, src, prune=True, dry_run=True)
             assert portal.counters.commands.keys() == {"catalog.productimage.list"}
             assert plan.dry_run
-            assert (plan.added, plan.removed, plan.present) == (1, 2 + 3, 1)
-            assert "add 1/added.png as 'added.png', MORE_PHOTO" in plan.planned
-            assert sum(line.startswith("delete 2/") for line in plan.planned) == 3
+            # Product 2's folder holds no image: prune leaves the product alone.
+            assert (plan.added, plan.removed, plan.present) == (1, 2, 1)
+            assert plan.planned[0] == f"= 1/{keep}"
+            assert "+ 1/added.png" in plan.planned
+            gone = [image for image in portal.catalog.images(1) if image.name != keep]
+            assert plan.planned[1:3] == tuple(f"- 1/{i.name} (id {i.id})" for i in gone)
             assert "to add" in plan.summary()
-            assert "5 to delete" in plan.summary()
+            assert "2 to delete" in plan.summary()
             assert portal.catalog.image_count() == 6
 
             done = await bx.upload(client, src, prune=True)
-        assert (done.added, done.removed) == (1, 5)
+        assert (done.added, done.removed) == (1, 2)
         assert names_on(portal, 1) == Counter({keep: 1, "added.png": 1})
-        assert names_on(portal, 2) == Counter()
+        assert sum(names_on(portal, 2).values()) == 3
 
 
 def batch_kinds(portal: FakePortal) -> list[tuple[str, frozenset[int]]]:
@@ -282,7 +285,7 @@ async def test_odd_folders_are_reported_and_the_rest_goes_on(
     assert (result.added, result.failed) == (2, 2)
     text = caplog.text
     assert "another file of this folder is named 'a.png' too" in text
-    assert "1/sub: not a regular file, skipped" in text
+    assert "1/sub: not a regular file (a link, a FIFO, a device), skipped" in text
     assert "nothing after the 'detail@' prefix" in text
     assert ".hidden" not in text
 
@@ -332,22 +335,22 @@ async def test_answers_lost_every_time_give_up_without_resending_blindly(tmp_pat
 
 async def test_prune_one_per_request_and_an_image_already_gone(tmp_path: Path) -> None:
     async with FakePortal(products=2, images_per_product=2, rate=None) as portal:
-        src = make_src(tmp_path, {1: [], 2: []})
+        src = make_src(tmp_path, {1: ["keep.png"], 2: ["keep.png"]})
         portal.inject("drop", method="catalog.productImage.delete")  # applied, answer lost
         portal.inject("error", method="catalog.productImage.delete", status=400, body=GONE)
         async with client_for(portal) as client:
             result = await bx.upload(client, src, prune=True, pack=False, concurrency=1)
         # The lost one is seen gone, the one "not found" still there is deleted again.
-        assert (result.removed, portal.catalog.image_count()) == (4, 0)
+        assert (result.removed, portal.catalog.image_count()) == (4, 2)
 
 
 async def test_a_delete_in_a_batch_answered_not_found_is_checked(tmp_path: Path) -> None:
     async with FakePortal(products=1, images_per_product=2, rate=None) as portal:
-        src = make_src(tmp_path, {1: []})
+        src = make_src(tmp_path, {1: ["keep.png"]})
         portal.inject("command_error", method="catalog.productImage.delete", body=GONE)
         async with client_for(portal) as client:
             result = await bx.upload(client, src, prune=True)
-        assert (result.removed, portal.catalog.image_count()) == (2, 0)
+        assert (result.removed, portal.catalog.image_count()) == (2, 1)
 
 
 async def test_an_auth_error_stops_the_run(tmp_path: Path) -> None:
@@ -565,3 +568,77 @@ async def test_the_journal_keeps_only_adds_not_confirmed(tmp_path: Path) -> None
         assert again.present == 2
         assert Journal(src).entries == [Entry.parse(lines[1])]
         assert "in flight" not in warnings.getvalue()
+
+
+async def test_prune_keeps_the_image_of_every_name_in_the_folder(tmp_path: Path) -> None:
+    async with FakePortal(products=1, images_per_product=4, rate=None) as portal:
+        names = [image.name or "" for image in portal.catalog.images(1)]
+        src = make_src(tmp_path, {1: [names[0]]})
+        (src / "1" / names[1]).write_bytes(b"")  # still being copied
+        (src / "1" / names[2]).symlink_to(tmp_path / "unmounted" / "share.png")  # dangling
+        (src / "1" / names[3]).write_text("not an image")
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, prune=True)
+        assert result.removed == 0
+        assert sorted(names_on(portal, 1)) == sorted(names)
+        assert "catalog.productimage.delete" not in portal.counters.commands
+
+
+async def test_prune_beyond_max_delete_deletes_nothing_and_says_why(tmp_path: Path) -> None:
+    async with FakePortal(products=3, images_per_product=2, rate=None) as portal:
+        src = make_src(tmp_path, {pid: ["new.png"] for pid in (1, 2, 3)})
+        warnings = io.StringIO()
+        async with client_for(portal) as client:
+            held = await bx.upload(client, src, prune=True, max_delete=5, warnings=warnings)
+            assert (held.added, held.removed, held.held_back) == (3, 0, 6)
+            assert "prune would delete 6 images; nothing deleted: more than max_delete (5)" in (
+                warnings.getvalue()
+            )
+            assert "6 deletes held back" in held.summary()
+            assert portal.catalog.image_count() == 9
+            done = await bx.upload(client, src, prune=True, max_delete=6)
+        assert (done.removed, done.held_back, portal.catalog.image_count()) == (6, 0, 3)
+
+
+async def test_prune_deletes_nothing_when_a_product_cannot_be_listed(tmp_path: Path) -> None:
+    async with FakePortal(products=1, images_per_product=2, rate=None) as portal:
+        src = make_src(tmp_path, {1: ["new.png"], 99: ["new.png"]})  # 99 is not on the portal
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, prune=True)
+        assert (result.unlisted, result.removed, result.held_back) == (1, 0, 2)
+        assert portal.catalog.image_count() == 3
+
+
+@pytest.mark.parametrize(
+    ("layout", "error"),
+    [
+        ({"3": ["detail@a.png", "detail@b.png"]}, r"3/detail@a.png and 3/detail@b.png .*DETAIL"),
+        ({"3": ["preview@a.png", "Preview@b.png"]}, r"3/Preview@b.png and 3/preview@a.png .*PREV"),
+        ({"3": ["a.png"], "03": ["b.png"]}, r"folders '03' and '3' are both product 3"),
+    ],
+)
+async def test_what_no_run_can_settle_is_an_error_before_any_request(
+    tmp_path: Path, layout: dict[str, list[str]], error: str
+) -> None:
+    for folder, names in layout.items():
+        (tmp_path / folder).mkdir()
+        for name in names:
+            (tmp_path / folder / name).write_bytes(png(name))
+    async with FakePortal(products=3, rate=None) as portal, client_for(portal) as client:
+        with pytest.raises(ValueError, match=error):
+            await bx.upload(client, tmp_path)
+        assert portal.counters.requests == 0
+
+
+async def test_only_ascii_digit_folders_are_products(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["a.png"]})
+    (src / "²").mkdir()
+    (src / "2").symlink_to(src / "1")
+    warnings = io.StringIO()
+    async with FakePortal(products=2, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, warnings=warnings)
+        assert (result.products, result.added) == (1, 1)
+        assert names_on(portal, 2) == Counter()
+    assert "²: not a product folder" in warnings.getvalue()
+    assert "2: not a folder (a link is not followed), skipped" in warnings.getvalue()
