@@ -428,11 +428,62 @@ def test_list_checks_arguments(
         client.images.list(1, **kwargs)  # type: ignore[arg-type]
 
 
+def bmp(dib: int, width: int = 1, height: int = 1, planes: int = 1) -> bytes:
+    size = 14 + dib
+    head = b"BM" + size.to_bytes(4, "little") + bytes(4) + size.to_bytes(4, "little")
+    if dib == 12:
+        sizes = width.to_bytes(2, "little") + height.to_bytes(2, "little")
+        return head + dib.to_bytes(4, "little") + sizes + planes.to_bytes(2, "little")
+    sizes = width.to_bytes(4, "little") + height.to_bytes(4, "little", signed=True)
+    return head + dib.to_bytes(4, "little") + sizes + planes.to_bytes(2, "little") + bytes(16)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        PNG,
+        b"\xff\xd8\xff\xe0\x00\x10JFIF",
+        b"\xff\xd8\xff\xdb\x00\x43",
+        b"GIF89a\x01\x00\x01\x00\x80\x00\x00",
+        b"GIF87a\x10\x00\x20\x00",
+        b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+        b"RIFF\x00\x00\x00\x00WEBPVP8L",
+        bmp(40),
+        bmp(124, height=-5),
+        bmp(12),
+    ],
+)
+def test_image_headers(content: bytes) -> None:
+    assert is_image(content)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"<svg",
+        b"BM secret: api_key=0123456789abcdef0123456789",
+        b"BM\x00",
+        bmp(41),
+        bmp(40, width=0),
+        bmp(40, height=0),
+        bmp(40, planes=3),
+        bmp(12, width=0),
+        b"\x89PNG\r\n\x1a\n",
+        b"\x89PNG\r\n\x1a\ntext after the signature",
+        PNG[:16] + bytes(8),  # IHDR of 0x0
+        b"\xff\xd8\xff",
+        b"\xff\xd8\xff\x00text",
+        b"GIF89a",
+        b"GIF89a\x00\x00\x01\x00",
+        b"RIFF\x00\x00\x00\x00WEBP",
+        b"RIFF\x00\x00\x00\x00WAVEfmt ",
+    ],
+)
+def test_what_only_starts_like_an_image_is_not_one(content: bytes) -> None:
+    assert not is_image(content)
+
+
 def test_image_magic() -> None:
-    assert is_image(b"\xff\xd8\xff\xe0")
-    assert is_image(b"RIFF\x00\x00\x00\x00WEBPVP8 ")
-    assert is_image(b"BM\x00")
-    assert not is_image(b"<svg")
     assert safe_name(bx.ProductImage(id=5, name="../../x.png")) == "x.png"
     assert safe_name(bx.ProductImage(id=5, name="..")) == "image-5"
     assert safe_name(bx.ProductImage(id=5)) == "image-5"

@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support import PNG_HEAD
 
 import bitrix_images as bx
 from bitrix_images.sync.manifest import MANIFEST_NAME
@@ -114,7 +115,7 @@ async def test_sigkill_during_upload_then_resume_is_exact(webhook: str, tmp_path
         (src / str(pid)).mkdir(parents=True)
         wanted[pid] = {f"shot-{pid}-{n}.png" for n in range(6)}
         for name in wanted[pid]:
-            (src / str(pid) / name).write_bytes(b"\x89PNG\r\n\x1a\n" + name.encode() * 40)
+            (src / str(pid) / name).write_bytes(PNG_HEAD + name.encode() * 40)
     # Small batches: many requests, so that the kill lands between (or inside) them.
     argv = ("upload", str(src), "--max-request-bytes", "6000")
     # The portal's bucket is shared with the command line: wait out its refusals patiently.
@@ -171,7 +172,7 @@ async def test_sigkill_while_the_portal_processes_an_add_then_again_at_once(
 ) -> None:
     src = tmp_path / "src"
     (src / "1").mkdir(parents=True)
-    (src / "1" / "front.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(17))
+    (src / "1" / "front.png").write_bytes(PNG_HEAD)
     async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
         # The portal takes 3 s over the add: the run is killed while it is processed.
         portal.inject("delay", method="catalog.productImage.add", delay=3.0)

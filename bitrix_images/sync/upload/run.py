@@ -163,7 +163,12 @@ async def upload(
     if not src.is_dir():
         raise ValueError(f"not a directory: {src}")
     bar = Progress(progress, warnings, desc="upload", verb="added")
-    sending = {"pack": pack, "max_request_bytes": max_request_bytes, "concurrency": concurrency}
+    sending: dict[str, Any] = {
+        "pack": pack,
+        "max_request_bytes": max_request_bytes,
+        "concurrency": concurrency,
+        "max_file_bytes": max_file_bytes,
+    }
     job = _Upload(client, src, bar, sending, prune=prune, dry_run=dry_run)
     job.settle_after, job.lock_wait = float(settle_after), float(lock_wait)
     job.max_delete, job.max_file_bytes = max_delete, max_file_bytes

@@ -223,6 +223,24 @@ def open_regular(path: Path, max_file_bytes: int) -> int | None:
     )
 
 
+def read_image(file: ImageFile, max_file_bytes: int) -> bytes:
+    """
+    The bytes of *file*, with ``open_regular``'s checks made again when it is sent: the
+    file may have become a link or grown since the scan. ``ValueError`` if it is no
+    longer a regular file, or too large.
+    """
+    fd = open_regular(file.path, max_file_bytes)
+    if fd is None:
+        raise ValueError("no longer a regular file (a link, a FIFO, a device)")
+    with os.fdopen(fd, "rb") as source:
+        # read(n) allocates n bytes first: ask for the size seen (at most the cap), plus
+        # one byte that tells a file that grew since.
+        content = source.read(os.fstat(fd).st_size + 1)
+    if len(content) > max_file_bytes:
+        raise ValueError(f"larger than the {max_file_bytes} allowed (--max-file-size)")
+    return content
+
+
 def read_head(path: Path, max_file_bytes: int) -> bytes | None:
     """The first bytes of *path* (``open_regular``'s checks), or ``None``: not a regular file."""
     fd = open_regular(path, max_file_bytes)

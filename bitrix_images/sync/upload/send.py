@@ -33,6 +33,7 @@ from ..._wire.protocol import BATCH_MAX_COMMANDS, Command
 from ...exceptions import BitrixError, NotFound, OutcomeUnknown, RateLimited, ServerError
 from ..frame import FATAL, run_bounded
 from .plan import Op
+from .scan import MAX_FILE_BYTES, read_image
 
 if TYPE_CHECKING:
     from ...images import Images
@@ -70,12 +71,14 @@ class Sender:
         pack: bool,
         max_request_bytes: int,
         concurrency: int,
+        max_file_bytes: int = MAX_FILE_BYTES,
     ) -> None:
         self.images = images
         self.outcomes = outcomes
         self.pack = pack
         self.packing = Packing(size=max_request_bytes)  # shared by every batch of the run
         self.concurrency = concurrency
+        self.max_file_bytes = max_file_bytes
 
     async def send(self, ops: list[Op]) -> None:
         """Send *ops*: packed while the portal takes it, then what must go alone."""
@@ -160,7 +163,7 @@ class Sender:
         file = op.file
 
         def add() -> Command:  # blocking: reads and encodes the file
-            content = file.path.read_bytes()
+            content = read_image(file, self.max_file_bytes)
             return self.images._add_command(file.product_id, file.name, content, file.type)
 
         return await asyncio.to_thread(add)
@@ -190,9 +193,10 @@ class Sender:
         try:
             if op.file is not None:
                 file = op.file
+                content = await asyncio.to_thread(read_image, file, self.max_file_bytes)
                 self.outcomes.sending([op])
                 added = await self.images.add(
-                    file.product_id, file.path, name=file.name, type=file.type
+                    file.product_id, content, name=file.name, type=file.type
                 )
                 stored = added.name
             else:

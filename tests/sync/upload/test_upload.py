@@ -7,11 +7,13 @@ import io
 import itertools
 import os
 import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
+import attrs
 import pytest
-from support import FAST_RETRY, UNLIMITED
+from support import FAST_RETRY, PNG_HEAD, UNLIMITED
 
 import bitrix_images as bx
 from bitrix_images.sync.upload.journal import (
@@ -21,6 +23,7 @@ from bitrix_images.sync.upload.journal import (
     Journal,
     LockedError,
 )
+from bitrix_images.sync.upload.scan import ImageFile, read_image
 from bitrix_images.testing import INVALID_CREDENTIALS, OPERATION_TIME_LIMIT, FakePortal
 
 REFUSED = {
@@ -31,7 +34,7 @@ SERVER_ERROR = {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal
 
 
 def png(tag: str, size: int = 0) -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + tag.encode() + b"\0" * size
+    return PNG_HEAD + tag.encode() + b"\0" * size
 
 
 def make_src(root: Path, layout: dict[int, list[str]], size: int = 0) -> Path:
@@ -642,3 +645,64 @@ async def test_only_ascii_digit_folders_are_products(tmp_path: Path) -> None:
         assert names_on(portal, 2) == Counter()
     assert "²: not a product folder" in warnings.getvalue()
     assert "2: not a folder (a link is not followed), skipped" in warnings.getvalue()
+
+
+async def test_only_regular_files_inside_src_are_read(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(png("secret"))
+    (outside / "7").mkdir()
+    (outside / "7" / "linked.png").write_bytes(png("linked folder"))
+    src = make_src(tmp_path / "src", {1: ["own.png"]})
+    (src / "1" / "link.png").symlink_to(outside / "secret.png")
+    (src / "1" / "text.bmp").write_bytes(b"BM secret: api_key=0123456789abcdef0123456789")
+    os.mkfifo(src / "1" / "pipe.png")
+    (src / "7").symlink_to(outside / "7")
+    warnings = io.StringIO()
+    async with FakePortal(products=7, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, warnings=warnings)
+        assert [image.content for image in portal.catalog.images(1)] == [png("1/own.png")]
+        assert names_on(portal, 7) == Counter()
+    assert (result.added, result.not_images) == (1, 1)
+    text = warnings.getvalue()
+    assert "1/link.png: not a regular file (a link, a FIFO, a device), skipped" in text
+    assert "1/pipe.png: not a regular file" in text
+    assert "1/text.bmp: not a JPEG, PNG, GIF, WEBP or BMP image, skipped" in text
+
+
+async def test_a_file_over_max_file_bytes_is_never_read(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["small.png"]})
+    big = src / "1" / "big.png"
+    with big.open("wb") as out:  # sparse: 300 MiB on paper, nothing on the disk
+        out.write(png("big"))
+        out.truncate(300 * 2**20)
+    warnings = io.StringIO()
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as client:
+            tracemalloc.start()
+            try:
+                result = await bx.upload(client, src, warnings=warnings)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+        assert sorted(names_on(portal, 1)) == ["small.png"]
+    assert (result.added, result.failed) == (1, 1)
+    assert f"1/big.png: {300 * 2**20} bytes, larger than the {100 * 2**20} allowed" in (
+        warnings.getvalue()
+    )
+    assert peak < 4 * 2**20  # the 300 MiB were never read: a few MiB of run, not hundreds
+
+
+async def test_a_file_swapped_for_a_link_after_the_scan_is_not_sent(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "src", {1: ["a.png"]})
+    (tmp_path / "secret.png").write_bytes(png("secret"))
+    file = ImageFile(1, src / "1" / "a.png", "a.png", bx.ImageType.MORE_PHOTO)
+    assert read_image(file, 2**20) == png("1/a.png")
+    (src / "1" / "a.png").unlink()
+    (src / "1" / "a.png").symlink_to(tmp_path / "secret.png")
+    with pytest.raises(ValueError, match="no longer a regular file"):
+        read_image(file, 2**20)
+    (src / "1" / "b.png").write_bytes(png("b", 100))
+    with pytest.raises(ValueError, match="130 bytes, larger than the 10 allowed"):
+        read_image(attrs.evolve(file, path=src / "1" / "b.png"), 10)
