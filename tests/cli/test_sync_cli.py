@@ -171,3 +171,20 @@ def test_upload_shows_a_progress_bar_on_a_terminal(
     assert "1/1 products" in shown
     assert "1 added" in shown
     assert "bitrix-images: warning: 3/notes.txt: not a JPEG" in shown
+
+
+def test_upload_max_delete_and_max_file_size(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos" / "3"
+    folder.mkdir(parents=True)
+    (folder / "a.png").write_bytes(PNG_HEAD + bytes(100))
+    (folder / "big.png").write_bytes(PNG_HEAD + bytes(5000))
+    before = len(served.portal.catalog.images(3))
+    argv = ("upload", "photos", "--webhook", served.url, "--prune", "--max-file-size", "1000")
+    code, out, err = run_cli(capsys, *argv, "--max-delete", "1")
+    assert code == 1
+    assert f"prune would delete {before} images; nothing deleted: more than max_delete (1)" in err
+    assert "3/big.png: 5029 bytes, larger than the 1000 allowed (--max-file-size)" in err
+    assert f"{before} deletes held back" in out
+    assert len(served.portal.catalog.images(3)) == before + 1

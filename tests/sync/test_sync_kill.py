@@ -200,3 +200,34 @@ async def test_sigkill_while_the_portal_processes_an_add_then_again_at_once(
         await wait_for(lambda: sum(counters.by_status.values()) == sum(counters.by_method.values()))
         assert [image.name for image in portal.catalog.images(1)] == ["front.png"]
         assert (result.added, result.present) == (0, 1)
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_a_stopped_upload_sums_up_and_names_the_adds_in_flight(
+    tmp_path: Path, signum: signal.Signals, status: int
+) -> None:
+    src = tmp_path / "src"
+    (src / "1").mkdir(parents=True)
+    (src / "1" / "front.png").write_bytes(PNG_HEAD)
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        portal.inject("delay", method="catalog.productImage.add", delay=30.0)
+        process = subprocess.Popen(  # noqa: S603 -- our own interpreter and module
+            [sys.executable, "-m", "bitrix_images", "upload", str(src), "--one-per-request"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "BITRIX_WEBHOOK_URL": str(portal.webhook_url)},
+        )
+        try:
+            await wait_for(
+                lambda: (
+                    portal.counters.by_method["catalog.productimage.add"] >= 1
+                    or process.poll() is not None
+                )
+            )
+        finally:
+            process.send_signal(signum)
+            out, err = await asyncio.to_thread(process.communicate, timeout=60)
+    assert process.returncode == status, err
+    assert out.startswith("1 products, 1 files (0 added, 0 already there"), out
+    assert "1 adds were in flight, outcome unknown: 1/front.png" in err
