@@ -18,8 +18,10 @@ from support import FAST_RETRY, PNG, UNLIMITED, partial_files, portal_process, w
 from yarl import URL
 
 import bitrix_images as bx
+from bitrix_images._wire.commands import add_params, add_query
 from bitrix_images._wire.converters import Converter
 from bitrix_images._wire.naming import safe_name
+from bitrix_images._wire.protocol import encode_batch, http_build_query
 from bitrix_images.images import is_image
 from bitrix_images.sync.listing import products
 from bitrix_images.testing import INTERNAL_SERVER_ERROR, QUERY_LIMIT_EXCEEDED, FakePortal
@@ -723,3 +725,24 @@ async def test_the_temporary_file_is_private_and_unguessable(
 async def _until(condition: Callable[[], bool]) -> None:
     while not condition():
         await asyncio.sleep(0.01)
+
+
+def test_an_add_command_is_the_php_query_and_its_memory_is_bounded() -> None:
+    for size in (0, 1, 2, 3, 1000, 3 * 2**20 + 1):
+        content = PNG + bytes(range(256)) * (size // 256) + b"\xfb\xff" * (size % 7)
+        name = "a b+ф.png"
+        expected = http_build_query(add_params(1, name, content, bx.ImageType.DETAIL_PICTURE))
+        assert add_query(1, name, content, bx.ImageType.DETAIL_PICTURE) == expected
+    with pytest.raises(ValueError, match=r"'a\.txt' is not a JPEG"):
+        add_query(1, "a.txt", b"text", bx.ImageType.MORE_PHOTO)
+    # 8 MiB: the old encoding (quote_plus of the whole base64) peaked at 16 times the size.
+    size = 8 * 2**20
+    content = PNG + os.urandom(size)
+    tracemalloc.start()
+    try:
+        query = add_query(1, "a.png", content, bx.ImageType.MORE_PHOTO)
+        encode_batch({"c0": ("catalog.productImage.add", query)})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * size
