@@ -17,14 +17,19 @@ again and plans afresh: nothing is resent before that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 import attrs
 
+from ..._coordinator import RedisDown
 from ..._wire import clock
 from ...exceptions import BitrixError
 from ..frame import Counts, Job, RunTotals
@@ -203,6 +208,8 @@ class _Upload(Job[UploadCounts, UploadResult]):
         self.deciding = 0  # deletes decided so far in the run (max_delete bounds them)
         self.max_file_bytes = MAX_FILE_BYTES
         self.lock: FolderLock | None = None
+        self.held: dict[str, str] = {}  # Redis product locks: key -> token
+        self.heartbeat: asyncio.Future[None] | None = None
         self.journal: Journal | None = None
         self.sent: dict[tuple[int, str], Op] = {}  # adds sent, outcome not confirmed yet
         self.settled: list[Op] = []  # adds whose outcome is known, to drop from the journal
@@ -220,6 +227,64 @@ class _Upload(Job[UploadCounts, UploadResult]):
             return await super().run(on_finish)
         finally:
             self.close()
+            await self.release_products()
+
+    async def hold_products(self) -> None:
+        """
+        With a coordinator: one upload per portal and product id across hosts, a Redis lock
+        per product for the whole run (extended while it runs). Fails closed: a product
+        held elsewhere past ``lock_wait``, or a Redis that does not answer, ends the run
+        before any request to the portal.
+        """
+        coordinator = self.client._caller.coordinator
+        if coordinator is None or self.dry_run:
+            return
+        origin = self.client.origin
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        token = f"pid {os.getpid()} on {socket.gethostname()}, since {started} ({uuid.uuid4().hex})"
+        deadline = time.monotonic() + self.lock_wait
+        try:
+            for product_id in self.folders:
+                key = coordinator.product_lock(origin, "upload", product_id)
+                while not await coordinator.try_hold(key, token):
+                    if time.monotonic() >= deadline:
+                        holder = await coordinator.holder(key) or "another process"
+                        raise LockedError(
+                            f"product {product_id} is being uploaded by {holder.split(' (')[0]}; "
+                            f"waited {self.lock_wait:.0f} s"
+                        )
+                    await asyncio.sleep(_LOCK_POLL)
+                self.held[key] = token
+        except RedisDown as down:
+            raise LockedError(
+                f"Redis did not answer ({down}); the products were not locked"
+            ) from None
+        self.heartbeat = asyncio.ensure_future(self.keep_held(coordinator.lock_ttl / 4))
+
+    async def keep_held(self, every: float) -> None:
+        coordinator = self.client._caller.coordinator
+        assert coordinator is not None  # noqa: S101 -- started by hold_products
+        while True:
+            await asyncio.sleep(every)
+            for key, token in self.held.items():
+                try:
+                    kept = await coordinator.extend_hold(key, token)
+                except RedisDown:
+                    kept = False
+                if not kept:
+                    self.warn(f"the lock of {key.rsplit(':', 1)[-1]} was lost (Redis); going on")
+
+    async def release_products(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            await asyncio.gather(self.heartbeat, return_exceptions=True)
+        coordinator = self.client._caller.coordinator
+        if coordinator is None:
+            return
+        for key, token in self.held.items():
+            with contextlib.suppress(RedisDown):
+                await coordinator.release_hold(key, token)
+        self.held = {}
 
     def close(self) -> None:
         """Name the adds still in flight, keep them in the journal, release the folder."""
@@ -267,6 +332,7 @@ class _Upload(Job[UploadCounts, UploadResult]):
         counts.products = len(scanned.folders)
         self.bar.set_total(counts.products)
         self.folders = {folder.product_id: folder for folder in scanned.folders}
+        await self.hold_products()
 
     async def settle(self) -> None:
         """
