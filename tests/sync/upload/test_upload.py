@@ -259,6 +259,10 @@ DENIED = {"error": "ACCESS_DENIED", "error_description": "Access denied"}
         ({"dry_run": None}, TypeError),
         ({"max_request_bytes": 0}, ValueError),
         ({"concurrency": True}, ValueError),
+        ({"max_delete": -1}, ValueError),
+        ({"max_file_bytes": 1.5}, ValueError),
+        ({"settle_after": float("nan")}, ValueError),
+        ({"lock_wait": True}, ValueError),
     ],
 )
 async def test_bad_options_fail_before_any_request(
@@ -706,3 +710,27 @@ async def test_a_file_swapped_for_a_link_after_the_scan_is_not_sent(tmp_path: Pa
     (src / "1" / "b.png").write_bytes(png("b", 100))
     with pytest.raises(ValueError, match="130 bytes, larger than the 10 allowed"):
         read_image(attrs.evolve(file, path=src / "1" / "b.png"), 10)
+
+
+async def test_a_journal_that_is_a_link_or_unreadable_files_end_no_run_silently(
+    tmp_path: Path,
+) -> None:
+    src = make_src(tmp_path / "src", {1: ["a.png", "locked.png"]})
+    (src / "1" / "locked.png").chmod(0)
+    (tmp_path / "elsewhere.jsonl").write_text("")
+    (src / JOURNAL_NAME).symlink_to(tmp_path / "elsewhere.jsonl")
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as client:
+            with pytest.raises(OSError, match="symbolic links"):  # never through a link
+                await bx.upload(client, src)
+            assert portal.counters.requests == 0
+            (src / JOURNAL_NAME).unlink()
+            os.mkfifo(src / JOURNAL_NAME)  # opened read-write: no block, then refused
+            with pytest.raises(OSError, match="not a regular file"):
+                await bx.upload(client, src)
+            (src / JOURNAL_NAME).unlink()
+            warnings = io.StringIO()
+            result = await bx.upload(client, src, warnings=warnings)
+    if os.geteuid() != 0:  # root reads a file of mode 000
+        assert "1/locked.png: Permission denied, skipped" in warnings.getvalue()
+        assert (result.added, result.failed) == (1, 1)
