@@ -41,6 +41,7 @@ from ._wire.commands import (
     GET,
     LIST,
     add_params,
+    add_query,
     check_id,
     check_select,
     delete_command,
@@ -240,7 +241,7 @@ class Images:
     ) -> Command:
         """An add command (blocking: encodes *content*); ``ValueError`` if not an image."""
         product_id = check_id(product_id, "product_id")
-        return ADD, _protocol.http_build_query(add_params(product_id, name, content, type))
+        return ADD, add_query(product_id, name, content, type)
 
     def _delete_command(self, product_id: int, image_id: int) -> Command:
         """A delete command of one image."""

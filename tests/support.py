@@ -34,7 +34,9 @@ T = TypeVar("T")
 FAST_RETRY = bx.RetryPolicy(max_attempts=6, initial_delay=0.001, max_delay=0.01, max_wait=10.0)
 UNLIMITED = bx.RateLimit(rate=math.inf)
 # The smallest bytes both the SDK and the portal take for a PNG image.
-PNG = b"\x89PNG\r\n\x1a\n" + bytes(24)
+# A PNG's signature and IHDR chunk (1x1, RGBA): the header the image check parses.
+PNG_HEAD = b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + bytes((0, 0, 0, 1, 0, 0, 0, 1, 8, 6, 0, 0, 0))
+PNG = PNG_HEAD + bytes(24)
 
 
 def examples(full: int) -> int:

@@ -18,8 +18,10 @@ from support import FAST_RETRY, PNG, UNLIMITED, partial_files, portal_process, w
 from yarl import URL
 
 import bitrix_images as bx
+from bitrix_images._wire.commands import add_params, add_query
 from bitrix_images._wire.converters import Converter
 from bitrix_images._wire.naming import safe_name
+from bitrix_images._wire.protocol import encode_batch, http_build_query
 from bitrix_images.images import is_image
 from bitrix_images.sync.listing import products
 from bitrix_images.testing import INTERNAL_SERVER_ERROR, QUERY_LIMIT_EXCEEDED, FakePortal
@@ -428,11 +430,62 @@ def test_list_checks_arguments(
         client.images.list(1, **kwargs)  # type: ignore[arg-type]
 
 
+def bmp(dib: int, width: int = 1, height: int = 1, planes: int = 1) -> bytes:
+    size = 14 + dib
+    head = b"BM" + size.to_bytes(4, "little") + bytes(4) + size.to_bytes(4, "little")
+    if dib == 12:
+        sizes = width.to_bytes(2, "little") + height.to_bytes(2, "little")
+        return head + dib.to_bytes(4, "little") + sizes + planes.to_bytes(2, "little")
+    sizes = width.to_bytes(4, "little") + height.to_bytes(4, "little", signed=True)
+    return head + dib.to_bytes(4, "little") + sizes + planes.to_bytes(2, "little") + bytes(16)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        PNG,
+        b"\xff\xd8\xff\xe0\x00\x10JFIF",
+        b"\xff\xd8\xff\xdb\x00\x43",
+        b"GIF89a\x01\x00\x01\x00\x80\x00\x00",
+        b"GIF87a\x10\x00\x20\x00",
+        b"RIFF\x00\x00\x00\x00WEBPVP8 ",
+        b"RIFF\x00\x00\x00\x00WEBPVP8L",
+        bmp(40),
+        bmp(124, height=-5),
+        bmp(12),
+    ],
+)
+def test_image_headers(content: bytes) -> None:
+    assert is_image(content)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"<svg",
+        b"BM secret: api_key=0123456789abcdef0123456789",
+        b"BM\x00",
+        bmp(41),
+        bmp(40, width=0),
+        bmp(40, height=0),
+        bmp(40, planes=3),
+        bmp(12, width=0),
+        b"\x89PNG\r\n\x1a\n",
+        b"\x89PNG\r\n\x1a\ntext after the signature",
+        PNG[:16] + bytes(8),  # IHDR of 0x0
+        b"\xff\xd8\xff",
+        b"\xff\xd8\xff\x00text",
+        b"GIF89a",
+        b"GIF89a\x00\x00\x01\x00",
+        b"RIFF\x00\x00\x00\x00WEBP",
+        b"RIFF\x00\x00\x00\x00WAVEfmt ",
+    ],
+)
+def test_what_only_starts_like_an_image_is_not_one(content: bytes) -> None:
+    assert not is_image(content)
+
+
 def test_image_magic() -> None:
-    assert is_image(b"\xff\xd8\xff\xe0")
-    assert is_image(b"RIFF\x00\x00\x00\x00WEBPVP8 ")
-    assert is_image(b"BM\x00")
-    assert not is_image(b"<svg")
     assert safe_name(bx.ProductImage(id=5, name="../../x.png")) == "x.png"
     assert safe_name(bx.ProductImage(id=5, name="..")) == "image-5"
     assert safe_name(bx.ProductImage(id=5)) == "image-5"
@@ -672,3 +725,24 @@ async def test_the_temporary_file_is_private_and_unguessable(
 async def _until(condition: Callable[[], bool]) -> None:
     while not condition():
         await asyncio.sleep(0.01)
+
+
+def test_an_add_command_is_the_php_query_and_its_memory_is_bounded() -> None:
+    for size in (0, 1, 2, 3, 1000, 3 * 2**20 + 1):
+        content = PNG + bytes(range(256)) * (size // 256) + b"\xfb\xff" * (size % 7)
+        name = "a b+ф.png"
+        expected = http_build_query(add_params(1, name, content, bx.ImageType.DETAIL_PICTURE))
+        assert add_query(1, name, content, bx.ImageType.DETAIL_PICTURE) == expected
+    with pytest.raises(ValueError, match=r"'a\.txt' is not a JPEG"):
+        add_query(1, "a.txt", b"text", bx.ImageType.MORE_PHOTO)
+    # 8 MiB: the old encoding (quote_plus of the whole base64) peaked at 16 times the size.
+    size = 8 * 2**20
+    content = PNG + os.urandom(size)
+    tracemalloc.start()
+    try:
+        query = add_query(1, "a.png", content, bx.ImageType.MORE_PHOTO)
+        encode_batch({"c0": ("catalog.productImage.add", query)})
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * size

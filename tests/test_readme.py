@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from redis_server import RedisServer, running_redis
-from support import ThreadPortal
+from support import PNG_HEAD, ThreadPortal
 
 from bitrix_images import cli
 from bitrix_images.testing import FakePortal
@@ -30,7 +30,7 @@ TEXT = README.read_text(encoding="utf-8")
 PLACEHOLDER = "https://example.bitrix24.com/rest/1/abc123/"
 BLOCKS = re.findall(r"^```python\n(.*?)^```$", TEXT, flags=re.DOTALL | re.MULTILINE)
 # The smallest byte string both the SDK and the portal take for a PNG image.
-COVER = b"\x89PNG\r\n\x1a\n" + bytes(16)
+COVER = PNG_HEAD + bytes(16)
 
 
 @pytest.fixture

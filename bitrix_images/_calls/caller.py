@@ -76,6 +76,7 @@ class Caller:
             stats=self.stats,
             max_answer_bytes=max_answer_bytes,
         )
+        self.coordinator = coordinator  # the jobs' cross-host locks use it too
         link = shared_tokens = None
         if coordinator is not None:
             if isinstance(auth, OAuthAuth):

@@ -11,6 +11,7 @@ from typing import Final
 
 __all__ = [
     "EXTEND",
+    "HOLDER",
     "PACE",
     "READ_TOKENS",
     "REFUSE",
@@ -141,6 +142,11 @@ return 0
 EXTEND: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
+"""
+
+# KEYS[1] a lock. Who holds it (the token it was taken with), or nil.
+HOLDER: Final = """
+return redis.call('GET', KEYS[1])
 """
 
 # KEYS[1] the lock. ARGV: the token it was taken with. Delete it only if it is still ours:

@@ -43,6 +43,7 @@ _SCRIPTS: Final = {
     "try_lock": _lua.TRY_LOCK,
     "extend": _lua.EXTEND,
     "release": _lua.RELEASE,
+    "holder": _lua.HOLDER,
     "store_tokens": _lua.STORE_TOKENS,
     "refuse": _lua.REFUSE,
 }
@@ -164,6 +165,29 @@ class RedisCoordinator:
             raise RedisDown(what) from None
         self._backoff = self._skip_until = 0.0
         return result
+
+    def product_lock(self, origin: URL, job: str, product_id: int) -> str:
+        """The key of *job*'s lock of one product on the portal at *origin*."""
+        return f"{Keys.of(self.namespace, origin, job).portal}:{job}:{product_id}"
+
+    async def try_hold(self, key: str, token: str) -> bool:
+        """Take the lock *key* with *token* (the holder's description), for a lock_ttl."""
+        return bool(await self._run("try_lock", [key], [token, self._ttl_ms()], force=True))
+
+    async def extend_hold(self, key: str, token: str) -> bool:
+        """Move the lock's expiry on by a lock_ttl if *token* still holds it."""
+        return bool(await self._run("extend", [key], [token, self._ttl_ms()], force=True))
+
+    async def release_hold(self, key: str, token: str) -> None:
+        """Release the lock *key* if *token* still holds it."""
+        await self._run("release", [key], [token], force=True)
+
+    async def holder(self, key: str) -> str | None:
+        """The token the lock *key* was taken with, or ``None`` when it is free."""
+        return _text(await self._run("holder", [key], [], force=True))
+
+    def _ttl_ms(self) -> int:
+        return max(1, math.ceil(self.lock_ttl * 1000))
 
     def __repr__(self) -> str:
         return f"RedisCoordinator(namespace={self.namespace!r})"

@@ -158,7 +158,15 @@ async def connected(
     async with coordinator(portal.redis) as shared:
         sharing = () if shared is None else (shared,)
         async with portal.client(given.limit(concurrency), *sharing) as client:
-            return await run_command(client, command, options, sys.stdout, lines)
+            status = await run_command(client, command, options, sys.stdout, lines)
+    if portal.rescued and status == 0:
+        # The next run would start from the old refresh token, which no longer works: a
+        # run that needs a hand before the next one is not a success (cron must see it).
+        raise Failed(
+            f"the refreshed OAuth tokens are in {portal.rescued[-1]}, not {portal.token_file}; "
+            "move them there before the next run"
+        )
+    return status
 
 
 async def _demo(options: MirrorOptions, given: PortalOptions) -> int:

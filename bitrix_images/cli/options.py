@@ -101,6 +101,8 @@ class UploadOptions:
     max_request_bytes: int
     pack: bool
     concurrency: int
+    max_delete: int = 100
+    max_file_bytes: int = 100 * 2**20
 
 
 @attrs.frozen
@@ -169,6 +171,8 @@ def from_namespace(args: argparse.Namespace) -> tuple[str, CommandOptions, Porta
             max_request_bytes=args.max_request_bytes,
             pack=not args.one_per_request,
             concurrency=args.concurrency,
+            max_delete=args.max_delete,
+            max_file_bytes=args.max_file_size,
         )
     return command, options, portal
 

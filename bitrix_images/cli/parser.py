@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 from ..models import ImageType
 from ..sync.terminal import PROG
 from ..sync.upload.run import DEFAULT_MAX_REQUEST_BYTES
-from ..sync.upload.scan import DETAIL_PREFIX, PREVIEW_PREFIX
+from ..sync.upload.scan import DETAIL_PREFIX, MAX_FILE_BYTES, PREVIEW_PREFIX
 from .portal import OAUTH_ENV, OAUTH_URL_ENV, REDIS_ENV, WEBHOOK_ENV
 
 if TYPE_CHECKING:
@@ -393,6 +393,20 @@ def _add_upload(commands: _Commands) -> None:
     )
     sub.add_argument(
         "--dry-run", action="store_true", help="list the products and print the plan; send nothing"
+    )
+    sub.add_argument(
+        "--max-delete",
+        metavar="N",
+        type=_positive_int,
+        default=100,
+        help="with --prune: delete nothing when a run would delete more than N (default 100)",
+    )
+    sub.add_argument(
+        "--max-file-size",
+        metavar="BYTES",
+        type=_positive_int,
+        default=MAX_FILE_BYTES,
+        help=f"skip files larger than BYTES (default {MAX_FILE_BYTES})",
     )
     sub.add_argument(
         "--max-request-bytes",

@@ -81,6 +81,8 @@ class Portal:
     token_file: Path | None = None
     allow_insecure: bool = False
     redis: str | None = attrs.field(default=None, repr=False)
+    # Where refreshed tokens went instead of the token file (filled in during the run).
+    rescued: list[Path] = attrs.field(factory=list, eq=False, repr=False)
 
     def secrets(self) -> list[str]:
         found: list[str] = []
@@ -145,6 +147,7 @@ class Portal:
             return
         written, error = await asyncio.to_thread(_tokenfile.save_tokens, self.token_file, tokens)
         if error is not None:
+            self.rescued.append(written)
             # Never dropped: the old refresh token no longer works (settings/oauth/index.md).
             reason = error.strerror or str(error)
             warn(

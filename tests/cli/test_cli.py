@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import ThreadPortal, assert_one_error_line, ndjson, oauth_env, run_cli
+from support import (
+    PNG_HEAD,
+    ThreadPortal,
+    assert_one_error_line,
+    ndjson,
+    oauth_env,
+    run_cli,
+)
 
 import bitrix_images as bx
 from bitrix_images import cli
@@ -49,7 +56,7 @@ def quick_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def png(tag: bytes = b"") -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + tag
+    return PNG_HEAD + tag
 
 
 # --- list, get, fields --------------------------------------------------------------------

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from support import ThreadPortal, assert_one_error_line, run_cli
+from support import PNG_HEAD, ThreadPortal, assert_one_error_line, run_cli
 
 from bitrix_images.testing import INVALID_CREDENTIALS
 
@@ -74,15 +74,17 @@ def test_upload_plan_then_upload_then_nothing(
 ) -> None:
     folder = tmp_path / "photos" / "3"
     folder.mkdir(parents=True)
-    (folder / "detail@front.png").write_bytes(b"\x89PNG\r\n\x1a\nfront")
-    (folder / "side.png").write_bytes(b"\x89PNG\r\n\x1a\nside")
+    (folder / "detail@front.png").write_bytes(PNG_HEAD + b"front")
+    (folder / "side.png").write_bytes(PNG_HEAD + b"side")
     (folder / "notes.txt").write_text("no image")
     argv = ("upload", "photos", "--webhook", served.url)
     code, out, err = run_cli(capsys, *argv, "--prune", "--dry-run")
     assert code == 0
     lines = out.splitlines()
-    assert "add 3/detail@front.png as 'front.png', DETAIL_PICTURE" in lines
-    assert sum(line.startswith("delete 3/") for line in lines) == 2
+    detail = next(i for i in served.portal.catalog.images(3) if i.type == "DETAIL_PICTURE")
+    assert f"~ 3/detail@front.png replaces {detail.name!r} (id {detail.id})" in lines
+    assert "+ 3/side.png" in lines
+    assert sum(line.startswith("- 3/") for line in lines) == 2
     assert lines[-1].startswith("1 products, 2 files (2 to add, 0 already there, 2 to delete")
     assert "3/notes.txt: not a JPEG" in err
 
@@ -102,7 +104,7 @@ def test_upload_reports_a_missing_product(
     served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     (tmp_path / "photos" / "999").mkdir(parents=True)
-    (tmp_path / "photos" / "999" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\na")
+    (tmp_path / "photos" / "999" / "a.png").write_bytes(PNG_HEAD + b"a")
     code, out, err = run_cli(capsys, "upload", "photos", "--webhook", served.url)
     assert code == 1
     assert "1 products could not be listed" in out
@@ -115,8 +117,8 @@ def test_upload_failures_exit_1(
 ) -> None:
     served.call(served.portal.catalog.deny_write, 2)
     (tmp_path / "photos" / "2").mkdir(parents=True)
-    (tmp_path / "photos" / "2" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\na")
-    (tmp_path / "photos" / "2" / "b.png").write_bytes(b"\x89PNG\r\n\x1a\nb")
+    (tmp_path / "photos" / "2" / "a.png").write_bytes(PNG_HEAD + b"a")
+    (tmp_path / "photos" / "2" / "b.png").write_bytes(PNG_HEAD + b"b")
     code, out, err = run_cli(capsys, "upload", "photos", "--webhook", served.url)
     assert code == 1
     assert "2 failed" in out
@@ -137,7 +139,7 @@ def test_upload_stopped_by_the_portal_still_prints_its_summary(
 ) -> None:
     for product_id in (1, 2):
         (tmp_path / "photos" / str(product_id)).mkdir(parents=True)
-        (tmp_path / "photos" / str(product_id) / "a.png").write_bytes(b"\x89PNG\r\n\x1a\na")
+        (tmp_path / "photos" / str(product_id) / "a.png").write_bytes(PNG_HEAD + b"a")
     served.call(served.portal.inject, "error", method="batch", status=401, body=INVALID_CREDENTIALS)
     code, out, err = run_cli(capsys, "upload", "photos", "--webhook", served.url)
     assert code == 1
@@ -159,7 +161,7 @@ def test_upload_shows_a_progress_bar_on_a_terminal(
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)
     (tmp_path / "photos" / "3").mkdir(parents=True)
-    (tmp_path / "photos" / "3" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\na")
+    (tmp_path / "photos" / "3" / "a.png").write_bytes(PNG_HEAD + b"a")
     (tmp_path / "photos" / "3" / "notes.txt").write_text("no image")
     code, out, _ = run_cli(capsys, "upload", "photos", "--webhook", served.url)
     assert code == 0
@@ -169,3 +171,20 @@ def test_upload_shows_a_progress_bar_on_a_terminal(
     assert "1/1 products" in shown
     assert "1 added" in shown
     assert "bitrix-images: warning: 3/notes.txt: not a JPEG" in shown
+
+
+def test_upload_max_delete_and_max_file_size(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos" / "3"
+    folder.mkdir(parents=True)
+    (folder / "a.png").write_bytes(PNG_HEAD + bytes(100))
+    (folder / "big.png").write_bytes(PNG_HEAD + bytes(5000))
+    before = len(served.portal.catalog.images(3))
+    argv = ("upload", "photos", "--webhook", served.url, "--prune", "--max-file-size", "1000")
+    code, out, err = run_cli(capsys, *argv, "--max-delete", "1")
+    assert code == 1
+    assert f"prune would delete {before} images; nothing deleted: more than max_delete (1)" in err
+    assert "3/big.png: 5029 bytes, larger than the 1000 allowed (--max-file-size)" in err
+    assert f"{before} deletes held back" in out
+    assert len(served.portal.catalog.images(3)) == before + 1

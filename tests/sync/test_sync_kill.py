@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from support import PNG_HEAD
 
 import bitrix_images as bx
 from bitrix_images.sync.manifest import MANIFEST_NAME
@@ -114,7 +115,7 @@ async def test_sigkill_during_upload_then_resume_is_exact(webhook: str, tmp_path
         (src / str(pid)).mkdir(parents=True)
         wanted[pid] = {f"shot-{pid}-{n}.png" for n in range(6)}
         for name in wanted[pid]:
-            (src / str(pid) / name).write_bytes(b"\x89PNG\r\n\x1a\n" + name.encode() * 40)
+            (src / str(pid) / name).write_bytes(PNG_HEAD + name.encode() * 40)
     # Small batches: many requests, so that the kill lands between (or inside) them.
     argv = ("upload", str(src), "--max-request-bytes", "6000")
     # The portal's bucket is shared with the command line: wait out its refusals patiently.
@@ -141,3 +142,92 @@ async def test_sigkill_during_upload_then_resume_is_exact(webhook: str, tmp_path
     assert sum(images.values()) == PRODUCTS * (5 + 6)
     again = finish(cli(*argv, webhook=webhook))
     assert f"(0 added, {PRODUCTS * 6} already there)" in again
+
+
+# A process that uploads one folder, each add alone, settling an earlier run's adds after
+# 6 s: longer than the 3 s the portal takes over the add below.
+_UPLOAD_SCRIPT = """
+import asyncio, sys
+import bitrix_images as bx
+
+async def main():
+    client = bx.BitrixClient.from_webhook(sys.argv[1], rate_limit=bx.RateLimit(rate=50.0, burst=50))
+    async with client:
+        await bx.upload(client, sys.argv[2], pack=False, settle_after=6.0)
+
+asyncio.run(main())
+"""
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    for _ in range(600):  # a generous bound (a minute), never an assertion on time
+        if condition():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the condition never came true")
+
+
+async def test_sigkill_while_the_portal_processes_an_add_then_again_at_once(
+    tmp_path: Path,
+) -> None:
+    src = tmp_path / "src"
+    (src / "1").mkdir(parents=True)
+    (src / "1" / "front.png").write_bytes(PNG_HEAD)
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        # The portal takes 3 s over the add: the run is killed while it is processed.
+        portal.inject("delay", method="catalog.productImage.add", delay=3.0)
+        counters = portal.counters
+        process = subprocess.Popen(  # noqa: S603 -- our own interpreter
+            [sys.executable, "-c", _UPLOAD_SCRIPT, str(portal.webhook_url), str(src)],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            await wait_for(
+                lambda: (
+                    counters.by_method["catalog.productimage.add"] >= 1
+                    or process.poll() is not None
+                )
+            )
+        finally:
+            process.send_signal(signal.SIGKILL)
+            _, err = process.communicate(timeout=60)
+        assert counters.by_method["catalog.productimage.add"] == 1, err
+        assert not portal.catalog.images(1)  # still being processed
+        async with bx.BitrixClient.from_webhook(portal.webhook_url) as client:
+            result = await bx.upload(client, src, settle_after=6.0)
+        # Every request answered (the killed one's add included), then: one image.
+        await wait_for(lambda: sum(counters.by_status.values()) == sum(counters.by_method.values()))
+        assert [image.name for image in portal.catalog.images(1)] == ["front.png"]
+        assert (result.added, result.present) == (0, 1)
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+async def test_a_stopped_upload_sums_up_and_names_the_adds_in_flight(
+    tmp_path: Path, signum: signal.Signals, status: int
+) -> None:
+    src = tmp_path / "src"
+    (src / "1").mkdir(parents=True)
+    (src / "1" / "front.png").write_bytes(PNG_HEAD)
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        portal.inject("delay", method="catalog.productImage.add", delay=30.0)
+        process = subprocess.Popen(  # noqa: S603 -- our own interpreter and module
+            [sys.executable, "-m", "bitrix_images", "upload", str(src), "--one-per-request"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "BITRIX_WEBHOOK_URL": str(portal.webhook_url)},
+        )
+        try:
+            await wait_for(
+                lambda: (
+                    portal.counters.by_method["catalog.productimage.add"] >= 1
+                    or process.poll() is not None
+                )
+            )
+        finally:
+            process.send_signal(signum)
+            out, err = await asyncio.to_thread(process.communicate, timeout=60)
+    assert process.returncode == status, err
+    assert out.startswith("1 products, 1 files (0 added, 0 already there"), out
+    assert "1 adds were in flight, outcome unknown: 1/front.png" in err

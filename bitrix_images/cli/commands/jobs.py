@@ -73,6 +73,8 @@ async def upload_command(client: BitrixClient, options: UploadOptions, out: IO[s
         client,
         options.src,
         prune=options.prune,
+        max_delete=options.max_delete,
+        max_file_bytes=options.max_file_bytes,
         pack=options.pack,
         max_request_bytes=options.max_request_bytes,
         concurrency=options.concurrency,
@@ -126,6 +128,8 @@ class _Summary:
         print(result.summary(), file=self.out)
         if result.failed:
             raise Failed(f"{plural(result.failed, *what)} {failed}")
+        if isinstance(result, UploadResult) and result.held_back:
+            raise Failed(f"{plural(result.held_back, 'delete')} held back (see the warnings)")
         if result.unlisted:
             unlisted = plural(result.unlisted, "product")
             raise Failed(f"{unlisted} could not be listed (see the warnings)")

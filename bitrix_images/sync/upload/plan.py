@@ -2,9 +2,12 @@
 What an upload sends for one product, decided by name (pure: plain data in, no I/O).
 
 A folder's file is added when the product has no image of its name; with ``prune``, an
-image is deleted when no file of the folder has its name (a nameless image cannot be
-matched, so it stays). After a command whose outcome is unknown, the next listing of its
-product tells whether it was applied: ``applied`` counts it from that listing.
+image is deleted when no entry of the folder has its name (a nameless image cannot be
+matched, so it stays; a name in the folder protects its image whatever became of the file:
+0 bytes, a dangling link, not an image), and never while the folder holds no readable
+image (an unmounted share, a copy under way). After a command whose outcome is unknown,
+the next listing of its product tells whether it was applied: ``applied`` counts it from
+that listing.
 """
 
 from __future__ import annotations
@@ -14,13 +17,16 @@ from typing import Final, TypeAlias
 
 import attrs
 
-from ...models import ProductImage
+from ...models import ImageType, ProductImage
+from ..terminal import printable
 from .scan import Folder, ImageFile
 
 __all__ = ["ADD", "DELETE", "Key", "Op", "ProductPlan", "applied", "plan_product"]
 
 ADD: Final = "catalog.productImage.add"
 DELETE: Final = "catalog.productImage.delete"
+
+_CARD: Final = (ImageType.DETAIL_PICTURE, ImageType.PREVIEW_PICTURE)
 
 # What identifies a command across listings: ("add", name) or ("delete", image id).
 Key: TypeAlias = tuple[str, "str | int"]
@@ -33,6 +39,7 @@ class Op:
     product_id: int
     file: ImageFile | None = None
     image: ProductImage | None = None
+    replaces: ProductImage | None = None  # the card picture an add of one replaces
 
     @property
     def method(self) -> str:
@@ -53,10 +60,18 @@ class Op:
         return ("delete", self.image.id)
 
     def planned(self) -> str:
-        """The line of a dry run."""
+        """
+        The line of a dry run: ``+ 3/front.png``, ``~ 3/detail@front.png replaces
+        'photo-1.png' (id 31)``, ``- 3/old.png (id 40)``; printable (names may hold
+        terminal escapes).
+        """
         if self.file is None:
-            return f"delete {self.shown}"
-        return f"add {self.shown} as {self.file.name!r}, {self.file.type.value}"
+            assert self.image is not None  # noqa: S101 -- a delete names its image
+            return printable(f"- {self.product_id}/{self.image.name} (id {self.image.id})")
+        if self.replaces is not None:
+            old = self.replaces
+            return printable(f"~ {self.file.shown} replaces {old.name!r} (id {old.id})")
+        return printable(f"+ {self.file.shown}")
 
 
 @attrs.frozen
@@ -66,6 +81,7 @@ class ProductPlan:
     adds: tuple[Op, ...] = ()
     deletes: tuple[Op, ...] = ()
     present: int = 0
+    kept: tuple[str, ...] = ()  # the lines of the files already there: "= 3/kept.png"
 
 
 def plan_product(
@@ -82,24 +98,29 @@ def plan_product(
     not planned again.
     """
     have = {image.name for image in images}
+    card = {image.type: image for image in images if image.type in _CARD}
     adds: list[Op] = []
-    present = 0
+    kept: list[str] = []
     for file in folder.files:
         if (file.product_id, file.name) in given_up:
             continue
         if file.name in have:
-            present += 1
+            kept.append(printable(f"= {file.shown}"))
             continue
-        adds.append(Op(file.product_id, file=file))
+        # Adding a card picture replaces the product's previous one (portal behaviour).
+        replaces = card.get(file.type) if file.type in _CARD else None
+        adds.append(Op(file.product_id, file=file, replaces=replaces))
     deletes: list[Op] = []
-    if prune:
+    # A folder with no readable image prunes nothing: a share not mounted, files still
+    # being copied. (To empty a product on purpose: delete its images with ``delete``.)
+    if prune and folder.files:
         deletes = [
             Op(folder.product_id, image=image)
             for image in images
             # A nameless image cannot be matched with a file: it stays.
             if image.name is not None and image.name not in folder.names
         ]
-    return ProductPlan(tuple(adds), tuple(deletes), present)
+    return ProductPlan(tuple(adds), tuple(deletes), len(kept), tuple(kept))
 
 
 def applied(keys: Iterable[Key], images: Sequence[ProductImage]) -> tuple[int, int]:

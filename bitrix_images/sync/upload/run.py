@@ -17,26 +17,39 @@ again and plans afresh: nothing is resent before that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
+import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 import attrs
 
+from ..._coordinator import RedisDown
 from ..._wire import clock
 from ...exceptions import BitrixError
 from ..frame import Counts, Job, RunTotals
 from ..listing import products
 from ..progress import Progress
+from .journal import Entry, FolderLock, Journal, LockedError
 from .plan import Key, Op, applied, plan_product
-from .scan import Folder, scan
+from .scan import MAX_FILE_BYTES, Folder, scan
 from .send import Sender
 
 if TYPE_CHECKING:
     from ...client import BitrixClient
 
-__all__ = ["DEFAULT_MAX_REQUEST_BYTES", "UploadCounts", "UploadResult", "upload"]
+__all__ = [
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "DEFAULT_SETTLE_AFTER",
+    "UploadCounts",
+    "UploadResult",
+    "upload",
+]
 
 log = logging.getLogger("bitrix_images")
 
@@ -44,6 +57,12 @@ log = logging.getLogger("bitrix_images")
 # and halved whenever the portal answers 413.
 DEFAULT_MAX_REQUEST_BYTES: Final = 8 * 1024 * 1024
 _SELECT: Final = ("id", "name", "productId", "type")
+# How long an add sent by a run that was killed may still be running on the portal: the
+# cloud portals' longest request (limits.md: 60 s). The next run lists its product only then.
+DEFAULT_SETTLE_AFTER: Final = 60.0
+# How long a second upload of the same folder waits for the first before it gives up.
+DEFAULT_LOCK_WAIT: Final = 30.0
+_LOCK_POLL: Final = 0.2
 
 
 @attrs.define(slots=False)
@@ -54,6 +73,7 @@ class UploadCounts(Counts):
     added: int = 0
     present: int = 0
     not_images: int = 0
+    held_back: int = 0  # deletes prune decided but did not make (max_delete, a listing failed)
 
 
 @attrs.frozen
@@ -81,6 +101,8 @@ class UploadResult(RunTotals, UploadCounts):
             line += f", {self.removed} {'to delete' if self.dry_run else 'deleted'}"
         if self.failed:
             line += f", {self.failed} failed"
+        if self.held_back:
+            line += f", {self.held_back} deletes held back"
         if self.not_images:
             line += f"; {self.not_images} not images, skipped"
         if self.unlisted:
@@ -101,6 +123,10 @@ async def upload(
     progress: IO[str] | None = None,
     warnings: IO[str] | None = None,
     on_finish: Callable[[UploadResult], object] | None = None,
+    max_delete: int = 100,
+    max_file_bytes: int = MAX_FILE_BYTES,
+    settle_after: float = DEFAULT_SETTLE_AFTER,
+    lock_wait: float = DEFAULT_LOCK_WAIT,
 ) -> UploadResult:
     """
     Add the image files of ``src/<product_id>/`` that the products do not have yet (by name).
@@ -117,7 +143,12 @@ async def upload(
     error, a cancellation such as SIGINT/SIGTERM), so that a summary can always be printed.
 
     No run creates a duplicate, even when an answer is lost or the run is killed: a product
-    whose outcome is unknown is listed again before anything is resent for it.
+    whose outcome is unknown is listed again before anything is resent for it, and every add
+    is journalled in ``src`` before it is sent (``sync.upload.journal``): the next run waits
+    until *settle_after* seconds after the send of each add a killed run left unsettled, and
+    lists its product again, before it plans anything. One upload of ``src`` runs at a time:
+    a second waits up to *lock_wait* seconds, then fails with ``LockedError`` naming the
+    holder.
     """
     for name, flag in (("prune", prune), ("dry_run", dry_run), ("pack", pack)):
         if not isinstance(flag, bool):
@@ -125,14 +156,27 @@ async def upload(
     for name, number in (("max_request_bytes", max_request_bytes), ("concurrency", concurrency)):
         if isinstance(number, bool) or not isinstance(number, int) or number < 1:
             raise ValueError(f"{name} must be an int >= 1")
+    for name, number in (("max_delete", max_delete), ("max_file_bytes", max_file_bytes)):
+        if isinstance(number, bool) or not isinstance(number, int) or number < 0:
+            raise ValueError(f"{name} must be an int >= 0")
+    for name, seconds in (("settle_after", settle_after), ("lock_wait", lock_wait)):
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+            raise ValueError(f"{name} must be a number of seconds >= 0")
     if not isinstance(src, (str, Path)):
         raise TypeError(f"src must be a Path or str, got {type(src).__name__}")
     src = Path(src)
     if not src.is_dir():
         raise ValueError(f"not a directory: {src}")
     bar = Progress(progress, warnings, desc="upload", verb="added")
-    sending = {"pack": pack, "max_request_bytes": max_request_bytes, "concurrency": concurrency}
+    sending: dict[str, Any] = {
+        "pack": pack,
+        "max_request_bytes": max_request_bytes,
+        "concurrency": concurrency,
+        "max_file_bytes": max_file_bytes,
+    }
     job = _Upload(client, src, bar, sending, prune=prune, dry_run=dry_run)
+    job.settle_after, job.lock_wait = float(settle_after), float(lock_wait)
+    job.max_delete, job.max_file_bytes = max_delete, max_file_bytes
     return await job.run(on_finish)
 
 
@@ -157,6 +201,18 @@ class _Upload(Job[UploadCounts, UploadResult]):
         self.unknown: dict[int, set[Key]] = {}  # commands whose outcome is unknown, by product
         self.given_up: set[tuple[int, str]] = set()  # (product, name) failed for good
         self.folders: dict[int, Folder] = {}  # by product id, once scanned
+        self.portal = str(client.origin.origin())  # the journal's key: one portal's adds
+        self.settle_after = DEFAULT_SETTLE_AFTER
+        self.lock_wait = DEFAULT_LOCK_WAIT
+        self.max_delete = 100
+        self.deciding = 0  # deletes decided so far in the run (max_delete bounds them)
+        self.max_file_bytes = MAX_FILE_BYTES
+        self.lock: FolderLock | None = None
+        self.held: dict[str, str] = {}  # Redis product locks: key -> token
+        self.heartbeat: asyncio.Future[None] | None = None
+        self.journal: Journal | None = None
+        self.sent: dict[tuple[int, str], Op] = {}  # adds sent, outcome not confirmed yet
+        self.settled: list[Op] = []  # adds whose outcome is known, to drop from the journal
 
     def result_fields(self) -> dict[str, Any]:
         return {"packed": self.sender.pack}
@@ -166,17 +222,158 @@ class _Upload(Job[UploadCounts, UploadResult]):
         # the reporter makes them printable.
         self.bar.warn(text)
 
+    async def run(self, on_finish: Callable[[UploadResult], object] | None = None) -> UploadResult:
+        try:
+            return await super().run(on_finish)
+        finally:
+            self.close()
+            await self.release_products()
+
+    async def hold_products(self) -> None:
+        """
+        With a coordinator: one upload per portal and product id across hosts, a Redis lock
+        per product for the whole run (extended while it runs). Fails closed: a product
+        held elsewhere past ``lock_wait``, or a Redis that does not answer, ends the run
+        before any request to the portal.
+        """
+        coordinator = self.client._caller.coordinator
+        if coordinator is None or self.dry_run:
+            return
+        origin = self.client.origin
+        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        token = f"pid {os.getpid()} on {socket.gethostname()}, since {started} ({uuid.uuid4().hex})"
+        deadline = time.monotonic() + self.lock_wait
+        try:
+            for product_id in self.folders:
+                key = coordinator.product_lock(origin, "upload", product_id)
+                while not await coordinator.try_hold(key, token):
+                    if time.monotonic() >= deadline:
+                        holder = await coordinator.holder(key) or "another process"
+                        raise LockedError(
+                            f"product {product_id} is being uploaded by {holder.split(' (')[0]}; "
+                            f"waited {self.lock_wait:.0f} s"
+                        )
+                    await asyncio.sleep(_LOCK_POLL)
+                self.held[key] = token
+        except RedisDown as down:
+            raise LockedError(
+                f"Redis did not answer ({down}); the products were not locked"
+            ) from None
+        self.heartbeat = asyncio.ensure_future(self.keep_held(coordinator.lock_ttl / 4))
+
+    async def keep_held(self, every: float) -> None:
+        coordinator = self.client._caller.coordinator
+        assert coordinator is not None  # noqa: S101 -- started by hold_products
+        while True:
+            await asyncio.sleep(every)
+            for key, token in self.held.items():
+                try:
+                    kept = await coordinator.extend_hold(key, token)
+                except RedisDown:
+                    kept = False
+                if not kept:
+                    self.warn(f"the lock of {key.rsplit(':', 1)[-1]} was lost (Redis); going on")
+
+    async def release_products(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+            await asyncio.gather(self.heartbeat, return_exceptions=True)
+        coordinator = self.client._caller.coordinator
+        if coordinator is None:
+            return
+        for key, token in self.held.items():
+            with contextlib.suppress(RedisDown):
+                await coordinator.release_hold(key, token)
+        self.held = {}
+
+    def close(self) -> None:
+        """Name the adds still in flight, keep them in the journal, release the folder."""
+        if self.sent:
+            shown = ", ".join(sorted(op.shown for op in self.sent.values()))
+            self.warn(
+                f"{len(self.sent)} adds were in flight, outcome unknown: {shown}; "
+                "the next run lists their products before it adds anything"
+            )
+        if self.journal is not None:
+            self.forget_settled()
+            self.journal.close()
+        if self.lock is not None:
+            self.lock.release()
+
+    async def take_folder(self) -> None:
+        """The folder's lock (waiting up to ``lock_wait``), then its journal."""
+        lock = await asyncio.to_thread(FolderLock, self.src)
+        deadline = time.monotonic() + self.lock_wait
+        while not lock.try_acquire():
+            if time.monotonic() >= deadline:
+                holder = lock.holder()
+                lock.release()
+                raise LockedError(
+                    f"another upload of {self.src} is running ({holder}); "
+                    f"waited {self.lock_wait:.0f} s"
+                )
+            await asyncio.sleep(_LOCK_POLL)
+        self.lock = lock
+        self.journal = await asyncio.to_thread(Journal, self.src)
+
     async def prepare(self) -> None:
+        try:
+            await self.take_folder()
+        except BaseException:
+            self.close()
+            raise
         counts = self.counts
-        scanned = await asyncio.to_thread(scan, self.src, self.warn)
+        scanned = await asyncio.to_thread(
+            scan, self.src, self.warn, max_file_bytes=self.max_file_bytes
+        )
         counts.files += scanned.files
         counts.not_images += scanned.not_images
         counts.failed += scanned.failed
         counts.products = len(scanned.folders)
         self.bar.set_total(counts.products)
         self.folders = {folder.product_id: folder for folder in scanned.folders}
+        await self.hold_products()
+
+    async def settle(self) -> None:
+        """
+        Wait until every add an earlier run journalled for this portal is settled: its
+        send time plus ``settle_after``; the first round's listing then shows its outcome.
+        """
+        assert self.journal is not None  # noqa: S101 -- taken in prepare()
+        pending = self.journal.pending(self.portal)
+        if not pending:
+            return
+        if self.dry_run:
+            self.warn(
+                f"{len(pending)} adds of an earlier run are not settled yet; "
+                "the plan may add them again, a real run will not"
+            )
+            return
+        wait = max(entry.sent for entry in pending) + self.settle_after - time.time()
+        if wait > 0:
+            self.warn(
+                f"{len(pending)} adds of an earlier run may still be running on the portal: "
+                f"waiting {wait:.0f} s before listing their products"
+            )
+            await clock.current().sleep(min(wait, self.settle_after))
+        # Adds of products no folder names any more cannot be added again by this run.
+        for product_id in {entry.product for entry in pending} - set(self.folders):
+            self.journal.settle(self.portal, product_id)
+
+    def forget_settled(self) -> None:
+        """Drop the adds whose outcome is known from the journal."""
+        if self.journal is None or not self.settled:
+            return
+        by_product: dict[int, list[str]] = {}
+        for op in self.settled:
+            assert op.file is not None  # noqa: S101 -- only adds are journalled
+            by_product.setdefault(op.product_id, []).append(op.file.name)
+        self.settled = []
+        for product_id, names in by_product.items():
+            self.journal.settle(self.portal, product_id, names)
 
     async def body(self) -> None:
+        await self.settle()
         counts, by_id = self.counts, self.folders
         todo = list(by_id)
         first = True
@@ -208,13 +405,21 @@ class _Upload(Job[UploadCounts, UploadResult]):
         """List *todo*, plan each product against its folder, and send the plan."""
         deletes: list[Op] = []
         adds: list[Op] = []
+        kept: list[str] = []
+        unlisted = 0
         async for listed in products(self.client, todo, select=_SELECT):
             if first:
                 self.bar.product_done()
             if listed.error is not None:
+                unlisted += 1
                 self.counts.unlisted += 1
                 self.warn(f"product {listed.product_id} skipped: {listed.error.description}")
                 continue
+            if not self.dry_run and self.journal is not None:
+                # Listed after its adds settled: what it shows is their outcome.
+                self.journal.settle(self.portal, listed.product_id)
+                for key in [key for key in self.sent if key[0] == listed.product_id]:
+                    del self.sent[key]
             added, removed = applied(self.unknown.pop(listed.product_id, ()), listed.images)
             self.counts.added += added
             self.counts.removed += removed
@@ -223,19 +428,65 @@ class _Upload(Job[UploadCounts, UploadResult]):
             )
             if first:
                 self.counts.present += plan.present
+                kept += plan.kept
                 for _ in range(plan.present):
                     self.bar.skip()
             adds += plan.adds
             deletes += plan.deletes
+        deletes = self.bounded(deletes, unlisted)
         if self.dry_run:
-            self.planned += [op.planned() for op in (*deletes, *adds)]
+            self.planned += [*kept, *(op.planned() for op in (*deletes, *adds))]
             self.counts.removed += len(deletes)
             self.counts.added += len(adds)
             return
         await self.sender.send(deletes)
         await self.sender.send(adds)
+        self.forget_settled()
+
+    def bounded(self, deletes: list[Op], unlisted: int) -> list[Op]:
+        """
+        The deletes prune may make, decided after every listing of the round: none when a
+        listing failed, none when there are more than ``max_delete`` (the run says why).
+        """
+        if not deletes:
+            return deletes
+        why = ""
+        if unlisted:
+            why = f"{unlisted} products could not be listed"
+        elif self.deciding + len(deletes) > self.max_delete:
+            why = (
+                f"more than max_delete ({self.max_delete}); check the folder, "
+                "or allow more (--max-delete)"
+            )
+        if why:
+            self.counts.held_back += len(deletes)
+            self.warn(f"prune would delete {len(deletes)} images; nothing deleted: {why}")
+            return []
+        self.deciding += len(deletes)
+        return deletes
 
     # --- outcomes, as the sender reports them ------------------------------------------------
+
+    def sending(self, ops: Iterable[Op]) -> None:
+        adds = [op for op in ops if op.file is not None]
+        if not adds or self.journal is None:
+            return
+        now = time.time()
+        entries = []
+        for op in adds:
+            assert op.file is not None  # noqa: S101 -- filtered above
+            entries.append(Entry(self.portal, op.product_id, op.file.name, now))
+            self.sent[(op.product_id, op.file.name)] = op
+        # Written and fsynced before the request goes: a kill after this line leaves the
+        # entries for the next run to settle.
+        self.journal.record(entries)
+
+    def known(self, op: Op) -> None:
+        """*op*'s outcome is known: it leaves the adds in flight and the journal."""
+        if op.file is None:
+            return
+        if self.sent.pop((op.product_id, op.file.name), None) is not None:
+            self.settled.append(op)
 
     def unsure(self, ops: Iterable[Op], error: BitrixError | None) -> None:
         for op in ops:
@@ -245,6 +496,7 @@ class _Upload(Job[UploadCounts, UploadResult]):
         log.debug("outcome unknown (%s); listing the products again", why)
 
     def done(self, op: Op, stored: str | None = None) -> None:
+        self.known(op)
         if op.file is None:
             self.counts.removed += 1
             return
@@ -259,6 +511,7 @@ class _Upload(Job[UploadCounts, UploadResult]):
             )
 
     def fail(self, op: Op, why: str) -> None:
+        self.known(op)
         self.counts.failed += 1
         self.bar.fail()
         if op.file is not None:

@@ -33,6 +33,7 @@ from ..._wire.protocol import BATCH_MAX_COMMANDS, Command
 from ...exceptions import BitrixError, NotFound, OutcomeUnknown, RateLimited, ServerError
 from ..frame import FATAL, run_bounded
 from .plan import Op
+from .scan import MAX_FILE_BYTES, read_image
 
 if TYPE_CHECKING:
     from ...images import Images
@@ -46,6 +47,9 @@ _COMMAND_BYTES: Final = 128
 
 class Outcomes(Protocol):
     """Where ``Sender`` reports what became of each command."""
+
+    def sending(self, ops: Iterable[Op]) -> None:
+        """*ops* are about to go: called before their request is sent (the journal)."""
 
     def done(self, op: Op, stored: str | None = None) -> None: ...
 
@@ -67,12 +71,14 @@ class Sender:
         pack: bool,
         max_request_bytes: int,
         concurrency: int,
+        max_file_bytes: int = MAX_FILE_BYTES,
     ) -> None:
         self.images = images
         self.outcomes = outcomes
         self.pack = pack
         self.packing = Packing(size=max_request_bytes)  # shared by every batch of the run
         self.concurrency = concurrency
+        self.max_file_bytes = max_file_bytes
 
     async def send(self, ops: list[Op]) -> None:
         """Send *ops*: packed while the portal takes it, then what must go alone."""
@@ -127,6 +133,7 @@ class Sender:
             commands[key], ops[key] = command, op
         if not commands:
             return
+        self.outcomes.sending(ops.values())
         try:
             outcomes = await self.images._run(commands, packing=packing)
         except FATAL:
@@ -156,7 +163,7 @@ class Sender:
         file = op.file
 
         def add() -> Command:  # blocking: reads and encodes the file
-            content = file.path.read_bytes()
+            content = read_image(file, self.max_file_bytes)
             return self.images._add_command(file.product_id, file.name, content, file.type)
 
         return await asyncio.to_thread(add)
@@ -186,8 +193,10 @@ class Sender:
         try:
             if op.file is not None:
                 file = op.file
+                content = await asyncio.to_thread(read_image, file, self.max_file_bytes)
+                self.outcomes.sending([op])
                 added = await self.images.add(
-                    file.product_id, file.path, name=file.name, type=file.type
+                    file.product_id, content, name=file.name, type=file.type
                 )
                 stored = added.name
             else:

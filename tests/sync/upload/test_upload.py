@@ -2,15 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
+import os
+import time
+import tracemalloc
 from collections import Counter
 from pathlib import Path
 
+import attrs
 import pytest
-from support import FAST_RETRY, UNLIMITED
+from support import FAST_RETRY, PNG_HEAD, UNLIMITED
 
 import bitrix_images as bx
+from bitrix_images.sync.upload.journal import (
+    JOURNAL_NAME,
+    Entry,
+    FolderLock,
+    Journal,
+    LockedError,
+)
+from bitrix_images.sync.upload.scan import ImageFile, read_image
 from bitrix_images.testing import INVALID_CREDENTIALS, OPERATION_TIME_LIMIT, FakePortal
 
 REFUSED = {
@@ -21,7 +34,7 @@ SERVER_ERROR = {"error": "INTERNAL_SERVER_ERROR", "error_description": "Internal
 
 
 def png(tag: str, size: int = 0) -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + tag.encode() + b"\0" * size
+    return PNG_HEAD + tag.encode() + b"\0" * size
 
 
 def make_src(root: Path, layout: dict[int, list[str]], size: int = 0) -> Path:
@@ -102,17 +115,20 @@ async def test_dry_run_and_prune(tmp_path: Path) -> None:
             plan = await bx.upload(client, src, prune=True, dry_run=True)
             assert portal.counters.commands.keys() == {"catalog.productimage.list"}
             assert plan.dry_run
-            assert (plan.added, plan.removed, plan.present) == (1, 2 + 3, 1)
-            assert "add 1/added.png as 'added.png', MORE_PHOTO" in plan.planned
-            assert sum(line.startswith("delete 2/") for line in plan.planned) == 3
+            # Product 2's folder holds no image: prune leaves the product alone.
+            assert (plan.added, plan.removed, plan.present) == (1, 2, 1)
+            assert plan.planned[0] == f"= 1/{keep}"
+            assert "+ 1/added.png" in plan.planned
+            gone = [image for image in portal.catalog.images(1) if image.name != keep]
+            assert plan.planned[1:3] == tuple(f"- 1/{i.name} (id {i.id})" for i in gone)
             assert "to add" in plan.summary()
-            assert "5 to delete" in plan.summary()
+            assert "2 to delete" in plan.summary()
             assert portal.catalog.image_count() == 6
 
             done = await bx.upload(client, src, prune=True)
-        assert (done.added, done.removed) == (1, 5)
+        assert (done.added, done.removed) == (1, 2)
         assert names_on(portal, 1) == Counter({keep: 1, "added.png": 1})
-        assert names_on(portal, 2) == Counter()
+        assert sum(names_on(portal, 2).values()) == 3
 
 
 def batch_kinds(portal: FakePortal) -> list[tuple[str, frozenset[int]]]:
@@ -243,6 +259,10 @@ DENIED = {"error": "ACCESS_DENIED", "error_description": "Access denied"}
         ({"dry_run": None}, TypeError),
         ({"max_request_bytes": 0}, ValueError),
         ({"concurrency": True}, ValueError),
+        ({"max_delete": -1}, ValueError),
+        ({"max_file_bytes": 1.5}, ValueError),
+        ({"settle_after": float("nan")}, ValueError),
+        ({"lock_wait": True}, ValueError),
     ],
 )
 async def test_bad_options_fail_before_any_request(
@@ -272,7 +292,7 @@ async def test_odd_folders_are_reported_and_the_rest_goes_on(
     assert (result.added, result.failed) == (2, 2)
     text = caplog.text
     assert "another file of this folder is named 'a.png' too" in text
-    assert "1/sub: not a regular file, skipped" in text
+    assert "1/sub: not a regular file (a link, a FIFO, a device), skipped" in text
     assert "nothing after the 'detail@' prefix" in text
     assert ".hidden" not in text
 
@@ -322,22 +342,22 @@ async def test_answers_lost_every_time_give_up_without_resending_blindly(tmp_pat
 
 async def test_prune_one_per_request_and_an_image_already_gone(tmp_path: Path) -> None:
     async with FakePortal(products=2, images_per_product=2, rate=None) as portal:
-        src = make_src(tmp_path, {1: [], 2: []})
+        src = make_src(tmp_path, {1: ["keep.png"], 2: ["keep.png"]})
         portal.inject("drop", method="catalog.productImage.delete")  # applied, answer lost
         portal.inject("error", method="catalog.productImage.delete", status=400, body=GONE)
         async with client_for(portal) as client:
             result = await bx.upload(client, src, prune=True, pack=False, concurrency=1)
         # The lost one is seen gone, the one "not found" still there is deleted again.
-        assert (result.removed, portal.catalog.image_count()) == (4, 0)
+        assert (result.removed, portal.catalog.image_count()) == (4, 2)
 
 
 async def test_a_delete_in_a_batch_answered_not_found_is_checked(tmp_path: Path) -> None:
     async with FakePortal(products=1, images_per_product=2, rate=None) as portal:
-        src = make_src(tmp_path, {1: []})
+        src = make_src(tmp_path, {1: ["keep.png"]})
         portal.inject("command_error", method="catalog.productImage.delete", body=GONE)
         async with client_for(portal) as client:
             result = await bx.upload(client, src, prune=True)
-        assert (result.removed, portal.catalog.image_count()) == (2, 0)
+        assert (result.removed, portal.catalog.image_count()) == (2, 1)
 
 
 async def test_an_auth_error_stops_the_run(tmp_path: Path) -> None:
@@ -506,3 +526,211 @@ async def test_the_progress_bar_counts_products_and_adds(tmp_path: Path) -> None
     assert "2/2 products" in shown
     assert "2 added" in shown
     assert "1 skipped" in shown
+
+
+async def test_two_uploads_of_one_folder_at_once_add_each_file_once(tmp_path: Path) -> None:
+    layout = {pid: [f"new-{pid}-{n}.png" for n in range(3)] for pid in (1, 2)}
+    src = make_src(tmp_path / "src", layout)
+    async with FakePortal(products=2, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as one, client_for(portal) as two:
+            first, second = await asyncio.gather(bx.upload(one, src), bx.upload(two, src))
+        assert portal.counters.commands["catalog.productimage.add"] == 6
+        for pid, names in layout.items():
+            assert names_on(portal, pid) == Counter(names)
+        assert sorted([first.added, second.added]) == [0, 6]
+        assert sorted([first.present, second.present]) == [0, 6]
+
+
+async def test_a_second_upload_says_who_holds_the_folder(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "src", {1: ["a.png"]})
+    holder = FolderLock(src)
+    assert holder.try_acquire()
+    try:
+        async with FakePortal(products=1, rate=None) as portal, client_for(portal) as client:
+            with pytest.raises(LockedError, match=rf"pid {os.getpid()} on .*, since 20"):
+                await bx.upload(client, src, lock_wait=0)
+            assert portal.counters.requests == 0
+    finally:
+        holder.release()
+
+
+async def test_the_journal_keeps_only_adds_not_confirmed(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "src", {1: ["a.png", "b.png"]})
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src)
+        assert result.added == 2
+        assert (src / JOURNAL_NAME).read_text() == ""
+        # An add journalled by a run that died, to this portal and to another one.
+        origin = str(portal.webhook_url.origin())
+        lines = [
+            Entry(origin, 1, "c.png", time.time() - 100).line(),
+            Entry("https://other.example", 1, "c.png", time.time()).line(),
+            "{cut short",
+        ]
+        (src / JOURNAL_NAME).write_text("".join(lines))
+        warnings = io.StringIO()
+        async with client_for(portal) as client:
+            again = await bx.upload(client, src, warnings=warnings, settle_after=1.0)
+        assert again.present == 2
+        assert Journal(src).entries == [Entry.parse(lines[1])]
+        assert "in flight" not in warnings.getvalue()
+
+
+async def test_prune_keeps_the_image_of_every_name_in_the_folder(tmp_path: Path) -> None:
+    async with FakePortal(products=1, images_per_product=4, rate=None) as portal:
+        names = [image.name or "" for image in portal.catalog.images(1)]
+        src = make_src(tmp_path, {1: [names[0]]})
+        (src / "1" / names[1]).write_bytes(b"")  # still being copied
+        (src / "1" / names[2]).symlink_to(tmp_path / "unmounted" / "share.png")  # dangling
+        (src / "1" / names[3]).write_text("not an image")
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, prune=True)
+        assert result.removed == 0
+        assert sorted(names_on(portal, 1)) == sorted(names)
+        assert "catalog.productimage.delete" not in portal.counters.commands
+
+
+async def test_prune_beyond_max_delete_deletes_nothing_and_says_why(tmp_path: Path) -> None:
+    async with FakePortal(products=3, images_per_product=2, rate=None) as portal:
+        src = make_src(tmp_path, {pid: ["new.png"] for pid in (1, 2, 3)})
+        warnings = io.StringIO()
+        async with client_for(portal) as client:
+            held = await bx.upload(client, src, prune=True, max_delete=5, warnings=warnings)
+            assert (held.added, held.removed, held.held_back) == (3, 0, 6)
+            assert "prune would delete 6 images; nothing deleted: more than max_delete (5)" in (
+                warnings.getvalue()
+            )
+            assert "6 deletes held back" in held.summary()
+            assert portal.catalog.image_count() == 9
+            done = await bx.upload(client, src, prune=True, max_delete=6)
+        assert (done.removed, done.held_back, portal.catalog.image_count()) == (6, 0, 3)
+
+
+async def test_prune_deletes_nothing_when_a_product_cannot_be_listed(tmp_path: Path) -> None:
+    async with FakePortal(products=1, images_per_product=2, rate=None) as portal:
+        src = make_src(tmp_path, {1: ["new.png"], 99: ["new.png"]})  # 99 is not on the portal
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, prune=True)
+        assert (result.unlisted, result.removed, result.held_back) == (1, 0, 2)
+        assert portal.catalog.image_count() == 3
+
+
+@pytest.mark.parametrize(
+    ("layout", "error"),
+    [
+        ({"3": ["detail@a.png", "detail@b.png"]}, r"3/detail@a.png and 3/detail@b.png .*DETAIL"),
+        ({"3": ["preview@a.png", "Preview@b.png"]}, r"3/Preview@b.png and 3/preview@a.png .*PREV"),
+        ({"3": ["a.png"], "03": ["b.png"]}, r"folders '03' and '3' are both product 3"),
+    ],
+)
+async def test_what_no_run_can_settle_is_an_error_before_any_request(
+    tmp_path: Path, layout: dict[str, list[str]], error: str
+) -> None:
+    for folder, names in layout.items():
+        (tmp_path / folder).mkdir()
+        for name in names:
+            (tmp_path / folder / name).write_bytes(png(name))
+    async with FakePortal(products=3, rate=None) as portal, client_for(portal) as client:
+        with pytest.raises(ValueError, match=error):
+            await bx.upload(client, tmp_path)
+        assert portal.counters.requests == 0
+
+
+async def test_only_ascii_digit_folders_are_products(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["a.png"]})
+    (src / "²").mkdir()
+    (src / "2").symlink_to(src / "1")
+    warnings = io.StringIO()
+    async with FakePortal(products=2, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, warnings=warnings)
+        assert (result.products, result.added) == (1, 1)
+        assert names_on(portal, 2) == Counter()
+    assert "²: not a product folder" in warnings.getvalue()
+    assert "2: not a folder (a link is not followed), skipped" in warnings.getvalue()
+
+
+async def test_only_regular_files_inside_src_are_read(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.png").write_bytes(png("secret"))
+    (outside / "7").mkdir()
+    (outside / "7" / "linked.png").write_bytes(png("linked folder"))
+    src = make_src(tmp_path / "src", {1: ["own.png"]})
+    (src / "1" / "link.png").symlink_to(outside / "secret.png")
+    (src / "1" / "text.bmp").write_bytes(b"BM secret: api_key=0123456789abcdef0123456789")
+    os.mkfifo(src / "1" / "pipe.png")
+    (src / "7").symlink_to(outside / "7")
+    warnings = io.StringIO()
+    async with FakePortal(products=7, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as client:
+            result = await bx.upload(client, src, warnings=warnings)
+        assert [image.content for image in portal.catalog.images(1)] == [png("1/own.png")]
+        assert names_on(portal, 7) == Counter()
+    assert (result.added, result.not_images) == (1, 1)
+    text = warnings.getvalue()
+    assert "1/link.png: not a regular file (a link, a FIFO, a device), skipped" in text
+    assert "1/pipe.png: not a regular file" in text
+    assert "1/text.bmp: not a JPEG, PNG, GIF, WEBP or BMP image, skipped" in text
+
+
+async def test_a_file_over_max_file_bytes_is_never_read(tmp_path: Path) -> None:
+    src = make_src(tmp_path, {1: ["small.png"]})
+    big = src / "1" / "big.png"
+    with big.open("wb") as out:  # sparse: 300 MiB on paper, nothing on the disk
+        out.write(png("big"))
+        out.truncate(300 * 2**20)
+    warnings = io.StringIO()
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as client:
+            tracemalloc.start()
+            try:
+                result = await bx.upload(client, src, warnings=warnings)
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+        assert sorted(names_on(portal, 1)) == ["small.png"]
+    assert (result.added, result.failed) == (1, 1)
+    assert f"1/big.png: {300 * 2**20} bytes, larger than the {100 * 2**20} allowed" in (
+        warnings.getvalue()
+    )
+    assert peak < 4 * 2**20  # the 300 MiB were never read: a few MiB of run, not hundreds
+
+
+async def test_a_file_swapped_for_a_link_after_the_scan_is_not_sent(tmp_path: Path) -> None:
+    src = make_src(tmp_path / "src", {1: ["a.png"]})
+    (tmp_path / "secret.png").write_bytes(png("secret"))
+    file = ImageFile(1, src / "1" / "a.png", "a.png", bx.ImageType.MORE_PHOTO)
+    assert read_image(file, 2**20) == png("1/a.png")
+    (src / "1" / "a.png").unlink()
+    (src / "1" / "a.png").symlink_to(tmp_path / "secret.png")
+    with pytest.raises(ValueError, match="no longer a regular file"):
+        read_image(file, 2**20)
+    (src / "1" / "b.png").write_bytes(png("b", 100))
+    with pytest.raises(ValueError, match="130 bytes, larger than the 10 allowed"):
+        read_image(attrs.evolve(file, path=src / "1" / "b.png"), 10)
+
+
+async def test_a_journal_that_is_a_link_or_unreadable_files_end_no_run_silently(
+    tmp_path: Path,
+) -> None:
+    src = make_src(tmp_path / "src", {1: ["a.png", "locked.png"]})
+    (src / "1" / "locked.png").chmod(0)
+    (tmp_path / "elsewhere.jsonl").write_text("")
+    (src / JOURNAL_NAME).symlink_to(tmp_path / "elsewhere.jsonl")
+    async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
+        async with client_for(portal) as client:
+            with pytest.raises(OSError, match="symbolic links"):  # never through a link
+                await bx.upload(client, src)
+            assert portal.counters.requests == 0
+            (src / JOURNAL_NAME).unlink()
+            os.mkfifo(src / JOURNAL_NAME)  # opened read-write: no block, then refused
+            with pytest.raises(OSError, match="not a regular file"):
+                await bx.upload(client, src)
+            (src / JOURNAL_NAME).unlink()
+            warnings = io.StringIO()
+            result = await bx.upload(client, src, warnings=warnings)
+    if os.geteuid() != 0:  # root reads a file of mode 000
+        assert "1/locked.png: Permission denied, skipped" in warnings.getvalue()
+        assert (result.added, result.failed) == (1, 1)

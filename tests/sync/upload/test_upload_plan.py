@@ -44,8 +44,22 @@ def test_files_given_up_are_not_planned_again() -> None:
 
 def test_the_lines_of_a_dry_run() -> None:
     add = Op(7, file=ImageFile(7, Path("src/7/detail@f.png"), "f.png", bx.ImageType.DETAIL_PICTURE))
-    assert add.planned() == "add 7/detail@f.png as 'f.png', DETAIL_PICTURE"
-    assert Op(7, image=image(9, "x.png")).planned() == "delete 7/x.png (image 9)"
+    assert add.planned() == "+ 7/detail@f.png"
+    old = bx.ProductImage(id=31, name="photo-1.png", type=bx.ImageType.DETAIL_PICTURE)
+    assert Op(7, file=add.file, replaces=old).planned() == (
+        "~ 7/detail@f.png replaces 'photo-1.png' (id 31)"
+    )
+    assert Op(7, image=image(9, "x\x1b[2J.png")).planned() == "- 7/x\\x1b[2J.png (id 9)"
+    plan = plan_product(folder(7, "a.png", "b.png"), [image(1, "a.png"), old], prune=True)
+    assert plan.kept == ("= 7/a.png",)
+    assert [op.planned() for op in plan.deletes] == ["- 7/photo-1.png (id 31)"]
+
+
+def test_prune_keeps_every_name_of_the_folder_and_spares_a_folder_without_images() -> None:
+    images = [image(1, "a.png"), image(2, "empty.png")]
+    some = Folder(7, folder(7, "a.png").files, frozenset({"a.png", "empty.png"}))
+    assert plan_product(some, images, prune=True).deletes == ()
+    assert plan_product(Folder(7, (), frozenset()), images, prune=True).deletes == ()
 
 
 def test_a_new_listing_tells_which_unknown_commands_were_applied() -> None:
