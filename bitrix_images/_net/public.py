@@ -21,13 +21,14 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from .._wire import public as _public
+from .._wire.commands import IMAGE_HEAD
 from .._wire.public import LinkPolicy, LinkRefused
 from .files import Spool
 
 __all__ = ["Failed", "PublicFetcher"]
 
 _CHUNK: Final = 64 * 1024
-_HEAD: Final = 16  # bytes enough for every magic number (WEBP's sits at offset 8)
+_HEAD: Final = IMAGE_HEAD  # the bytes the image check reads (a header, not only its magic)
 _USER_AGENT: Final = "bitrix_images/0.1 (+aiohttp)"
 
 

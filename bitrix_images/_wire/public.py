@@ -135,7 +135,7 @@ def judge_answer(
     """
     Why an answer is not the complete image, or ``None`` when it is.
 
-    *head* is the start of the body (at least 12 bytes when it has them), *size* the bytes
+    *head* is the start of the body (``IMAGE_HEAD`` bytes when it has them), *size* the bytes
     received, *expected* the ``Content-Length`` (``None``: a clean end without one, accepted
     when the image check passes).
     """

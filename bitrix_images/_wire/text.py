@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["one_line", "printable"]
+__all__ = ["one_line", "plural", "printable"]
 
 # C0 (0x00-0x1F, so ESC, BEL, CR and LF too), DEL, C1 (0x80-0x9F, where 0x9B is a one-byte
 # CSI), the bidi embeddings, overrides and isolates, and the line/paragraph separators.
@@ -36,3 +36,8 @@ def one_line(text: str, limit: int = 300) -> str:
     """*text* as one printable line of at most *limit* characters (runs of spaces as one)."""
     line = printable(" ".join(text.split()))  # newlines and tabs become spaces first
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def plural(count: int, noun: str, nouns: str | None = None) -> str:
+    """``1 product``, ``2 products`` (*nouns*: an irregular plural)."""
+    return f"{count} {noun if count == 1 else nouns or noun + 's'}"

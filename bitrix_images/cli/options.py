@@ -103,6 +103,7 @@ class UploadOptions:
     concurrency: int
     max_delete: int = 100
     max_file_bytes: int = 100 * 2**20
+    settle_after: float = 60.0
 
 
 @attrs.frozen
@@ -173,6 +174,7 @@ def from_namespace(args: argparse.Namespace) -> tuple[str, CommandOptions, Porta
             concurrency=args.concurrency,
             max_delete=args.max_delete,
             max_file_bytes=args.max_file_size,
+            settle_after=args.settle_after,
         )
     return command, options, portal
 

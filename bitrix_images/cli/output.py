@@ -15,6 +15,7 @@ from typing import IO, Final
 
 from yarl import URL
 
+from .._wire.text import plural
 from ..models import ImageType, ProductImage
 from ..sync.terminal import PROG, printable, warn
 
@@ -50,11 +51,6 @@ def image_json(image: ProductImage, fields: Iterable[str]) -> dict[str, object]:
 def snake_name(wire: str) -> str:
     """A field's name as printed: ``createTime`` is ``create_time``."""
     return re.sub(r"[A-Z]", lambda match: "_" + match.group().lower(), wire)
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """``1 product``, ``2 products`` (*nouns*: an irregular plural)."""
-    return f"{count} {noun if count == 1 else nouns or noun + 's'}"
 
 
 def emit(data: object, out: IO[str]) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 
 from ..models import ImageType
 from ..sync.terminal import PROG
-from ..sync.upload.run import DEFAULT_MAX_REQUEST_BYTES
+from ..sync.upload.run import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SETTLE_AFTER
 from ..sync.upload.scan import DETAIL_PREFIX, MAX_FILE_BYTES, PREVIEW_PREFIX
 from .portal import OAUTH_ENV, OAUTH_URL_ENV, REDIS_ENV, WEBHOOK_ENV
 
@@ -407,6 +407,15 @@ def _add_upload(commands: _Commands) -> None:
         type=_positive_int,
         default=MAX_FILE_BYTES,
         help=f"skip files larger than BYTES (default {MAX_FILE_BYTES})",
+    )
+    sub.add_argument(
+        "--settle-after",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=DEFAULT_SETTLE_AFTER,
+        help="after a run that was stopped while adds were in flight: list their products "
+        "this long after each was sent, to learn whether it was made, before adding anything "
+        f"(default {DEFAULT_SETTLE_AFTER:g}, the portal's limit window)",
     )
     sub.add_argument(
         "--max-request-bytes",

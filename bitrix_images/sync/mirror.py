@@ -26,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 import attrs
 
 from .._calls.links import check_via
+from .._wire.text import plural
 from ..exceptions import BitrixError, MalformedResponse
 from ..models import ProductImage
 from .dest import (
@@ -97,7 +98,7 @@ class MirrorResult(RunTotals, MirrorCounts):
         """The closing line of a run."""
         fetched = "to download" if self.dry_run else "downloaded"
         line = (
-            f"{self.products} products, {self.images} images "
+            f"{plural(self.products, 'product')}, {plural(self.images, 'image')} "
             f"({self.downloaded} {fetched}, {self.skipped} skipped"
         )
         if self.adopted:
@@ -107,7 +108,7 @@ class MirrorResult(RunTotals, MirrorCounts):
         if self.removed or self.dry_run:
             line += f", {self.removed} {'to remove' if self.dry_run else 'removed'}"
         if self.unlisted:
-            line += f"; {self.unlisted} products could not be listed"
+            line += f"; {plural(self.unlisted, 'product')} could not be listed"
         line += f"), {self.bytes} bytes in {self.seconds:.1f} s"
         if self.downloaded and not self.dry_run:
             line += f"; {self.via_public} via public links, {self.via_rest} via REST"

@@ -572,7 +572,7 @@ def test_mirror_skips_a_missing_product_and_goes_on(
         *("--webhook", served.url),
     )
     assert code == 1
-    assert "1 products could not be listed" in out
+    assert "1 product could not be listed" in out
     assert "product 999 skipped: Product was not found" in err
     assert err.strip().splitlines()[-1].startswith("bitrix-images: error: 1 product could not")
     assert "Traceback" not in err
@@ -619,7 +619,7 @@ def test_mirror_stops_on_an_auth_error(
     )
     assert code == 1
     # The summary still says what was done before the run stopped.
-    assert out.startswith("1 products, ")
+    assert out.startswith("1 product, ")
     assert "INVALID_CREDENTIALS" in assert_one_error_line(err, served.portal.webhook_code)
 
 

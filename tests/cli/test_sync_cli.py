@@ -85,12 +85,12 @@ def test_upload_plan_then_upload_then_nothing(
     assert f"~ 3/detail@front.png replaces {detail.name!r} (id {detail.id})" in lines
     assert "+ 3/side.png" in lines
     assert sum(line.startswith("- 3/") for line in lines) == 2
-    assert lines[-1].startswith("1 products, 2 files (2 to add, 0 already there, 2 to delete")
+    assert lines[-1].startswith("1 product, 2 files (2 to add, 0 already there, 2 to delete")
     assert "3/notes.txt: not a JPEG" in err
 
     code, out, _ = run_cli(capsys, *argv)
     assert code == 0
-    assert out.startswith("1 products, 2 files (2 added, 0 already there; 1 not images")
+    assert out.startswith("1 product, 2 files (2 added, 0 already there; 1 not images")
     kinds = {image.name: image.type for image in served.portal.catalog.images(3)}
     assert kinds["front.png"] == "DETAIL_PICTURE"  # it replaced the seeded detail picture
     assert kinds["side.png"] == "MORE_PHOTO"
@@ -107,7 +107,7 @@ def test_upload_reports_a_missing_product(
     (tmp_path / "photos" / "999" / "a.png").write_bytes(PNG_HEAD + b"a")
     code, out, err = run_cli(capsys, "upload", "photos", "--webhook", served.url)
     assert code == 1
-    assert "1 products could not be listed" in out
+    assert "1 product could not be listed" in out
     assert f"product 999 skipped: {NOT_FOUND_TEXT}" in err
     assert err.strip().splitlines()[-1].startswith("bitrix-images: error: 1 product could not")
 
@@ -165,7 +165,7 @@ def test_upload_shows_a_progress_bar_on_a_terminal(
     (tmp_path / "photos" / "3" / "notes.txt").write_text("no image")
     code, out, _ = run_cli(capsys, "upload", "photos", "--webhook", served.url)
     assert code == 0
-    assert out.startswith("1 products, 1 files (1 added, ")
+    assert out.startswith("1 product, 1 file (1 added, ")
     shown = terminal.getvalue()
     assert "upload: 100%" in shown
     assert "1/1 products" in shown

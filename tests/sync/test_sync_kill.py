@@ -117,7 +117,7 @@ async def test_sigkill_during_upload_then_resume_is_exact(webhook: str, tmp_path
         for name in wanted[pid]:
             (src / str(pid) / name).write_bytes(PNG_HEAD + name.encode() * 40)
     # Small batches: many requests, so that the kill lands between (or inside) them.
-    argv = ("upload", str(src), "--max-request-bytes", "6000")
+    argv = ("upload", str(src), "--max-request-bytes", "6000", "--settle-after", "6")
     # The portal's bucket is shared with the command line: wait out its refusals patiently.
     patient = bx.RetryPolicy(max_attempts=30, initial_delay=0.05, max_delay=0.5)
     client = bx.BitrixClient.from_webhook(
@@ -229,5 +229,5 @@ async def test_a_stopped_upload_sums_up_and_names_the_adds_in_flight(
             process.send_signal(signum)
             out, err = await asyncio.to_thread(process.communicate, timeout=60)
     assert process.returncode == status, err
-    assert out.startswith("1 products, 1 files (0 added, 0 already there"), out
-    assert "1 adds were in flight, outcome unknown: 1/front.png" in err
+    assert out.startswith("1 product, 1 file (0 added, 0 already there"), out
+    assert "1 add was in flight, outcome unknown: 1/front.png" in err

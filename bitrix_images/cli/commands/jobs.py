@@ -75,6 +75,7 @@ async def upload_command(client: BitrixClient, options: UploadOptions, out: IO[s
         prune=options.prune,
         max_delete=options.max_delete,
         max_file_bytes=options.max_file_bytes,
+        settle_after=options.settle_after,
         pack=options.pack,
         max_request_bytes=options.max_request_bytes,
         concurrency=options.concurrency,

@@ -31,6 +31,7 @@ import attrs
 
 from ..._coordinator import RedisDown
 from ..._wire import clock
+from ..._wire.text import plural
 from ...exceptions import BitrixError
 from ..frame import Counts, Job, RunTotals
 from ..listing import products
@@ -95,18 +96,19 @@ class UploadResult(RunTotals, UploadCounts):
     def summary(self) -> str:
         """The closing line of a run."""
         verb = "to add" if self.dry_run else "added"
-        line = f"{self.products} products, {self.files} files ({self.added} {verb}, "
+        line = f"{plural(self.products, 'product')}, {plural(self.files, 'file')} "
+        line += f"({self.added} {verb}, "
         line += f"{self.present} already there"
         if self.removed or self.dry_run:
             line += f", {self.removed} {'to delete' if self.dry_run else 'deleted'}"
         if self.failed:
             line += f", {self.failed} failed"
         if self.held_back:
-            line += f", {self.held_back} deletes held back"
+            line += f", {plural(self.held_back, 'delete')} held back"
         if self.not_images:
             line += f"; {self.not_images} not images, skipped"
         if self.unlisted:
-            line += f"; {self.unlisted} products could not be listed"
+            line += f"; {plural(self.unlisted, 'product')} could not be listed"
         line += f") in {self.requests} requests, {self.seconds:.1f} s; {self.retries} retries"
         return line if self.packed else line + "; the portal refused batches: one add a request"
 
@@ -291,7 +293,8 @@ class _Upload(Job[UploadCounts, UploadResult]):
         if self.sent:
             shown = ", ".join(sorted(op.shown for op in self.sent.values()))
             self.warn(
-                f"{len(self.sent)} adds were in flight, outcome unknown: {shown}; "
+                f"{plural(len(self.sent), 'add was', 'adds were')} in flight, outcome unknown: "
+                f"{shown}; "
                 "the next run lists their products before it adds anything"
             )
         if self.journal is not None:
