@@ -227,7 +227,7 @@ class BitrixClient:
         dead portal is known within seconds (``connect`` fails, the rest are skipped). About
         fifteen requests, counted in ``client.stats`` like any others.
         """
-        return await examine(self._caller, write_check=write_check)
+        return await examine(self._links, write_check=write_check)
 
     @property
     def stats(self) -> ClientStats:
