@@ -137,13 +137,12 @@ class PublicLinks:
 
     async def public_bytes(self, image: ProductImage, part: str) -> bytes:
         """
-        The bytes of *image*'s public link, read into memory (retried as a download's).
+        The bytes of *image*'s public link (it has one), read into memory; retried as a
+        download's.
 
         Raises ``Failed`` or ``LinkRefused`` when the answer does not count; *part* holds
         a spilled answer only while it is read. Not counted in ``stats``.
         """
-        if image.detail_url is None:
-            raise ValueError("the image has no detail_url (was it left out of select?)")
         spool = await self._public(image, part)
         try:
             return await asyncio.to_thread(_content, spool)
@@ -161,7 +160,7 @@ class PublicLinks:
 
     async def _public(self, image: ProductImage, part: str) -> Spool:
         """GET the public link into a spool, retrying what a web server may answer later."""
-        assert image.detail_url is not None  # noqa: S101 -- checked by fetch()
+        assert image.detail_url is not None  # noqa: S101 -- checked by the callers
         policy = self.caller.retry
         attempt = 0
         while True:

@@ -43,7 +43,9 @@ async def public_files(visit: Visit) -> Finding:
     folder = await asyncio.to_thread(tempfile.mkdtemp, prefix="bitrix-images-doctor-")
     try:
         try:
-            public = await visit.links.public_bytes(image, os.path.join(folder, "public.part"))
+            public = await visit.links.public_bytes(
+                image, os.path.join(folder, ".doctor-public.part")
+            )
         except (Failed, LinkRefused) as failure:
             return _public_refused(visit, what, failure)
         rest = await visit.links.rest_bytes(image, folder)

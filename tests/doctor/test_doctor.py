@@ -314,6 +314,26 @@ async def test_public_files_leave_no_temporary_folder(
         assert list(tmp_path.iterdir()) == []
 
 
+async def test_public_files_refuse_a_link_into_the_private_network() -> None:
+    # The files on another host that resolves to loopback: the default policy refuses it.
+    async with FakePortal(files_origin="127.0.0.1") as portal:
+        report = await doctor(portal)
+        assert portal.counters.files == 0
+        assert portal.counters.by_method["download"] == 0  # nothing to compare with
+    found = report.check("public_files")
+    assert found.status == "warn"
+    assert found.detail.startswith("image 1 of product 1: the public link was refused ("), found
+
+
+async def test_public_files_pass_over_images_without_both_links() -> None:
+    async with FakePortal() as portal, webhook_client(portal) as client:
+        visit = checks.Visit(client._caller, links=client._links)
+        visit.image_rows = ({"id": "not an id"}, {"id": 7, "productId": 1, "type": "MORE_PHOTO"})
+        found = await checks.public_files(visit)
+        assert found == checks.skip("no image listed with both links to fetch")
+        assert portal.counters.requests == 0
+
+
 # --- clock, page mode, operating counters ----------------------------------------------------
 
 
