@@ -8,6 +8,7 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+import attrs
 from yarl import URL
 
 from ._calls.caller import Caller
@@ -39,26 +40,13 @@ class BitrixClient:
     open; one the client created is closed with it.
     """
 
-    def __init__(
-        self,
-        auth: WebhookAuth | OAuthAuth,
-        *,
-        rate_limit: RateLimit | None = None,
-        retry: RetryPolicy | None = None,
-        session: aiohttp.ClientSession | None = None,
-        timeout: float = 75.0,
-        max_answer_bytes: int = MAX_ANSWER_BYTES,
-        coordinator: RedisCoordinator | None = None,
-        link_policy: LinkPolicy | None = None,
-    ) -> None:
-        self._caller = _caller(
-            auth, rate_limit, retry, session, timeout, max_answer_bytes, coordinator
-        )
-        if link_policy is not None and not isinstance(link_policy, LinkPolicy):
-            raise TypeError("link_policy must be a LinkPolicy")
+    def __init__(self, auth: WebhookAuth | OAuthAuth, options: _Options | None = None) -> None:
+        options = options or _Options()
+        policy = options.policy()
+        self._caller = caller = options.caller(auth)
         # Public file links: a session of their own, with no credentials (_calls.links).
-        self._links = PublicLinks(self._caller, link_policy or LinkPolicy(), timeout=timeout)
-        self.images = Images(self._caller, Converter(auth.origin), self._links)
+        self._links = PublicLinks(caller, policy, timeout=options.timeout)
+        self.images = Images(caller, Converter(auth.origin), self._links)
 
     @classmethod
     def from_webhook(
@@ -82,15 +70,8 @@ class BitrixClient:
         request bucket, and every client of this webhook one operating-time budget per method.
         """
         base = check_portal_url(url, allow_insecure=allow_insecure, what="the webhook URL")
-        return cls(
-            WebhookAuth(base),
-            rate_limit=rate_limit,
-            retry=retry,
-            session=session,
-            timeout=timeout,
-            max_answer_bytes=max_answer_bytes,
-            coordinator=coordinator,
-        )
+        options = _Options(rate_limit, retry, session, timeout, max_answer_bytes, coordinator)
+        return cls(WebhookAuth(base), options)
 
     @classmethod
     def from_oauth(
@@ -126,29 +107,19 @@ class BitrixClient:
         process refreshes through one lock (one refresh per expiry, *on_token_refresh*
         awaited by the process that made it), and the limits are shared as for webhooks.
         """
-        endpoint = check_portal_url(
-            client_endpoint, allow_insecure=allow_insecure, what="the client endpoint"
-        )
-        token_url = check_portal_url(oauth_url, allow_insecure=allow_insecure, what="oauth_url")
         auth = OAuthAuth.checked(
-            endpoint,
+            client_endpoint,
             access_token=access_token,
             refresh_token=refresh_token,
             client_id=client_id,
             client_secret=client_secret,
-            oauth_url=token_url,
+            oauth_url=oauth_url,
             on_token_refresh=on_token_refresh,
             expires_at=expires_at,
+            allow_insecure=allow_insecure,
         )
-        return cls(
-            auth,
-            rate_limit=rate_limit,
-            retry=retry,
-            session=session,
-            timeout=timeout,
-            max_answer_bytes=max_answer_bytes,
-            coordinator=coordinator,
-        )
+        options = _Options(rate_limit, retry, session, timeout, max_answer_bytes, coordinator)
+        return cls(auth, options)
 
     # --- lifetime ------------------------------------------------------------------------
 
@@ -207,14 +178,11 @@ class BitrixClient:
         params = _checked(method, params)
         if "start" in params:
             raise ValueError("pass start= to paginate(), not inside params")
-        return paginate(
-            self._caller,
-            method,
-            lambda offset: {**params, "start": offset},
-            key=key,
-            convert=tuple,
-            start=start,
-        )
+
+        def page(offset: int) -> Mapping[str, Any]:
+            return {**params, "start": offset}
+
+        return paginate(self._caller, method, page, key=key, convert=tuple, start=start)
 
     async def doctor(self, *, write_check: int | None = None) -> PortalReport:
         """
@@ -225,9 +193,9 @@ class BitrixClient:
         ``write`` when *write_check* names a product: a 1x1 PNG is added to it as
         ``MORE_PHOTO`` inside a ``batch``, then deleted. Nothing is written otherwise. A
         dead portal is known within seconds (``connect`` fails, the rest are skipped). About
-        fifteen requests, counted in ``client.stats`` like any others.
+        fifteen requests, counted in ``client.stats``, and one public file outside REST.
         """
-        return await examine(self._caller, write_check=write_check)
+        return await examine(self._links, write_check=write_check)
 
     @property
     def stats(self) -> ClientStats:
@@ -269,32 +237,46 @@ def _checked(method: str, params: Mapping[str, Any] | None) -> Mapping[str, Any]
     return params
 
 
-def _caller(  # noqa: PLR0917 -- BitrixClient's options, checked here once
-    auth: WebhookAuth | OAuthAuth,
-    rate_limit: RateLimit | None,
-    retry: RetryPolicy | None,
-    session: aiohttp.ClientSession | None,
-    timeout: float,
-    max_answer_bytes: int,
-    coordinator: RedisCoordinator | None,
-) -> Caller:
-    """The client's caller, its options checked before any request."""
-    if rate_limit is not None and not isinstance(rate_limit, RateLimit):
-        raise TypeError("rate_limit must be a RateLimit")
-    if retry is not None and not isinstance(retry, RetryPolicy):
-        raise TypeError("retry must be a RetryPolicy")
-    if session is not None and not isinstance(session, aiohttp.ClientSession):
-        raise TypeError("session must be an aiohttp.ClientSession")
-    if coordinator is not None and not isinstance(coordinator, RedisCoordinator):
-        raise TypeError("coordinator must be a bitrix_images.RedisCoordinator or None")
-    timeout = check_number("timeout", timeout, positive=True, finite=True)
-    max_answer_bytes = check_int("max_answer_bytes", max_answer_bytes, minimum=1)
-    return Caller(
-        auth,
-        rate_limit=rate_limit or RateLimit(),
-        retry=retry or RetryPolicy(),
-        session=session,
-        timeout=float(timeout),
-        max_answer_bytes=max_answer_bytes,
-        coordinator=coordinator,
-    )
+@attrs.frozen
+class _Options:
+    """
+    The options every constructor of ``BitrixClient`` takes, gathered once as given;
+    ``caller`` checks them, before any request.
+    """
+
+    rate_limit: RateLimit | None = None
+    retry: RetryPolicy | None = None
+    session: aiohttp.ClientSession | None = None
+    timeout: float = 75.0
+    max_answer_bytes: int = MAX_ANSWER_BYTES
+    coordinator: RedisCoordinator | None = None
+    link_policy: LinkPolicy | None = None  # no constructor takes it yet: the tests' only
+
+    def policy(self) -> LinkPolicy:
+        """The public links' policy, checked."""
+        if self.link_policy is not None and not isinstance(self.link_policy, LinkPolicy):
+            raise TypeError("link_policy must be a LinkPolicy")
+        return self.link_policy or LinkPolicy()
+
+    def caller(self, auth: WebhookAuth | OAuthAuth) -> Caller:
+        """The client's caller, the options checked before any request."""
+        if self.rate_limit is not None and not isinstance(self.rate_limit, RateLimit):
+            raise TypeError("rate_limit must be a RateLimit")
+        if self.retry is not None and not isinstance(self.retry, RetryPolicy):
+            raise TypeError("retry must be a RetryPolicy")
+        if self.session is not None and not isinstance(self.session, aiohttp.ClientSession):
+            raise TypeError("session must be an aiohttp.ClientSession")
+        coordinator = self.coordinator
+        if coordinator is not None and not isinstance(coordinator, RedisCoordinator):
+            raise TypeError("coordinator must be a bitrix_images.RedisCoordinator or None")
+        timeout = check_number("timeout", self.timeout, positive=True, finite=True)
+        max_answer_bytes = check_int("max_answer_bytes", self.max_answer_bytes, minimum=1)
+        return Caller(
+            auth,
+            rate_limit=self.rate_limit or RateLimit(),
+            retry=self.retry or RetryPolicy(),
+            session=self.session,
+            timeout=float(timeout),
+            max_answer_bytes=max_answer_bytes,
+            coordinator=coordinator,
+        )

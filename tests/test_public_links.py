@@ -21,6 +21,7 @@ import bitrix_images as bx
 from bitrix_images._wire import public
 from bitrix_images._wire.auth import WebhookAuth, check_portal_url
 from bitrix_images._wire.public import LinkPolicy, LinkRefused
+from bitrix_images.client import _Options
 from bitrix_images.sync.manifest import MANIFEST_NAME, Entry, Manifest
 from bitrix_images.testing import FakePortal, instant_retries
 
@@ -31,7 +32,7 @@ def client_for(portal: FakePortal | str, policy: LinkPolicy | None = None, **opt
     url = portal if isinstance(portal, str) else str(portal.webhook_url)
     base = check_portal_url(url, allow_insecure=True, what="the webhook URL")
     settings: dict[str, Any] = {"retry": FAST_RETRY, "rate_limit": UNLIMITED, **options}
-    return bx.BitrixClient(WebhookAuth(base), link_policy=policy, **settings)
+    return bx.BitrixClient(WebhookAuth(base), _Options(link_policy=policy, **settings))
 
 
 def expected(portal: FakePortal, product_ids: list[int]) -> dict[str, bytes]:

@@ -115,17 +115,13 @@ class PublicLinks:
     async def _cross_check(self, image: ProductImage, part: str, target: str, durable: bool) -> str:
         """The first image under auto: public and REST, bytes compared; the REST copy kept."""
         try:
-            spool = await self._public(image, part)
+            public = await self.public_bytes(image, part)
         except (Failed, LinkRefused) as failure:
             reason = _reason(failure)
             self._closed_streak = self._closed_streak + 1 if reason in CLOSED else 0
             if self._closed_streak >= _CLOSED_IN_A_ROW:
                 self._give_up(f"the first {_CLOSED_IN_A_ROW} public links were refused ({reason})")
             return await self._fall_back(reason, image, part, target, durable)
-        try:
-            public = await asyncio.to_thread(_content, spool)
-        finally:
-            spool.discard()
         # The REST copy goes through a second temporary file; *part* is the caller's to remove.
         _, other = _files.reserve(target, image)
         try:
@@ -139,9 +135,32 @@ class PublicLinks:
             self._give_up("a public link's bytes differ from the REST download")
         return "rest"
 
+    async def public_bytes(self, image: ProductImage, part: str) -> bytes:
+        """
+        The bytes of *image*'s public link (it has one), read into memory; retried as a
+        download's.
+
+        Raises ``Failed`` or ``LinkRefused`` when the answer does not count; *part* holds
+        a spilled answer only while it is read. Not counted in ``stats``.
+        """
+        spool = await self._public(image, part)
+        try:
+            return await asyncio.to_thread(_content, spool)
+        finally:
+            spool.discard()
+
+    async def rest_bytes(self, image: ProductImage, folder: str) -> bytes:
+        """The bytes of *image*'s ``download_url``, fetched into *folder*; not in ``stats``."""
+        target, part = _files.reserve(folder, image)
+        try:
+            await self._download(image, part, target, durable=False)
+            return await asyncio.to_thread(Path(target).read_bytes)
+        finally:
+            _files.discard(part)
+
     async def _public(self, image: ProductImage, part: str) -> Spool:
         """GET the public link into a spool, retrying what a web server may answer later."""
-        assert image.detail_url is not None  # noqa: S101 -- checked by fetch()
+        assert image.detail_url is not None  # noqa: S101 -- checked by the callers
         policy = self.caller.retry
         attempt = 0
         while True:
@@ -173,6 +192,11 @@ class PublicLinks:
         return await self._rest(image, part, target, durable)
 
     async def _rest(self, image: ProductImage, part: str, target: str, durable: bool) -> str:
+        await self._download(image, part, target, durable)
+        self.stats.rest += 1
+        return "rest"
+
+    async def _download(self, image: ProductImage, part: str, target: str, durable: bool) -> None:
         url = image.download_url
         if url is None:
             raise ValueError("the image has no download_url (was it left out of select?)")
@@ -184,8 +208,6 @@ class PublicLinks:
                 f"({url.scheme}://{url.host}:{url.port} is not {origin})"
             )
         await self.caller.download(url, part, target, durable=durable)
-        self.stats.rest += 1
-        return "rest"
 
     def _give_up(self, why: str) -> None:
         """Auto stops trying public links for this client, and says so once."""

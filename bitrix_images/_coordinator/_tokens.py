@@ -32,22 +32,17 @@ import logging
 import random
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Final
 
 from yarl import URL
 
 from ..exceptions import AuthError, CoordinatorUnavailable
 from ..models import OAuthTokens
+from ._lock import POLL, RefreshLock
 from ._redis import Grant, Link, RedisDown
 
 __all__ = ["SharedTokens"]
 
 log = logging.getLogger("bitrix_images.coordinator")
-
-# How often a process waiting for another's refresh looks again (jittered).
-_POLL: Final = 0.05
-# Attempts to store a new pair before giving up on Redis (the pair is then kept locally).
-_STORE_ATTEMPTS: Final = 3
 
 Owner = Callable[[], "tuple[object, object] | None"]
 
@@ -113,37 +108,35 @@ class SharedTokens:
         lineage, newer = await self._lock(token, refused, current)
         if newer is not None:
             return newer, False
+        lock = RefreshLock(self.link, lineage, token)
         # Inside the lock: the holder before us may have stored a pair just now.
         try:
             stored = await self.link.read_tokens(lineage)
             newer = self._newer(stored, refused, current)
         except RedisDown as exc:
-            await self._release(lineage, token)  # it expires otherwise
+            await lock.release()  # it expires otherwise
             raise _unavailable(exc) from None
         except BaseException:
-            await self._release(lineage, token)
+            await lock.release()
             raise
         if newer is not None:
-            await self._release(lineage, token)
+            await lock.release()
             return newer, False
         start = current if stored is None else self._trusted(stored.tokens, current)
-        heartbeat = asyncio.ensure_future(self._heartbeat(lineage, token))
+        lock.keep()
         try:
             tokens = await run(start)
         except AuthError as error:
-            await _stop(heartbeat)
             if error.code == "invalid_grant":
-                with contextlib.suppress(RedisDown):  # the lock expires by itself
-                    await self.link.refuse(lineage, token, start.refresh_token)
+                await lock.refuse(start.refresh_token)
             else:
-                await self._release(lineage, token)
+                await lock.release()
             raise
         except BaseException:
-            await _stop(heartbeat)
-            await self._release(lineage, token)
+            await lock.release()
             raise
-        await _stop(heartbeat)
-        await self._store(lineage, token, tokens)
+        if await lock.store(tokens, _owner(self._owner())) is False:
+            await self._foreign(tokens)
         return tokens, True
 
     async def _lock(
@@ -175,12 +168,12 @@ class SharedTokens:
                         "another process held the token-refresh lock in Redis for too long",
                         method="oauth.token",
                     )
-                await asyncio.sleep(_POLL * (0.5 + random.random()))
+                await asyncio.sleep(POLL * (0.5 + random.random()))
         except RedisDown as exc:
             raise _unavailable(exc) from None
         except asyncio.CancelledError:
             if self.lineage is not None:  # the lock may have been taken as the cancel came
-                await self._release(self.lineage, token)
+                await RefreshLock(self.link, self.lineage, token).release()
             raise
         finally:
             self.waiting = self._abandoned = False
@@ -209,44 +202,6 @@ class SharedTokens:
             return self._trusted(grant.tokens, current)
         return None
 
-    async def _heartbeat(self, lineage: str, token: str) -> None:
-        """Keep the lock while the refresh runs (it may outlast the lock's TTL)."""
-        period = self.link.coordinator.lock_ttl / 4
-        while True:
-            await asyncio.sleep(period)
-            try:
-                held = await self.link.extend(lineage, token)
-            except RedisDown:
-                continue  # it may still be ours at the next beat
-            if not held:
-                log.warning(
-                    "the token-refresh lock in Redis expired while the refresh ran: another "
-                    "process may refresh the same token"
-                )
-                return
-
-    async def _store(self, lineage: str, token: str, tokens: OAuthTokens) -> None:
-        # The OAuth server has rotated the pair: until Redis has it, only this process can
-        # reach the portal. Try again briefly; the lock keeps the others waiting meanwhile.
-        owner = _owner(self._owner())
-        for attempt in range(_STORE_ATTEMPTS):
-            try:
-                stored = await self.link.store_tokens(lineage, token, tokens, owner)
-            except RedisDown as exc:
-                if attempt + 1 == _STORE_ATTEMPTS:
-                    log.error(  # noqa: TRY400 -- the traceback says nothing more
-                        "Redis is unreachable (%s): the refreshed OAuth tokens were not "
-                        "stored; other processes will fail to refresh until they are "
-                        "given them (on_token_refresh has them)",
-                        exc,
-                    )
-                    return
-                await asyncio.sleep(_POLL * (attempt + 1))
-            else:
-                if not stored:
-                    await self._foreign(tokens)
-                return
-
     async def _foreign(self, tokens: OAuthTokens) -> None:
         """The OAuth server answered for another user than the grant's: never share it."""
         # Kept as a grant of its own, so that the rotated pair is not lost.
@@ -257,10 +212,6 @@ class SharedTokens:
             "the new pair was not shared with this grant's processes",
             method="oauth.token",
         )
-
-    async def _release(self, lineage: str, token: str) -> None:
-        with contextlib.suppress(RedisDown):  # it expires by itself
-            await self.link.release(lineage, token)
 
     def _trusted(self, stored: OAuthTokens, fallback: OAuthTokens) -> OAuthTokens:
         # The pair in Redis decides the tokens, never where they are sent: an endpoint on
@@ -273,11 +224,6 @@ class SharedTokens:
                 client_endpoint=fallback.client_endpoint,
             )
         return stored
-
-
-async def _stop(task: asyncio.Future[None]) -> None:
-    task.cancel()
-    await asyncio.wait({task})  # raises only if this task itself is cancelled meanwhile
 
 
 def _owner(answer: tuple[object, object] | None) -> tuple[str, str] | None:

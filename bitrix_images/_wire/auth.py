@@ -129,17 +129,22 @@ class OAuthAuth:
     @classmethod
     def checked(
         cls,
-        endpoint: URL,
+        client_endpoint: str | URL,
         *,
         access_token: str,
         refresh_token: str,
         client_id: str,
         client_secret: str,
-        oauth_url: URL,
+        oauth_url: str | URL,
         on_token_refresh: TokenCallback | None,
         expires_at: datetime | None,
+        allow_insecure: bool,
     ) -> OAuthAuth:
         """The auth of ``BitrixClient.from_oauth``, its arguments checked."""
+        endpoint = check_portal_url(
+            client_endpoint, allow_insecure=allow_insecure, what="the client endpoint"
+        )
+        oauth_url = check_portal_url(oauth_url, allow_insecure=allow_insecure, what="oauth_url")
         for name, value in (
             ("access_token", access_token),
             ("refresh_token", refresh_token),

@@ -8,6 +8,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -70,10 +71,10 @@ def free_port() -> int:
 
 
 def only(report: bx.PortalReport, **expected: str) -> None:
-    """Every check ok or skipped as a placeholder, but the *expected* ones."""
+    """Every check ok, but the *expected* ones."""
     found = statuses(report)
     for name, status in found.items():
-        assert status == expected.get(name, "skip" if name == "public_files" else "ok"), (
+        assert status == expected.get(name, "ok"), (
             name,
             report.check(name),
         )
@@ -91,11 +92,13 @@ async def test_a_healthy_portal_passes_every_check_and_writes_nothing(secret_wat
         assert report.ok
         only(report)
         assert report.check("read").detail == "product 1 of catalog 14: 3 image(s) listed"
-        # One HEAD for connect, then 12 REST requests: scope, 5 method.get, catalog.catalog.list,
-        # catalog.product.list, one list, server.time, the start=1 list, one batch.
-        assert client.stats.requests == 13
-        assert portal.counters.requests == 13
-        assert sum(portal.counters.by_method.values()) == 12
+        # One HEAD for connect, then 13 REST requests: scope, 5 method.get, catalog.catalog.list,
+        # catalog.product.list, one list, server.time, the start=1 list, one REST download
+        # (public_files), one batch; and one public file outside REST.
+        assert client.stats.requests == 14
+        assert portal.counters.requests == 14
+        assert sum(portal.counters.by_method.values()) == 13  # the HEAD is in no method
+        assert portal.counters.files == 1
         assert writes(portal) == 0
         assert portal.catalog.image_count() == before
         secret = portal.webhook_code
@@ -237,8 +240,98 @@ async def test_read_of_an_empty_catalog_warns() -> None:
     async with FakePortal(products=0) as portal:
         report = await doctor(portal)
     assert report.ok
-    only(report, read="warn", page_mode="skip")
+    only(report, read="warn", page_mode="skip", public_files="skip")
     assert "no product" in report.check("read").detail
+
+
+# --- public files ----------------------------------------------------------------------------
+
+
+async def test_public_files_match_rest_on_a_default_portal() -> None:
+    async with FakePortal() as portal, webhook_client(portal) as client:
+        report = await client.doctor()
+        assert portal.counters.files == 1  # the public link, fetched once
+        assert client.public_links.public == client.public_links.rest == 0  # not a job's files
+    only(report)
+    found = report.check("public_files")
+    assert found.detail.startswith("image 1 of product 1: the public link gives the same ")
+    assert found.hint is None
+
+
+@pytest.mark.parametrize(
+    ("options", "inject", "detail"),
+    [
+        (
+            {"public_files": False},
+            None,
+            "/upload/ is closed to visitors (the public link answered 403)",
+        ),
+        ({}, "login_page", "/upload/ is closed to visitors (the public link answered html)"),
+        ({}, "cut_short", "the public link did not give the complete image (cut short)"),
+        ({}, "other_bytes", "the public link gives "),
+    ],
+)
+async def test_public_files_warn_when_closed_incomplete_or_different(
+    options: dict[str, object], inject: str | None, detail: str
+) -> None:
+    async with FakePortal(**options) as portal:  # type: ignore[arg-type]
+        if inject is not None:
+            portal.inject_file(inject)
+        # The portal's 2 requests/s: 14 requests stay within its burst of 50, no wait.
+        async with webhook_client(portal, rate_limit=bx.RateLimit(rate=2.0)) as client:
+            report = await client.doctor()
+    assert report.ok  # a warning never changes the verdict
+    only(report, public_files="warn")
+    found = report.check("public_files")
+    assert found.detail.startswith(f"image 1 of product 1: {detail}"), found
+    if inject == "other_bytes":
+        assert "differ from REST's" in found.detail
+    # The client's own rate says what REST costs.
+    assert "through REST, one request per file: at 2 requests/s, about 7,200 images an hour" in (
+        found.hint or ""
+    )
+
+
+async def test_public_files_skip_without_an_image() -> None:
+    async with FakePortal(images_per_product=0) as portal:
+        report = await doctor(portal)
+        assert portal.counters.files == 0
+    assert report.check("public_files").status == "skip"
+    assert report.check("public_files").detail == "no image listed with both links to fetch"
+
+
+async def test_public_files_leave_no_temporary_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    for inject in (None, "forbidden"):
+        async with FakePortal() as portal:
+            if inject is not None:
+                portal.inject_file(inject)
+            report = await doctor(portal)
+        assert report.check("public_files").status == ("ok" if inject is None else "warn")
+        assert list(tmp_path.iterdir()) == []
+
+
+async def test_public_files_refuse_a_link_into_the_private_network() -> None:
+    # The files on another host that resolves to loopback: the default policy refuses it.
+    async with FakePortal(files_origin="127.0.0.1") as portal:
+        report = await doctor(portal)
+        assert portal.counters.files == 0
+        assert portal.counters.by_method["download"] == 0  # nothing to compare with
+    found = report.check("public_files")
+    assert found.status == "warn"
+    assert found.detail.startswith("image 1 of product 1: the public link was refused ("), found
+
+
+async def test_public_files_pass_over_images_without_both_links() -> None:
+    async with FakePortal() as portal, webhook_client(portal) as client:
+        visit = checks.Visit(client._caller, links=client._links)
+        visit.image_rows = ({"id": "not an id"}, {"id": 7, "productId": 1, "type": "MORE_PHOTO"})
+        found = await checks.public_files(visit)
+        assert found == checks.skip("no image listed with both links to fetch")
+        assert portal.counters.requests == 0
 
 
 # --- clock, page mode, operating counters ----------------------------------------------------
@@ -374,9 +467,7 @@ def test_cli_prints_one_line_per_check_and_a_verdict(
     code, out, err = run_cli(capsys, "doctor", "--webhook", served.url)
     assert (code, err) == (0, "")
     lines = out.splitlines()
-    assert [line.split()[:2] for line in lines[:-1]] == [
-        ["skip" if name == "public_files" else "ok", name] for name in NAMES
-    ]
+    assert [line.split()[:2] for line in lines[:-1]] == [["ok", name] for name in NAMES]
     assert lines[1] == "ok    auth                the webhook was accepted"
     assert lines[-1] == "ok: the portal is ready for list, mirror and upload"
     assert served.portal.webhook_code not in out
@@ -477,13 +568,13 @@ async def test_read_without_a_catalog_warns() -> None:
         )
         report = await doctor(portal)
     assert report.ok
-    only(report, read="warn", page_mode="skip")
+    only(report, read="warn", page_mode="skip", public_files="skip")
     assert "no product catalog" in report.check("read").detail
     unreadable = answer({"catalogs": [{"id": 1, "iblockId": None}, "junk"]})
     async with FakePortal() as portal:
         portal.inject("error", method="catalog.catalog.list", status=200, body=unreadable)
         report = await doctor(portal)
-    only(report, read="warn", page_mode="skip")
+    only(report, read="warn", page_mode="skip", public_files="skip")
     assert "no product found" in report.check("read").detail
 
 
