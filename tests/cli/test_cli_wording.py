@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
-from support import ThreadPortal, assert_one_error_line, ndjson, run_cli
+from support import PNG, ThreadPortal, assert_one_error_line, ndjson, run_cli
 
 pytestmark = pytest.mark.usefixtures("cli_env")
 
@@ -53,7 +53,7 @@ def test_not_found_names_the_product(
     argv: list[str],
     message: str,
 ) -> None:
-    (tmp_path / "cover.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(16))
+    (tmp_path / "cover.png").write_bytes(PNG)
     code, out, err = run_cli(capsys, *argv, "--webhook", served.url)
     assert (code, out) == (1, "")
     assert assert_one_error_line(err) == f"bitrix-images: error: {message}"
