@@ -13,12 +13,22 @@ from ..models import ImageType
 from ..sync.terminal import PROG
 from ..sync.upload.run import DEFAULT_MAX_REQUEST_BYTES, DEFAULT_SETTLE_AFTER
 from ..sync.upload.scan import DETAIL_PREFIX, MAX_FILE_BYTES, PREVIEW_PREFIX
+from .arguments import (
+    DESTRUCTIVE,
+    FORMATTER,
+    add_portal_options,
+    command,
+    output_option,
+    positive_float,
+    positive_int,
+    product_and_image,
+    product_id,
+    shard,
+)
 from .portal import OAUTH_ENV, OAUTH_URL_ENV, REDIS_ENV, WEBHOOK_ENV
 
 if TYPE_CHECKING:
-    from typing import TypeAlias
-
-    _Commands: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+    from .arguments import Commands
 
 __all__ = ["EXIT_STATUSES", "SHELLS", "build_parser", "parse"]
 
@@ -31,19 +41,10 @@ EXIT_STATUSES: Final = (
     ("143", "stopped by SIGTERM (timeout, systemd, docker); what was done is summed up"),
 )
 SHELLS: Final = ("bash", "zsh", "fish")
-DESTRUCTIVE: Final = "DESTRUCTIVE: "
 
 
 def _exit_table() -> str:
     return "exit status:\n" + "\n".join(f"  {code:<5}{meaning}" for code, meaning in EXIT_STATUSES)
-
-
-def _examples(*lines: str) -> str:
-    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
-
-
-# Epilogs (examples, the exit table) keep their lines.
-_FORMATTER: Final = argparse.RawDescriptionHelpFormatter
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,12 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser = argparse.ArgumentParser(
         prog=PROG,
-        formatter_class=_FORMATTER,
+        formatter_class=FORMATTER,
         description="Bitrix24 product images (catalog.productImage.*) from the shell.",
         epilog=f"{portal}\n\n{_exit_table()}",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    _add_portal_options(parser, nested=False)
+    add_portal_options(parser, nested=False)
     commands = parser.add_subparsers(
         dest="command",
         metavar="COMMAND",
@@ -105,121 +106,15 @@ def _unrecognized(parser: argparse.ArgumentParser, unknown: list[str]) -> NoRetu
     parser.error(message)
 
 
-def _positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _shard(text: str) -> tuple[int, int]:
-    index, _, count = text.partition("/")
-    if not (index.isdigit() and count.isdigit()) or not int(index) < int(count):
-        raise argparse.ArgumentTypeError(f"expected K/N with 0 <= K < N, got {text!r}")
-    return int(index), int(count)
-
-
 def _version() -> str:
     from .. import __version__  # noqa: PLC0415 -- read from the metadata only when asked
 
     return __version__
 
 
-def _add_portal_options(parser: argparse.ArgumentParser, *, nested: bool) -> None:
-    """The portal options, accepted before and after the subcommand."""
-    # In a subcommand they default to "not given", so as not to undo a value given before it.
-    unset = argparse.SUPPRESS if nested else None
-    group = parser.add_argument_group("portal")
-    group.add_argument(
-        "--webhook",
-        metavar="URL",
-        default=unset,
-        help=f"the incoming webhook, https://<portal>/rest/<user>/<code>/ (env {WEBHOOK_ENV})",
-    )
-    group.add_argument(
-        "--token-file",
-        metavar="FILE",
-        type=Path,
-        default=unset,
-        help="OAuth: read the tokens from FILE if it exists, and save refreshed ones to it",
-    )
-    group.add_argument(
-        "--allow-insecure",
-        action="store_true",
-        default=unset if nested else False,
-        help="permit plain http to a portal that is not on loopback (the webhook code and "
-        "tokens then cross the network readable)",
-    )
-    group.add_argument(
-        "--redis",
-        metavar="URL",
-        default=unset,
-        help="share the limits (and OAuth tokens) with other processes through this Redis, "
-        f"redis://host:6379/0 (env {REDIS_ENV}; needs bitrix_images[redis])",
-    )
-    group.add_argument(
-        "--rate",
-        type=_positive_float,
-        default=unset,
-        help="requests per second the portal drains (default 2, Enterprise 5)",
-    )
-    group.add_argument(
-        "--burst",
-        type=_positive_int,
-        default=unset,
-        help="requests the portal lets through at once (default 50, Enterprise 250)",
-    )
-
-
-def _command(
-    commands: _Commands, name: str, help: str, *examples: str, portal: bool = True
-) -> argparse.ArgumentParser:
-    sub = commands.add_parser(
-        name,
-        help=help,
-        description=help,
-        epilog=_examples(*examples),
-        formatter_class=_FORMATTER,
-    )
-    if portal:
-        _add_portal_options(sub, nested=True)
-    return sub
-
-
-def _output_option(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument(
-        "--with-download-url",
-        action="store_true",
-        help="also print download_url (a signed link that grants access: keep it secret)",
-    )
-
-
-def _product_id(sub: argparse.ArgumentParser, help: str = "the product's id") -> None:
-    sub.add_argument("product_id", metavar="PRODUCT_ID", type=_positive_int, help=help)
-
-
-def _product_and_image(sub: argparse.ArgumentParser) -> None:
-    _product_id(sub)
-    sub.add_argument(
-        "image_id",
-        metavar="IMAGE_ID",
-        type=_positive_int,
-        help="the image's id (the id list prints)",
-    )
-
-
-def _add_image_commands(commands: _Commands) -> None:
+def _add_image_commands(commands: Commands) -> None:
     """``list``, ``get``, ``add``, ``delete`` and ``fields``: one call each."""
-    sub = _command(
+    sub = command(
         commands,
         "list",
         "print the images of products, one JSON object per line",
@@ -230,7 +125,7 @@ def _add_image_commands(commands: _Commands) -> None:
     sub.add_argument(
         "product_ids",
         metavar="PRODUCT_ID",
-        type=_positive_int,
+        type=positive_int,
         nargs="+",
         help="the products whose images to print (one or more ids)",
     )
@@ -242,19 +137,19 @@ def _add_image_commands(commands: _Commands) -> None:
         help="fields to fetch, comma-separated, as printed (create_time) or as on the wire "
         "(createTime); id always, product_id too for several products",
     )
-    _output_option(sub)
+    output_option(sub)
 
-    sub = _command(
+    sub = command(
         commands,
         "get",
         "print one image as a JSON object",
         f"{PROG} get 1 31",
         f"{PROG} get 1 31 --with-download-url | jq -r .download_url",
     )
-    _product_and_image(sub)
-    _output_option(sub)
+    product_and_image(sub)
+    output_option(sub)
 
-    sub = _command(
+    sub = command(
         commands,
         "add",
         "attach an image file to a product; print the new image",
@@ -262,7 +157,7 @@ def _add_image_commands(commands: _Commands) -> None:
         f"{PROG} add 1 cover.png --type DETAIL_PICTURE # replaces the detail picture",
         f"{PROG} add 1 /tmp/x1.jpg --name front.jpg",
     )
-    _product_id(sub, "the id of the product to attach the image to")
+    product_id(sub, "the id of the product to attach the image to")
     sub.add_argument("file", metavar="FILE", type=Path, help="the image file to send")
     sub.add_argument("--name", help="the file name on the portal (default: FILE's name)")
     sub.add_argument(
@@ -272,17 +167,17 @@ def _add_image_commands(commands: _Commands) -> None:
         help="where the image goes on the card (default MORE_PHOTO, added to the gallery); "
         f"{DESTRUCTIVE}DETAIL_PICTURE and PREVIEW_PICTURE replace the product's previous one",
     )
-    _output_option(sub)
+    output_option(sub)
 
-    sub = _command(
+    sub = command(
         commands,
         "delete",
         f"{DESTRUCTIVE}remove an image from a product on the portal",
         f"{PROG} delete 1 31",
         f"{PROG} get 1 31 && {PROG} delete 1 31      # look before you delete",
     )
-    _product_and_image(sub)
-    _command(
+    product_and_image(sub)
+    command(
         commands,
         "fields",
         "print the image fields as a JSON object keyed by wire name (createTime)",
@@ -291,8 +186,8 @@ def _add_image_commands(commands: _Commands) -> None:
     )
 
 
-def _add_mirror(commands: _Commands) -> None:
-    sub = _command(
+def _add_mirror(commands: Commands) -> None:
+    sub = command(
         commands,
         "mirror",
         "download every image of many products into DEST/<product_id>/",
@@ -312,7 +207,7 @@ def _add_mirror(commands: _Commands) -> None:
         "--product",
         metavar="ID",
         dest="products",
-        type=_positive_int,
+        type=positive_int,
         action="append",
         help="a product to mirror (repeatable)",
     )
@@ -323,7 +218,7 @@ def _add_mirror(commands: _Commands) -> None:
         help="product ids, one per line (blank lines and # comments skipped; - for stdin)",
     )
     source.add_argument(
-        "--iblock", metavar="ID", type=_positive_int, help="every product of this catalog"
+        "--iblock", metavar="ID", type=positive_int, help="every product of this catalog"
     )
     source.add_argument(
         "--demo",
@@ -333,7 +228,7 @@ def _add_mirror(commands: _Commands) -> None:
     sub.add_argument(
         "--concurrency",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=4,
         help="downloads at once (default 4); the rate limit still applies",
     )
@@ -365,13 +260,13 @@ def _add_mirror(commands: _Commands) -> None:
     sub.add_argument(
         "--shard",
         metavar="K/N",
-        type=_shard,
+        type=shard,
         help="only the products whose id %% N == K, so that N hosts split one catalog",
     )
 
 
-def _add_upload(commands: _Commands) -> None:
-    sub = _command(
+def _add_upload(commands: Commands) -> None:
+    sub = command(
         commands,
         "upload",
         "add SRC/<product_id>/<file> images the products do not have yet",
@@ -397,21 +292,21 @@ def _add_upload(commands: _Commands) -> None:
     sub.add_argument(
         "--max-delete",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=100,
         help="with --prune: delete nothing when a run would delete more than N (default 100)",
     )
     sub.add_argument(
         "--max-file-size",
         metavar="BYTES",
-        type=_positive_int,
+        type=positive_int,
         default=MAX_FILE_BYTES,
         help=f"skip files larger than BYTES (default {MAX_FILE_BYTES})",
     )
     sub.add_argument(
         "--settle-after",
         metavar="SECONDS",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_SETTLE_AFTER,
         help="after a run that was stopped while adds were in flight: list their products "
         "this long after each was sent, to learn whether it was made, before adding anything "
@@ -420,7 +315,7 @@ def _add_upload(commands: _Commands) -> None:
     sub.add_argument(
         "--max-request-bytes",
         metavar="BYTES",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_REQUEST_BYTES,
         help=f"largest batch request body (default {DEFAULT_MAX_REQUEST_BYTES})",
     )
@@ -432,7 +327,7 @@ def _add_upload(commands: _Commands) -> None:
     sub.add_argument(
         "--concurrency",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=2,
         help="requests at once (default 2)",
     )
@@ -447,8 +342,8 @@ def _add_upload(commands: _Commands) -> None:
     sub.epilog = f"{files}\n\n{sub.epilog}"
 
 
-def _add_catalogs(commands: _Commands) -> None:
-    sub = _command(
+def _add_catalogs(commands: Commands) -> None:
+    sub = command(
         commands,
         "catalogs",
         "list the portal's product catalogs: the ids --iblock takes, products in each",
@@ -460,8 +355,8 @@ def _add_catalogs(commands: _Commands) -> None:
     )
 
 
-def _add_doctor(commands: _Commands) -> None:
-    sub = _command(
+def _add_doctor(commands: Commands) -> None:
+    sub = command(
         commands,
         "doctor",
         "check the portal before a long job: connection, webhook, scope, limits",
@@ -477,7 +372,7 @@ def _add_doctor(commands: _Commands) -> None:
     sub.add_argument(
         "--write-check",
         metavar="PRODUCT_ID",
-        type=_positive_int,
+        type=positive_int,
         help="also add a 1x1 image to this product inside a batch, then delete it "
         "(nothing is written without this option)",
     )
@@ -487,8 +382,8 @@ def _add_doctor(commands: _Commands) -> None:
     )
 
 
-def _add_completion(commands: _Commands) -> None:
-    sub = _command(
+def _add_completion(commands: Commands) -> None:
+    sub = command(
         commands,
         "completion",
         "print the shell completion script (no portal needed)",
