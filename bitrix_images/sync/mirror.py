@@ -19,15 +19,14 @@ manifest lists, never after a failed listing.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sized
+from collections.abc import Callable, Sized
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 import attrs
 
 from .._calls.links import check_via
-from .._wire.text import plural
-from ..exceptions import BitrixError, MalformedResponse
+from ..exceptions import MalformedResponse
 from ..models import ProductImage
 from .dest import (
     Names,
@@ -42,11 +41,12 @@ from .dest import (
     same_file,
     stops_the_job,
 )
-from .frame import FATAL, Counts, Job, RunTotals, run_bounded
-from .health import PortalHealth
+from .downloads import Downloads, Fetch
+from .frame import Job, run_bounded
 from .ids import Ids, counted
 from .listing import Listed, products
 from .manifest import MANIFEST_NAME, Entry, Manifest, digest
+from .mirror_result import MirrorCounts, MirrorResult
 from .progress import Progress
 
 if TYPE_CHECKING:
@@ -60,66 +60,6 @@ _RECORD_EVERY: Final = 50
 # Products in a row whose listing was malformed before the run stops: the portal answers in
 # a shape we do not read, and every further product would be skipped the same way.
 _MALFORMED_IN_A_ROW: Final = 3
-
-
-@attrs.define(slots=False)
-class MirrorCounts(Counts):
-    """The running counts of a mirror; ``MirrorResult`` inherits them."""
-
-    images: int = 0
-    downloaded: int = 0
-    skipped: int = 0
-    adopted: int = 0
-    bytes: int = 0
-    via_public: int = 0
-    via_rest: int = 0
-
-
-@attrs.frozen
-class MirrorResult(RunTotals, MirrorCounts):
-    """
-    What one mirror run did: the counts the command line prints.
-
-    ``downloaded`` files were fetched; ``skipped`` were in place already (by the manifest);
-    ``adopted`` were in place but unrecorded (a run stopped between a file's rename and its
-    record) and are recorded now; ``removed`` files were pruned (with ``dry_run``: would
-    be); ``failed`` images could not be fetched; ``unlisted`` products could not be listed
-    (gone, or forbidden). Of the files downloaded, ``via_public`` came through their
-    public links and ``via_rest`` through REST; ``fallbacks`` counts, by reason, the images
-    whose public link did not give them (``via="auto"``), and ``public_given_up`` says why
-    the run stopped trying public links, if it did. ``planned`` holds the lines of a dry
-    run; the rest is ``RunTotals``.
-    """
-
-    fallbacks: tuple[tuple[str, int], ...] = ()
-    public_given_up: str | None = None
-
-    def summary(self) -> str:
-        """The closing line of a run."""
-        fetched = "to download" if self.dry_run else "downloaded"
-        line = (
-            f"{plural(self.products, 'product')}, {plural(self.images, 'image')} "
-            f"({self.downloaded} {fetched}, {self.skipped} skipped"
-        )
-        if self.adopted:
-            line += f", {self.adopted} adopted"
-        if self.failed:
-            line += f", {self.failed} failed"
-        if self.removed or self.dry_run:
-            line += f", {self.removed} {'to remove' if self.dry_run else 'removed'}"
-        if self.unlisted:
-            line += f"; {plural(self.unlisted, 'product')} could not be listed"
-        line += f"), {self.bytes} bytes in {self.seconds:.1f} s"
-        if self.downloaded and not self.dry_run:
-            line += f"; {self.via_public} via public links, {self.via_rest} via REST"
-            if self.fallbacks:
-                reasons = ", ".join(f"{reason}: {count}" for reason, count in self.fallbacks)
-                line += f" ({reasons})"
-        return (
-            f"{line}; "
-            f"{self.retries} retries, {self.waited:.1f} s waiting on rate limits "
-            "(summed over concurrent requests)"
-        )
 
 
 async def mirror(
@@ -194,16 +134,6 @@ class _Options:
     via: str
 
 
-@attrs.frozen
-class _Fetch:
-    """One image to download; *adopt* is an unrecorded file that may already hold it."""
-
-    image: ProductImage
-    product_id: int
-    target: Path
-    adopt: Path | None = None
-
-
 class _Mirror(Job[MirrorCounts, MirrorResult]):
     """One mirror run: a producer fed by ``listing``, and *concurrency* download workers."""
 
@@ -226,7 +156,7 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
         self.failure: Exception | None = None  # what stopped the listing, if anything
         self.malformed = 0  # products in a row whose listing was malformed
         # Bounded: the listing runs at most a few images ahead of the downloads.
-        self.downloads = _Downloads(
+        self.downloads = Downloads(
             client, dest, self.counts, bar, self.note, concurrency * 4, options.via
         )
         self.queue = self.downloads.queue
@@ -345,15 +275,15 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
                     counts.skipped += 1
                     self.bar.skip()
                     continue
-                fetch = _Fetch(image, product_id, path)
+                fetch = Fetch(image, product_id, path)
             else:
                 target = folder / names.claim(image)
                 if exists(target):
                     # Not this tool's record, or a run stopped before recording it: fetch
-                    # beside it, keep whichever is the image's (see _Downloads).
-                    fetch = _Fetch(image, product_id, folder / names.claim(image), target)
+                    # beside it, keep whichever is the image's (see Downloads).
+                    fetch = Fetch(image, product_id, folder / names.claim(image), target)
                 else:
-                    fetch = _Fetch(image, product_id, target)
+                    fetch = Fetch(image, product_id, target)
             if options.dry_run:
                 self.planned.append(f"download {fetch.target.relative_to(self.dest).as_posix()}")
                 counts.downloaded += 1
@@ -402,87 +332,3 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
         done, self.done = self.done, []
         if done and self.manifest is not None:
             await self.manifest.record(done)
-
-
-class _Downloads:
-    """The workers of a mirror: each fetches queued images until it takes ``None``."""
-
-    def __init__(  # noqa: PLR0917 -- the parts of _Mirror it works with, given once
-        self,
-        client: BitrixClient,
-        dest: Path,
-        counts: MirrorCounts,
-        bar: Progress,
-        note: Callable[[Entry], Awaitable[None]],
-        ahead: int,
-        via: str,
-    ) -> None:
-        self.client = client
-        self.via = via
-        self.given_up_told = False
-        self.dest = dest
-        self.counts = counts
-        self.bar = bar
-        self.note = note
-        self.health = PortalHealth()  # downloads failing for want of a portal
-        self.queue: asyncio.Queue[_Fetch | None] = asyncio.Queue(ahead)
-
-    async def worker(self) -> None:
-        counts = self.counts
-        while (fetch := await self.queue.get()) is not None:
-            image = fetch.image
-            try:
-                fetched = await self.client.images.fetch_file(image, fetch.target, via=self.via)
-            except FATAL:
-                raise
-            except BitrixError as error:
-                down = self.health.failed(error)
-                if down is not None:
-                    counts.failed += 1
-                    raise down from None
-                self.failed(fetch, str(error))
-                continue
-            except (ValueError, OSError) as error:
-                # Another origin, a link planted where the file goes, a name the file
-                # system refuses: this image's problem. A full or read-only disk is not.
-                if isinstance(error, OSError) and stops_the_job(error):
-                    raise
-                self.failed(fetch, reason(error))
-                continue
-            self.health.succeeded()
-            path = fetched.path
-            self.tell_given_up()
-            size, sha256 = await asyncio.to_thread(digest, path)
-            if fetch.adopt is not None and await same_file(fetch.adopt, size, sha256):
-                # The file already there holds this image's bytes: a run stopped
-                # between its rename and its record. Keep it, drop the new copy.
-                remove(path)
-                path = fetch.adopt
-                counts.adopted += 1
-                self.bar.skip()
-            else:
-                counts.downloaded += 1
-                counts.bytes += size
-                if fetched.via == "public":
-                    counts.via_public += 1
-                else:
-                    counts.via_rest += 1
-                self.bar.add_download(size)
-            relative = path.relative_to(self.dest).as_posix()
-            entry = Entry(fetch.product_id, image.id, relative, size, sha256, via=fetched.via)
-            await self.note(entry)
-
-    def tell_given_up(self) -> None:
-        """Once per run: the client stopped trying public links, and why."""
-        why = self.client.public_links.given_up
-        if why is not None and not self.given_up_told and self.via == "auto":
-            self.given_up_told = True
-            self.bar.warn(f"public file links: {why}; the rest is fetched through REST")
-
-    def failed(self, fetch: _Fetch, reason: str) -> None:
-        """Count and name one image that could not be fetched; the run goes on."""
-        self.counts.failed += 1
-        self.bar.fail()
-        self.bar.warn(
-            f"product {fetch.product_id}, image {fetch.image.id} ({fetch.target.name}): {reason}"
-        )
