@@ -17,26 +17,20 @@ again and plans afresh: nothing is resent before that.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-import socket
-import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Final
 
 import attrs
 
-from ..._coordinator import RedisDown
 from ..._wire import clock
 from ..._wire.text import plural
 from ...exceptions import BitrixError
 from ..frame import Counts, Job, RunTotals
 from ..listing import products
 from ..progress import Progress
-from .journal import Entry, FolderLock, Journal, LockedError
+from .guard import Guard
 from .plan import Key, Op, applied, plan_product
 from .scan import MAX_FILE_BYTES, Folder, scan
 from .send import Sender
@@ -63,7 +57,6 @@ _SELECT: Final = ("id", "name", "productId", "type")
 DEFAULT_SETTLE_AFTER: Final = 60.0
 # How long a second upload of the same folder waits for the first before it gives up.
 DEFAULT_LOCK_WAIT: Final = 30.0
-_LOCK_POLL: Final = 0.2
 
 
 @attrs.define(slots=False)
@@ -176,8 +169,16 @@ async def upload(
         "concurrency": concurrency,
         "max_file_bytes": max_file_bytes,
     }
-    job = _Upload(client, src, bar, sending, prune=prune, dry_run=dry_run)
-    job.settle_after, job.lock_wait = float(settle_after), float(lock_wait)
+    job = _Upload(
+        client,
+        src,
+        bar,
+        sending,
+        prune=prune,
+        dry_run=dry_run,
+        settle_after=float(settle_after),
+        lock_wait=float(lock_wait),
+    )
     job.max_delete, job.max_file_bytes = max_delete, max_file_bytes
     return await job.run(on_finish)
 
@@ -194,6 +195,8 @@ class _Upload(Job[UploadCounts, UploadResult]):
         *,
         prune: bool,
         dry_run: bool,
+        settle_after: float,
+        lock_wait: float,
     ) -> None:
         super().__init__(client, UploadCounts(), UploadResult, bar, dry_run=dry_run)
         self.sender = Sender(client.images, self, **sending)
@@ -203,18 +206,10 @@ class _Upload(Job[UploadCounts, UploadResult]):
         self.unknown: dict[int, set[Key]] = {}  # commands whose outcome is unknown, by product
         self.given_up: set[tuple[int, str]] = set()  # (product, name) failed for good
         self.folders: dict[int, Folder] = {}  # by product id, once scanned
-        self.portal = str(client.origin.origin())  # the journal's key: one portal's adds
-        self.settle_after = DEFAULT_SETTLE_AFTER
-        self.lock_wait = DEFAULT_LOCK_WAIT
         self.max_delete = 100
         self.deciding = 0  # deletes decided so far in the run (max_delete bounds them)
         self.max_file_bytes = MAX_FILE_BYTES
-        self.lock: FolderLock | None = None
-        self.held: dict[str, str] = {}  # Redis product locks: key -> token
-        self.heartbeat: asyncio.Future[None] | None = None
-        self.journal: Journal | None = None
-        self.sent: dict[tuple[int, str], Op] = {}  # adds sent, outcome not confirmed yet
-        self.settled: list[Op] = []  # adds whose outcome is known, to drop from the journal
+        self.guard = Guard(client, src, self.warn, settle_after=settle_after, lock_wait=lock_wait)
 
     def result_fields(self) -> dict[str, Any]:
         return {"packed": self.sender.pack}
@@ -228,102 +223,17 @@ class _Upload(Job[UploadCounts, UploadResult]):
         try:
             return await super().run(on_finish)
         finally:
-            self.close()
-            await self.release_products()
+            self.guard.close()
+            await self.guard.release_products()
 
-    async def hold_products(self) -> None:
-        """
-        With a coordinator: one upload per portal and product id across hosts, a Redis lock
-        per product for the whole run (extended while it runs). Fails closed: a product
-        held elsewhere past ``lock_wait``, or a Redis that does not answer, ends the run
-        before any request to the portal.
-        """
-        coordinator = self.client._caller.coordinator
-        if coordinator is None or self.dry_run:
-            return
-        origin = self.client.origin
-        started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        token = f"pid {os.getpid()} on {socket.gethostname()}, since {started} ({uuid.uuid4().hex})"
-        deadline = time.monotonic() + self.lock_wait
-        try:
-            for product_id in self.folders:
-                key = coordinator.product_lock(origin, "upload", product_id)
-                while not await coordinator.try_hold(key, token):
-                    if time.monotonic() >= deadline:
-                        holder = await coordinator.holder(key) or "another process"
-                        raise LockedError(
-                            f"product {product_id} is being uploaded by {holder.split(' (')[0]}; "
-                            f"waited {self.lock_wait:.0f} s"
-                        )
-                    await asyncio.sleep(_LOCK_POLL)
-                self.held[key] = token
-        except RedisDown as down:
-            raise LockedError(
-                f"Redis did not answer ({down}); the products were not locked"
-            ) from None
-        self.heartbeat = asyncio.ensure_future(self.keep_held(coordinator.lock_ttl / 4))
-
-    async def keep_held(self, every: float) -> None:
-        coordinator = self.client._caller.coordinator
-        assert coordinator is not None  # noqa: S101 -- started by hold_products
-        while True:
-            await asyncio.sleep(every)
-            for key, token in self.held.items():
-                try:
-                    kept = await coordinator.extend_hold(key, token)
-                except RedisDown:
-                    kept = False
-                if not kept:
-                    self.warn(f"the lock of {key.rsplit(':', 1)[-1]} was lost (Redis); going on")
-
-    async def release_products(self) -> None:
-        if self.heartbeat is not None:
-            self.heartbeat.cancel()
-            await asyncio.gather(self.heartbeat, return_exceptions=True)
-        coordinator = self.client._caller.coordinator
-        if coordinator is None:
-            return
-        for key, token in self.held.items():
-            with contextlib.suppress(RedisDown):
-                await coordinator.release_hold(key, token)
-        self.held = {}
-
-    def close(self) -> None:
-        """Name the adds still in flight, keep them in the journal, release the folder."""
-        if self.sent:
-            shown = ", ".join(sorted(op.shown for op in self.sent.values()))
-            self.warn(
-                f"{plural(len(self.sent), 'add was', 'adds were')} in flight, outcome unknown: "
-                f"{shown}; "
-                "the next run lists their products before it adds anything"
-            )
-        if self.journal is not None:
-            self.forget_settled()
-            self.journal.close()
-        if self.lock is not None:
-            self.lock.release()
-
-    async def take_folder(self) -> None:
-        """The folder's lock (waiting up to ``lock_wait``), then its journal."""
-        lock = await asyncio.to_thread(FolderLock, self.src)
-        deadline = time.monotonic() + self.lock_wait
-        while not lock.try_acquire():
-            if time.monotonic() >= deadline:
-                holder = lock.holder()
-                lock.release()
-                raise LockedError(
-                    f"another upload of {self.src} is running ({holder}); "
-                    f"waited {self.lock_wait:.0f} s"
-                )
-            await asyncio.sleep(_LOCK_POLL)
-        self.lock = lock
-        self.journal = await asyncio.to_thread(Journal, self.src)
+    def sending(self, ops: Iterable[Op]) -> None:
+        self.guard.sending(ops)
 
     async def prepare(self) -> None:
         try:
-            await self.take_folder()
+            await self.guard.take_folder()
         except BaseException:
-            self.close()
+            self.guard.close()
             raise
         counts = self.counts
         scanned = await asyncio.to_thread(
@@ -335,48 +245,11 @@ class _Upload(Job[UploadCounts, UploadResult]):
         counts.products = len(scanned.folders)
         self.bar.set_total(counts.products)
         self.folders = {folder.product_id: folder for folder in scanned.folders}
-        await self.hold_products()
-
-    async def settle(self) -> None:
-        """
-        Wait until every add an earlier run journalled for this portal is settled: its
-        send time plus ``settle_after``; the first round's listing then shows its outcome.
-        """
-        assert self.journal is not None  # noqa: S101 -- taken in prepare()
-        pending = self.journal.pending(self.portal)
-        if not pending:
-            return
-        if self.dry_run:
-            self.warn(
-                f"{len(pending)} adds of an earlier run are not settled yet; "
-                "the plan may add them again, a real run will not"
-            )
-            return
-        wait = max(entry.sent for entry in pending) + self.settle_after - time.time()
-        if wait > 0:
-            self.warn(
-                f"{len(pending)} adds of an earlier run may still be running on the portal: "
-                f"waiting {wait:.0f} s before listing their products"
-            )
-            await clock.current().sleep(min(wait, self.settle_after))
-        # Adds of products no folder names any more cannot be added again by this run.
-        for product_id in {entry.product for entry in pending} - set(self.folders):
-            self.journal.settle(self.portal, product_id)
-
-    def forget_settled(self) -> None:
-        """Drop the adds whose outcome is known from the journal."""
-        if self.journal is None or not self.settled:
-            return
-        by_product: dict[int, list[str]] = {}
-        for op in self.settled:
-            assert op.file is not None  # noqa: S101 -- only adds are journalled
-            by_product.setdefault(op.product_id, []).append(op.file.name)
-        self.settled = []
-        for product_id, names in by_product.items():
-            self.journal.settle(self.portal, product_id, names)
+        if not self.dry_run:
+            await self.guard.hold_products(self.folders)
 
     async def body(self) -> None:
-        await self.settle()
+        await self.guard.settle(self.folders, dry_run=self.dry_run)
         counts, by_id = self.counts, self.folders
         todo = list(by_id)
         first = True
@@ -418,11 +291,8 @@ class _Upload(Job[UploadCounts, UploadResult]):
                 self.counts.unlisted += 1
                 self.warn(f"product {listed.product_id} skipped: {listed.error.description}")
                 continue
-            if not self.dry_run and self.journal is not None:
-                # Listed after its adds settled: what it shows is their outcome.
-                self.journal.settle(self.portal, listed.product_id)
-                for key in [key for key in self.sent if key[0] == listed.product_id]:
-                    del self.sent[key]
+            if not self.dry_run:
+                self.guard.listed(listed.product_id)
             added, removed = applied(self.unknown.pop(listed.product_id, ()), listed.images)
             self.counts.added += added
             self.counts.removed += removed
@@ -444,7 +314,7 @@ class _Upload(Job[UploadCounts, UploadResult]):
             return
         await self.sender.send(deletes)
         await self.sender.send(adds)
-        self.forget_settled()
+        self.guard.forget_settled()
 
     def bounded(self, deletes: list[Op], unlisted: int) -> list[Op]:
         """
@@ -470,27 +340,6 @@ class _Upload(Job[UploadCounts, UploadResult]):
 
     # --- outcomes, as the sender reports them ------------------------------------------------
 
-    def sending(self, ops: Iterable[Op]) -> None:
-        adds = [op for op in ops if op.file is not None]
-        if not adds or self.journal is None:
-            return
-        now = time.time()
-        entries = []
-        for op in adds:
-            assert op.file is not None  # noqa: S101 -- filtered above
-            entries.append(Entry(self.portal, op.product_id, op.file.name, now))
-            self.sent[(op.product_id, op.file.name)] = op
-        # Written and fsynced before the request goes: a kill after this line leaves the
-        # entries for the next run to settle.
-        self.journal.record(entries)
-
-    def known(self, op: Op) -> None:
-        """*op*'s outcome is known: it leaves the adds in flight and the journal."""
-        if op.file is None:
-            return
-        if self.sent.pop((op.product_id, op.file.name), None) is not None:
-            self.settled.append(op)
-
     def unsure(self, ops: Iterable[Op], error: BitrixError | None) -> None:
         for op in ops:
             self.uncertain.add(op.product_id)
@@ -499,7 +348,7 @@ class _Upload(Job[UploadCounts, UploadResult]):
         log.debug("outcome unknown (%s); listing the products again", why)
 
     def done(self, op: Op, stored: str | None = None) -> None:
-        self.known(op)
+        self.guard.known(op)
         if op.file is None:
             self.counts.removed += 1
             return
@@ -514,7 +363,7 @@ class _Upload(Job[UploadCounts, UploadResult]):
             )
 
     def fail(self, op: Op, why: str) -> None:
-        self.known(op)
+        self.guard.known(op)
         self.counts.failed += 1
         self.bar.fail()
         if op.file is not None:
