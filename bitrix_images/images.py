@@ -3,7 +3,7 @@ The product images resource: ``client.images``.
 
 Wraps ``catalog.productImage.list / get / add / delete / getFields``
 (api-reference/catalog/product-image/) and the download of an image's file, through its
-public link or its signed URL (``_calls.links``).
+public link or its signed URL (``_calls.links``, through ``fetch.Files``).
 Every argument is checked before any request is sent (``_wire.commands``). Many products
 are listed through ``batch`` requests by ``_ProductLister``, on the batch primitive
 (``_calls.batch.run_batch``).
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
-import os
 from collections import deque
 from collections.abc import (
     AsyncGenerator,
@@ -31,8 +30,7 @@ import attrs
 
 from ._calls.batch import Outcome, Packing, run_batch
 from ._calls.caller import Caller
-from ._calls.links import PublicLinks, check_via
-from ._net import files as _files
+from ._calls.links import PublicLinks
 from ._wire import protocol as _protocol
 from ._wire.commands import (
     ADD,
@@ -56,6 +54,7 @@ from ._wire.ids import each
 from ._wire.protocol import Command
 from ._wire.validate import check_int
 from .exceptions import BatchError, BitrixError, MalformedResponse
+from .fetch import FetchedFile, Files, type_name
 from .models import FieldInfo, ImageType, ProductImage, ProductListing
 from .pagination import AsyncPaginator, paginate
 
@@ -77,14 +76,6 @@ __all__ = [
 # yielded whole or failed, so its pages are held until the last one; real products have tens
 # of images, and a portal that keeps sending "next" must not grow memory forever.
 MAX_PRODUCT_IMAGES: Final = 10_000
-
-
-@attrs.frozen
-class FetchedFile:
-    """A file ``Images.fetch_file`` wrote: its *path*, and the route it came by (*via*)."""
-
-    path: Path
-    via: str
 
 
 def product_failure(listing: ProductListing) -> BatchError:
@@ -111,9 +102,9 @@ class Images:
         batches_in_flight: int = 4,
     ):
         self._caller = caller
-        self._links = links
         self._converter = converter
         self._lister = _ProductLister(caller, converter, batches_in_flight)
+        self._files = Files(links)
 
     # --- reading -------------------------------------------------------------------------
 
@@ -287,20 +278,7 @@ class Images:
         self, image: ProductImage, dest: Path | str, *, via: str = "auto", durable: bool = True
     ) -> FetchedFile:
         """``download``, telling which route the file came by (``"public"`` or ``"rest"``)."""
-        if not isinstance(image, ProductImage):
-            raise TypeError(f"image must be a ProductImage, got {type_name(image)}")
-        if not isinstance(dest, (str, Path)):
-            raise TypeError(f"dest must be a Path or str, got {type_name(dest)}")
-        if not isinstance(durable, bool):
-            raise TypeError(f"durable must be a bool, got {type_name(durable)}")
-        via = check_via(via)
-        target, part = _files.reserve(os.fspath(dest), image)
-        try:
-            route = await self._links.fetch(image, part, target, via=via, durable=durable)
-        except BaseException:
-            _files.discard(part)
-            raise
-        return FetchedFile(Path(target), route)
+        return await self._files.fetch(image, dest, via=via, durable=durable)
 
     def _one(self, result: object, method: str) -> ProductImage:
         if not isinstance(result, Mapping) or "productImage" not in result:
@@ -444,7 +422,3 @@ def _read_file(path: Path) -> bytes:
     if not path.is_file():
         raise ValueError(f"no such file: {path}")
     return path.read_bytes()
-
-
-def type_name(value: object) -> str:
-    return type(value).__name__
