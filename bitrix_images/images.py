@@ -31,6 +31,7 @@ import attrs
 from ._calls.batch import Outcome, Packing, run_batch
 from ._calls.caller import Caller
 from ._calls.links import PublicLinks
+from ._fetch import FetchedFile, Files, type_name
 from ._wire import protocol as _protocol
 from ._wire.commands import (
     ADD,
@@ -54,7 +55,6 @@ from ._wire.ids import each
 from ._wire.protocol import Command
 from ._wire.validate import check_int
 from .exceptions import BatchError, BitrixError, MalformedResponse
-from .fetch import FetchedFile, Files, type_name
 from .models import FieldInfo, ImageType, ProductImage, ProductListing
 from .pagination import AsyncPaginator, paginate
 
