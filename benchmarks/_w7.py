@@ -26,10 +26,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import write_section
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
-BEGIN = "<!-- BEGIN W7: python -m benchmarks --only W7 -->"
-END = "<!-- END W7 -->"
 
 SCALES = {
     # images, products, bucket scale (x the default 2/s, burst 50)
@@ -151,13 +151,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def write(table: str) -> None:
-    text = RESULTS.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        RESULTS.write_text(f"{head}{BEGIN}\n{table}{END}{tail}")
-    else:
-        RESULTS.write_text(f"{text.rstrip()}\n\n## Upload packing (W7)\n\n{BEGIN}\n{table}{END}\n")
+    write_section(RESULTS, "W7", "Upload packing (W7)", table)
 
 
 def main(*, quick: bool, write_results: bool, log: Callable[[str], None]) -> dict[str, Any]:

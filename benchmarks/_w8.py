@@ -32,10 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from . import write_section
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
-BEGIN = "<!-- BEGIN W8: python -m benchmarks --only W8 -->"
-END = "<!-- END W8 -->"
 
 SCALES = {
     "full": {"products": 100, "images": 3},
@@ -185,14 +185,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def write(table: str) -> None:
-    text = RESULTS.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        RESULTS.write_text(f"{head}{BEGIN}\n{table}{END}{tail}")
-    else:
-        title = "## Mirror through public file links (W8)"
-        RESULTS.write_text(f"{text.rstrip()}\n\n{title}\n\n{BEGIN}\n{table}{END}\n")
+    write_section(RESULTS, "W8", "Mirror through public file links (W8)", table)
 
 
 def main(*, quick: bool, write_results: bool, log: Callable[[str], None]) -> dict[str, Any]:

@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from . import write_section
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
-BEGIN = "<!-- BEGIN W9: python -m benchmarks --only W9 -->"
-END = "<!-- END W9 -->"
 
 SCALES = {"full": {"products": 20_000}, "quick": {"products": 5_000}}
 IBLOCK = 14
@@ -120,13 +120,7 @@ def render(report: dict[str, Any]) -> str:
 
 
 def write(table: str) -> None:
-    text = RESULTS.read_text()
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        RESULTS.write_text(f"{head}{BEGIN}\n{table}{END}{tail}")
-    else:
-        RESULTS.write_text(f"{text.rstrip()}\n\n## W9\n\n{BEGIN}\n{table}{END}\n")
+    write_section(RESULTS, "W9", "W9", table)
 
 
 def main(*, quick: bool, write_results: bool, log: Callable[[str], None]) -> dict[str, Any]:
