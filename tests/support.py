@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import io
 import json
 import math
 import os
@@ -287,3 +288,10 @@ def oauth_env(monkeypatch: pytest.MonkeyPatch, portal: FakePortal) -> None:
     monkeypatch.setenv("BITRIX_CLIENT_ID", portal.client_id)
     monkeypatch.setenv("BITRIX_CLIENT_SECRET", portal.client_secret)
     monkeypatch.setenv("BITRIX_OAUTH_URL", str(portal.oauth_url))
+
+
+class Terminal(io.StringIO):
+    """A text stream that says it is a terminal: where the progress bar draws itself."""
+
+    def isatty(self) -> bool:
+        return True

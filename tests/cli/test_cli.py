@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from support import (
     PNG_HEAD,
+    Terminal,
     ThreadPortal,
     assert_one_error_line,
     ndjson,
@@ -629,9 +630,6 @@ def test_mirror_shows_a_progress_bar_on_a_terminal(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
 
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)

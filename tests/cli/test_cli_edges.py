@@ -4,7 +4,6 @@ missing product among several, and portal text that holds terminal escape sequen
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import socket
@@ -14,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support import ThreadPortal, assert_one_error_line, ndjson, run_cli
+from support import Terminal, ThreadPortal, assert_one_error_line, ndjson, run_cli
 
 import bitrix_images as bx
 from bitrix_images._wire.auth import is_loopback
@@ -194,11 +193,6 @@ def test_mirror_into_an_unwritable_dest_says_so(
     assert "cannot write to /proc/self" in line
     assert ".part" not in line
     assert served.portal.counters.requests == 0
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
 
 
 @pytest.mark.parametrize("source", ["iblock", "file"])

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 import sys
 from pathlib import Path
 
 import pytest
-from support import PNG_HEAD, ThreadPortal, assert_one_error_line, run_cli
+from support import PNG_HEAD, Terminal, ThreadPortal, assert_one_error_line, run_cli
 
 from bitrix_images.testing import INVALID_CREDENTIALS
 
@@ -154,9 +153,6 @@ def test_upload_shows_a_progress_bar_on_a_terminal(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    class Terminal(io.StringIO):
-        def isatty(self) -> bool:
-            return True
 
     terminal = Terminal()
     monkeypatch.setattr(sys, "stderr", terminal)

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from support import Terminal
 
 import bitrix_images as bx
 from bitrix_images.sync import dest as _dest
@@ -152,11 +153,6 @@ def test_an_answer_or_a_success_starts_the_count_again() -> None:
 
 
 # --- the progress bar -----------------------------------------------------------------------
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
 
 
 def test_a_known_total_shows_percent_and_eta() -> None:

@@ -6,16 +6,11 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from support import webhook_client
+from support import Terminal, webhook_client
 
 import bitrix_images as bx
 from bitrix_images.sync.progress import Progress
 from bitrix_images.testing import FakePortal
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
 
 
 def frames(screen: Terminal) -> list[str]:
