@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
-    AsyncIterator,
     Iterable,
     Mapping,
     Sequence,
@@ -150,12 +149,12 @@ class Images:
         """
         return self._lister.products(product_ids, select)
 
-    async def list_many(
+    def list_many(
         self,
         product_ids: Iterable[int] | AsyncIterable[int],
         *,
         select: Sequence[str] | None = None,
-    ) -> AsyncIterator[ProductImage]:
+    ) -> AsyncGenerator[ProductImage, None]:
         """
         The images of many products, grouped by product in input order.
 
@@ -163,12 +162,7 @@ class Images:
         ``BatchError`` after every image before it was yielded, and nothing of it or after
         it is. Nothing is dropped silently.
         """
-        async with contextlib.aclosing(self.list_products(product_ids, select=select)) as found:
-            async for listing in found:
-                if listing.error is not None:
-                    raise product_failure(listing)
-                for image in listing.images:
-                    yield image
+        return self._lister.images(product_ids, select)
 
     async def get(self, product_id: int, image_id: int) -> ProductImage:
         """One image of a product (catalog-product-image-get.md)."""
@@ -311,6 +305,34 @@ class _ProductLister:
     async def products(
         self, product_ids: Iterable[int] | AsyncIterable[int], select: Sequence[str] | None
     ) -> AsyncGenerator[ProductListing, None]:
+        async with contextlib.aclosing(self._chunks(product_ids, select)) as chunks:
+            async for products in chunks:
+                for product in products:
+                    yield self._listing(product)
+
+    async def images(
+        self, product_ids: Iterable[int] | AsyncIterable[int], select: Sequence[str] | None
+    ) -> AsyncGenerator[ProductImage, None]:
+        """``list_many``: ``products`` flattened, without a ``ProductListing`` per product."""
+        async with contextlib.aclosing(self._chunks(product_ids, select)) as chunks:
+            async for products in chunks:
+                for product in products:
+                    error = product.error
+                    images: Sequence[ProductImage] = ()
+                    if error is None:
+                        try:
+                            images = self._images(product)
+                        except MalformedResponse as malformed:
+                            error = malformed  # the product fails, none of it yielded
+                    if error is not None:
+                        raise product_failure(ProductListing(product.product_id, (), error))
+                    for image in images:
+                        yield image
+
+    async def _chunks(
+        self, product_ids: Iterable[int] | AsyncIterable[int], select: Sequence[str] | None
+    ) -> AsyncGenerator[list[_Product], None]:
+        """The products listed, a chunk of up to 50 at a time, in input order."""
         names = check_select(select)
         source = each(product_ids, check=True)
         window: deque[asyncio.Task[list[_Product]]] = deque()
@@ -335,8 +357,7 @@ class _ProductLister:
                 products = await window[0]
                 window.popleft()
                 await fill()
-                for product in products:
-                    yield self._listing(product)
+                yield products
         finally:
             for task in window:
                 task.cancel()
@@ -387,16 +408,19 @@ class _ProductLister:
         """
         if product.error is not None:
             return ProductListing(product.product_id, (), product.error)
-        pages, product.pages = product.pages, []
-        convert = self._converter.images
         try:
-            if len(pages) == 1:
-                images = tuple(convert(pages[0], method=LIST))
-            else:
-                images = tuple(image for page in pages for image in convert(page, method=LIST))
+            images = tuple(self._images(product))
         except MalformedResponse as error:
             return ProductListing(product.product_id, (), error)
         return ProductListing(product.product_id, images)
+
+    def _images(self, product: _Product) -> Sequence[ProductImage]:
+        """Every page of a listed product converted (raises ``MalformedResponse``)."""
+        pages, product.pages = product.pages, []
+        convert = self._converter.images
+        if len(pages) == 1:
+            return convert(pages[0], method=LIST)
+        return [image for page in pages for image in convert(page, method=LIST)]
 
 
 async def _named_content(file: Path | str | bytes, name: str | None) -> tuple[str, bytes]:

@@ -160,11 +160,8 @@ class _Run:
         self.caller = caller
         self.proceed = proceed
         self.pending = dict(commands)
-        reads = {method: protocol.is_idempotent(method) for method, _ in commands.values()}
-        self.drivers: dict[str, Attempts] = {
-            key: self.loop.attempts(idempotent=reads[method])
-            for key, (method, _) in commands.items()
-        }
+        # A command's retry driver, made at its first failure: most commands never fail.
+        self.drivers: dict[str, Attempts] = {}
         self.outcomes: dict[str, Outcome] = {}
         self.sends = dict.fromkeys(commands, 0)
         self.packing = packing
@@ -179,8 +176,10 @@ class _Run:
             self.pending = self.again
             if self.pending and self.delay > 0:
                 await clock.current().sleep(self.delay)
+        sends = self.sends
         return {
-            key: attrs.evolve(outcome, sends=self.sends[key])
+            # Most commands went once, the default: an outcome is copied only when not.
+            key: outcome if sends[key] == 1 else attrs.evolve(outcome, sends=sends[key])
             for key, outcome in self.outcomes.items()
         }
 
@@ -238,7 +237,10 @@ class _Run:
 
     def _failed(self, key: str, command: Command, failure: BitrixError) -> None:
         """Resend a failed command if its retry driver allows, else give its outcome."""
-        attempts = self.drivers[key]
+        attempts = self.drivers.get(key)
+        if attempts is None:
+            idempotent = protocol.is_idempotent(command[0])
+            attempts = self.drivers[key] = self.loop.attempts(idempotent=idempotent)
         attempts.begin()
         if _refuses_packing(failure):
             # batch.md: the portal runs this method only alone; it did not run here.

@@ -11,6 +11,7 @@ the waiting itself is the ``Pacer``'s, on the clock in force (``_wire.clock``).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Mapping
 
 import aiohttp
@@ -137,10 +138,8 @@ class Caller:
         command).
         """
         methods = {key: method for key, (method, _) in commands.items()}
-        spends: dict[str, float] = {"batch": len(commands)}
-        for method in methods.values():
-            spends[method] = spends.get(method, 0) + 1
-        idempotent = all(protocol.is_idempotent(m) for m in methods.values())
+        spends: dict[str, float] = {"batch": len(commands), **Counter(methods.values())}
+        idempotent = all(map(protocol.is_idempotent, set(methods.values())))
         params = protocol.encode_batch(commands, halt=halt)
 
         async def send() -> Envelope:
