@@ -145,8 +145,13 @@ class Sender:
             return
         finally:
             self.learn(packing)
+        fatal: BitrixError | None = None
         for key, outcome in outcomes.items():
-            self.answer(ops[key], outcome, alone)
+            # Every answer is taken (the journal learns each one) before a stop is raised.
+            stop = self.answer(ops[key], outcome, alone)
+            fatal = fatal or stop
+        if fatal is not None:
+            raise fatal
 
     def learn(self, packing: Packing) -> None:
         """Keep the smaller request shape a group's requests were cut to."""
@@ -168,8 +173,8 @@ class Sender:
 
         return await asyncio.to_thread(add)
 
-    def answer(self, op: Op, outcome: Outcome, alone: list[Op]) -> None:
-        """What *outcome* means for *op*."""
+    def answer(self, op: Op, outcome: Outcome, alone: list[Op]) -> BitrixError | None:
+        """What *outcome* means for *op*; an error that stops the run is returned."""
         error = outcome.error
         if outcome.ok:
             self.outcomes.done(op, _stored_name(outcome.result))
@@ -183,9 +188,12 @@ class Sender:
             # Refused for load before it ran, again and again: its retries are spent.
             self.outcomes.fail(op, f"{error.description}; run again later")
         elif isinstance(error, FATAL):
-            raise error
+            # Refused (auth, load): the command did not run.
+            self.outcomes.fail(op, error.description)
+            return error
         else:
             self.settle(op, error)
+        return None
 
     async def alone(self, op: Op) -> None:
         """One command in its own request (the portal refused packing, or it is too big)."""
@@ -202,7 +210,9 @@ class Sender:
             else:
                 assert op.image is not None  # noqa: S101 -- a delete names its image
                 await self.images.delete(op.product_id, op.image.id)
-        except FATAL:
+        except FATAL as error:
+            # Refused (auth, load, a refresh that failed): the request did not run.
+            self.outcomes.fail(op, error.description)
             raise
         except BitrixError as error:
             if error.status == 413:

@@ -362,15 +362,23 @@ async def test_a_delete_in_a_batch_answered_not_found_is_checked(tmp_path: Path)
 
 async def test_an_auth_error_stops_the_run(tmp_path: Path) -> None:
     src = make_src(tmp_path, {1: ["a.png", "b.png"]})
+    finished: list[bx.UploadResult] = []
     async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
         portal.inject("command_error", method="catalog.productImage.add", body=NO_AUTH)
         async with client_for(portal) as client:
             with pytest.raises(bx.AuthError):
-                await bx.upload(client, src)
+                await bx.upload(client, src, on_finish=finished.append)
+        # Both answers came back (one refused, one added): neither is left unsure in the
+        # journal, so the next run has nothing to settle and adds at once.
+        assert (src / JOURNAL_NAME).read_text() == ""
+        assert (finished[0].added, finished[0].failed) == (1, 1)
+        assert portal.catalog.image_count() == 1
         portal.inject("error", method="catalog.productImage.add", status=401, body=NO_AUTH)
         async with client_for(portal) as client:
             with pytest.raises(bx.AuthError):
-                await bx.upload(client, src, pack=False)
+                await bx.upload(client, src, pack=False, on_finish=finished.append)
+        assert (src / JOURNAL_NAME).read_text() == ""
+        assert (finished[1].added, finished[1].failed) == (0, 1)
 
 
 async def test_a_file_gone_before_its_turn_is_a_failure(tmp_path: Path) -> None:
