@@ -23,6 +23,7 @@ import logging
 from pathlib import Path
 
 import attrs
+from yarl import URL
 
 from .._net import files as _files
 from .._net.files import Spool
@@ -94,7 +95,7 @@ class PublicLinks:
             if url is None:
                 raise ValueError("the image has no detail_url (was it left out of select?)")
             try:
-                spool = await self._public(image, part)
+                spool = await self._public(url, part)
             except Failed as failure:
                 raise _error(failure) from None
             return await self._commit(spool, target, durable)
@@ -107,7 +108,7 @@ class PublicLinks:
             if self.stats.given_up is not None:
                 return await self._rest(image, part, target, durable)
         try:
-            spool = await self._public(image, part)
+            spool = await self._public(url, part)
         except (Failed, LinkRefused) as failure:
             return await self._fall_back(_reason(failure), image, part, target, durable)
         return await self._commit(spool, target, durable)
@@ -143,7 +144,9 @@ class PublicLinks:
         Raises ``Failed`` or ``LinkRefused`` when the answer does not count; *part* holds
         a spilled answer only while it is read. Not counted in ``stats``.
         """
-        spool = await self._public(image, part)
+        url = image.detail_url
+        assert url is not None  # noqa: S101 -- the callers check it
+        spool = await self._public(url, part)
         try:
             return await asyncio.to_thread(_content, spool)
         finally:
@@ -158,16 +161,15 @@ class PublicLinks:
         finally:
             _files.discard(part)
 
-    async def _public(self, image: ProductImage, part: str) -> Spool:
-        """GET the public link into a spool, retrying what a web server may answer later."""
-        assert image.detail_url is not None  # noqa: S101 -- checked by the callers
+    async def _public(self, url: URL, part: str) -> Spool:
+        """GET the public link *url* into a spool, retrying what a web server may answer later."""
         policy = self.caller.retry
         attempt = 0
         while True:
             attempt += 1
             spool = Spool(part)
             try:
-                await self.fetcher.fetch(image.detail_url, spool)
+                await self.fetcher.fetch(url, spool)
             except Failed as failure:
                 if not failure.retryable or attempt >= policy.max_attempts:
                     failure.attempts = attempt

@@ -6,10 +6,11 @@ place only when complete (and, if durable, synced), so a failure never leaves a 
 file under the final name. Nothing here touches the network; the committing of durable
 downloads is batched in one thread per client (``committer``).
 
-The temporary file is made by ``tempfile.mkstemp`` (``O_EXCL``, mode 0600, an unpredictable
-short name) and reopened with ``O_NOFOLLOW``; a final path or a folder that is a symbolic
-link is refused with an ``OSError`` (``errno.ELOOP``) naming the path, so a download never
-writes anywhere but where it was asked to.
+The temporary file is made as ``tempfile.mkstemp`` makes one (``O_EXCL``, mode 0600, an
+unpredictable short name), without its per-call cost, and reopened with ``O_NOFOLLOW``; a
+final path or a folder that is a symbolic link is refused with an ``OSError``
+(``errno.ELOOP``) naming the path, so a download never writes anywhere but where it was
+asked to.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
+import random
 from typing import Final
 
 from .._wire.naming import TEMP_SUFFIX, safe_name, temp_prefix
@@ -33,6 +34,12 @@ _MODE: Final = 0o666 & ~_UMASK
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, where links are rare
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _FCHMOD: Final = getattr(os, "fchmod", None)  # not on Windows before Python 3.13
+# Temporary names: 8 of these characters from a generator seeded by os.urandom (as
+# tempfile's); the name also holds the pid, so a fork's copy of the generator cannot clash.
+_NAMES: Final = random.Random()
+_LETTERS: Final = "abcdefghijklmnopqrstuvwxyz0123456789_"
+_TRIES: Final = 100
+_CREATE: Final = os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
 # writev takes at most IOV_MAX (1024 on Linux and macOS) buffers; more are joined first.
 _IOV_MAX: Final = 1024
 
@@ -52,15 +59,34 @@ def reserve(dest: str, image: ProductImage) -> tuple[str, str]:
     for path in (folder, target):
         if os.path.islink(path):
             raise OSError(errno.ELOOP, "refusing to write through a symbolic link", path)
-    # mkstemp: created with O_EXCL and mode 0600 under a random name, so no other process
-    # can guess it, pre-create it or read the bytes before the rename; short
-    # (".bxi-<host>-<pid>-<8>.part", under 40 bytes), so it fits wherever the final name
-    # does; it names its process, so that a later run can remove it once that process is
-    # gone (a SIGKILL, a power cut: _dest.remove_stale). Made before the fetch, so that a
-    # folder we cannot write to fails before any request.
-    fd, part = tempfile.mkstemp(prefix=temp_prefix(), suffix=TEMP_SUFFIX, dir=folder)
-    os.close(fd)
-    return target, part
+    return target, _create_temporary(folder)
+
+
+def _create_temporary(folder: str) -> str:
+    """
+    A new empty temporary file in *folder*, as ``tempfile.mkstemp`` makes one.
+
+    Created with ``O_EXCL | O_NOFOLLOW`` and mode 0600 under a random name, so no other
+    process can guess it, pre-create it or read the bytes before the rename; short
+    (".bxi-<host>-<pid>-<8>.part", under 40 bytes), so it fits wherever the final name
+    does; it names its process, so that a later run can remove it once that process is
+    gone (a SIGKILL, a power cut: ``sync.dest``). Made before the fetch, so that a folder
+    we cannot write to fails before any request. (``mkstemp`` itself spent half of a
+    download's file handling on this: its per-call parameter checks and name generator.)
+    """
+    prefix = os.path.join(folder, temp_prefix())
+    choices = _NAMES.choices
+    for _ in range(_TRIES):
+        part = prefix + "".join(choices(_LETTERS, k=8)) + TEMP_SUFFIX
+        try:
+            fd = os.open(part, _CREATE, 0o600)
+        except FileExistsError:  # pragma: no cover -- one name in 36**8 a try
+            continue
+        os.close(fd)
+        return part
+    raise FileExistsError(  # pragma: no cover -- see above
+        errno.EEXIST, "no free temporary file name", folder
+    )
 
 
 def discard(part: str) -> None:
