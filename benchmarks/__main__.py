@@ -267,6 +267,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "requests",
         "rate_limited",
         "ctx_switches",
+        "process_seconds",
     )
     out: dict[str, Any] = {k: _median(runs, k) for k in keys}
     out["portal_cpu"] = _median(runs, "portal_cpu")
@@ -372,7 +373,12 @@ def execute(scale: dict[str, Any], only: set[str], log: Any) -> dict[str, Any]:
         with Portal("W4", products=products, per=2, image_size=W4_IMAGE_SIZE) as portal:
             for _ in range(runs_n):
                 for suffix, root in roots:
-                    for client in ("bitrix_images", "bitrix_images_fast", "raw_aiohttp"):
+                    for client in (
+                        "bitrix_images",
+                        "raw_aiohttp_fsync",
+                        "bitrix_images_fast",
+                        "raw_aiohttp",
+                    ):
                         res = run_client(
                             portal,
                             client,
@@ -428,9 +434,9 @@ def derive(summary: dict[str, Any], scale: dict[str, Any]) -> dict[str, Any]:
         raw = w1.get("raw_aiohttp", {})
         ratio = _ratio(bi.get("cpu_us_per_image"), raw.get("cpu_us_per_image"))
         targets["W1_cpu_per_image_vs_raw"] = {
-            "target": "<= 1.3x raw aiohttp",
+            "target": "<= 1.2x raw aiohttp",
             "measured": ratio,
-            "met": ratio is not None and ratio <= 1.3,
+            "met": ratio is not None and ratio <= 1.2,
         }
     w2 = summary.get("W2", {})
     if w2:
@@ -488,22 +494,30 @@ def derive(summary: dict[str, Any], scale: dict[str, Any]) -> dict[str, Any]:
                 s["images_per_s"] = scale["w4_images"] / s["wall"]
                 s["mb_per_s"] = scale["w4_images"] * W4_IMAGE_SIZE / 2**20 / s["wall"]
         for suffix, where in (("", "local disk"), ("@tmpfs", "tmpfs")):
-            raw = w4.get("raw_aiohttp" + suffix, {}).get("images_per_s")
-            if raw is None:
-                continue
-            for client, what, name in (
-                ("bitrix_images", "the default download() (durable)", "W4_throughput_vs_raw"),
+            for client, floor, bound, what, name in (
+                (
+                    "bitrix_images",
+                    "raw_aiohttp_fsync",
+                    0.9,
+                    "the default download() (durable) vs raw aiohttp fsyncing each file",
+                    "W4_throughput_vs_raw_fsync",
+                ),
                 (
                     "bitrix_images_fast",
-                    "download(durable=False): atomic, no fsync, as raw",
+                    "raw_aiohttp",
+                    0.95,
+                    "download(durable=False): atomic, no fsync, vs plain raw aiohttp",
                     "W4_throughput_vs_raw_not_durable",
                 ),
             ):
+                raw = w4.get(floor + suffix, {}).get("images_per_s")
+                if raw is None:
+                    continue
                 ratio = _ratio(w4.get(client + suffix, {}).get("images_per_s"), raw)
                 targets[name + suffix.replace("@", "_")] = {
-                    "target": f">= 0.95x raw aiohttp on {where}, {what}",
+                    "target": f">= {bound}x on {where}, {what}",
                     "measured": ratio,
-                    "met": ratio is not None and ratio >= 0.95,
+                    "met": ratio is not None and ratio >= bound,
                 }
     targets.update(_w5.targets(summary.get("W5", {})))
     ours = [
@@ -677,19 +691,26 @@ def render(report: dict[str, Any]) -> str:
             f"### W4: downloading {scale['w4_images']} images of {W4_IMAGE_SIZE // 1024} KB, "
             f"{W4_CONCURRENCY} at once, written to files (the local disk; @tmpfs: {TMPFS})",
             "",
-            "| client | downloads | wall s | images/s | MB/s | CPU s | context switches "
-            "| throughput / raw | correct |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "The floor of a durable client is raw aiohttp fsyncing each file in a thread "
+            "(`raw_aiohttp_fsync`); of `durable=False`, plain raw aiohttp. Wall and CPU are of "
+            "the downloads; process s is the whole process, start to exit (imports and the "
+            "untimed listing included).",
+            "",
+            "| client | downloads | wall s | process s | images/s | MB/s | CPU s "
+            "| CPU ms / file | context switches | throughput / floor | correct |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for label, s in w4.items():
-            raw = w4.get(
-                "raw_aiohttp" + label[label.find("@") :] if "@" in label else "raw_aiohttp", {}
-            )
+            client, at, where = label.partition("@")
+            durable = client in ("bitrix_images", "raw_aiohttp_fsync")
+            floor = w4.get(("raw_aiohttp_fsync" if durable else "raw_aiohttp") + at + where, {})
+            per_file = None if s.get("cpu") is None else s["cpu"] * 1000 / scale["w4_images"]
             lines.append(
                 f"| {label} | {_f(s.get('downloads'), 0)} | {_f(s['wall'], 3)} "
+                f"| {_f(s.get('process_seconds'), 2)} "
                 f"| {_f(s.get('images_per_s'), 0)} | {_f(s.get('mb_per_s'), 1)} "
-                f"| {_f(s['cpu'], 3)} | {_f(s.get('ctx_switches'), 0)} "
-                f"| {_x(_ratio(s.get('images_per_s'), raw.get('images_per_s')))} "
+                f"| {_f(s['cpu'], 3)} | {_f(per_file, 2)} | {_f(s.get('ctx_switches'), 0)} "
+                f"| {_x(_ratio(s.get('images_per_s'), floor.get('images_per_s')))} "
                 f"| {_f(s['correct'])} |"
             )
         lines.append("")

@@ -21,6 +21,7 @@ CLIENTS = {
     "fast_bitrix24": "fast_b24",
     "b24pysdk": "b24py",
     "raw_aiohttp": "raw_aiohttp",
+    "raw_aiohttp_fsync": "raw_aiohttp",  # each file fsynced, in a thread
 }
 
 

@@ -3,13 +3,15 @@ The floor: aiohttp, the same 50-command batches, stdlib ``json``, dicts kept as 
 
 No limiter and no backoff policy: a 503 is resent after a fixed 0.1 s (at most 200 times per
 batch), so under a portal limit it shows how many refusals an unpaced client collects.
-Downloads: a plain GET of each ``downloadUrl``, the body written to a file.
+Downloads: a plain GET of each ``downloadUrl``, the body written to a file (and, as
+``raw_aiohttp_fsync``, fsynced in a thread).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,10 @@ def run(job: Job, state: Any, tally: Tally) -> dict[str, Any]:
         tally.add_all([image["id"] for image in images])
         return {"held": len(images), "503_seen": refused}
 
+    # raw_aiohttp_fsync: each file written and fsynced in a thread, the floor a durable
+    # download is held to.
+    durable = job.client == "raw_aiohttp_fsync"
+
     async def download() -> dict[str, Any]:
         out = Path(job.out_dir or ".")
         queue = list(reversed(state))
@@ -106,10 +112,21 @@ def run(job: Job, state: Any, tally: Tally) -> dict[str, Any]:
                         if response.status != 200:
                             raise RuntimeError(f"HTTP {response.status}")
                         body = await response.read()
-                    (out / f"{image['id']}.png").write_bytes(body)
+                    path = out / f"{image['id']}.png"
+                    if durable:
+                        await asyncio.to_thread(_write_synced, path, body)
+                    else:
+                        path.write_bytes(body)
                     tally.add(image["id"])
 
             await asyncio.gather(*(worker() for _ in range(job.concurrency)))
         return {}
 
     return asyncio.run(download() if job.workload == "download" else listing())
+
+
+def _write_synced(path: Path, body: bytes) -> None:
+    with open(path, "wb") as file:
+        file.write(body)
+        file.flush()
+        os.fsync(file.fileno())
