@@ -251,6 +251,19 @@ def secret_watch(monkeypatch: pytest.MonkeyPatch) -> Iterator[SecretWatch]:
 _TOTALS: Counter[str] = Counter()
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """A worker of ``pytest -n`` (pytest-xdist) hands its totals to the controller."""
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:
+        workeroutput["secret_watch"] = dict(_TOTALS)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """The controller of ``pytest -n`` adds up what its workers' secret watches saw."""
+    _TOTALS.update(getattr(node, "workeroutput", {}).get("secret_watch", {}))
+
+
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if _TOTALS["tests"]:
         terminalreporter.write_line(
