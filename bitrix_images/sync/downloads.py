@@ -12,6 +12,7 @@ import attrs
 from ..exceptions import BitrixError
 from ..models import ProductImage
 from .dest import reason, remove, same_file, stops_the_job
+from .events import ADD, REPLACE
 from .frame import FATAL
 from .health import PortalHealth
 from .manifest import Entry, digest
@@ -26,12 +27,16 @@ __all__ = ["Downloads", "Fetch"]
 
 @attrs.frozen
 class Fetch:
-    """One image to download; *adopt* is an unrecorded file that may already hold it."""
+    """
+    One image to download; *adopt* is an unrecorded file that may already hold it;
+    *changed*: the recorded file is there but no longer what was written (fetched again).
+    """
 
     image: ProductImage
     product_id: int
     target: Path
     adopt: Path | None = None
+    changed: bool = False
 
 
 class Downloads:
@@ -69,6 +74,7 @@ class Downloads:
                 down = self.health.failed(error)
                 if down is not None:
                     counts.failed += 1
+                    self.bar.fail(fetch.product_id, fetch.target.name, image.id, str(error))
                     raise down from None
                 self.failed(fetch, str(error))
                 continue
@@ -89,7 +95,7 @@ class Downloads:
                 remove(path)
                 path = fetch.adopt
                 counts.adopted += 1
-                self.bar.skip()
+                self.bar.skip(fetch.product_id, path.name, image.id)
             else:
                 counts.downloaded += 1
                 counts.bytes += size
@@ -97,7 +103,8 @@ class Downloads:
                     counts.via_public += 1
                 else:
                     counts.via_rest += 1
-                self.bar.add_download(size)
+                kind = REPLACE if fetch.changed else ADD
+                self.bar.add_download(size, fetch.product_id, path.name, image.id, kind=kind)
             relative = path.relative_to(self.dest).as_posix()
             entry = Entry(fetch.product_id, image.id, relative, size, sha256, via=fetched.via)
             await self.note(entry)
@@ -112,7 +119,7 @@ class Downloads:
     def failed(self, fetch: Fetch, reason: str) -> None:
         """Count and name one image that could not be fetched; the run goes on."""
         self.counts.failed += 1
-        self.bar.fail()
+        self.bar.fail(fetch.product_id, fetch.target.name, fetch.image.id, reason)
         self.bar.warn(
             f"product {fetch.product_id}, image {fetch.image.id} ({fetch.target.name}): {reason}"
         )

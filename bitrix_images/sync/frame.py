@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 import attrs
 
 from ..exceptions import AuthError, RateLimited
+from .events import FileEvent
 from .progress import Progress
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ class _Mark:
 class Job(Generic[C, R]):
     """
     One run of a job: its counts (``counts``), its reporter (``bar``), its dry-run plan
-    (``planned``), and the run around ``body()``.
+    (``planned``: the lines of the file events ``bar`` tells), and the run around ``body()``.
 
     *result_type* is a frozen class inheriting the counts class and ``RunTotals``;
     subclasses write ``body()``, may check what they need in ``prepare()`` and add
@@ -113,6 +114,13 @@ class Job(Generic[C, R]):
         self.bar = bar
         self.dry_run = dry_run
         self.planned: list[str] = []
+        if dry_run:
+            # The plan is the dry run's file events, in the one line format.
+            bar.listen(self.plan)
+
+    def plan(self, event: FileEvent) -> None:
+        """One line of a dry run's plan."""
+        self.planned.append(event.line)
 
     async def prepare(self) -> None:
         """What comes before any request (checks of the folder): its errors end no run."""

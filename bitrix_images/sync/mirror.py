@@ -42,6 +42,7 @@ from .dest import (
     stops_the_job,
 )
 from .downloads import Downloads, Fetch
+from .events import ADD, REPLACE, FileEvent
 from .frame import Job, run_bounded
 from .ids import Ids, counted
 from .listing import Listed, products
@@ -76,6 +77,7 @@ async def mirror(
     warnings: IO[str] | None = None,
     total: int | None = None,
     on_finish: Callable[[MirrorResult], object] | None = None,
+    on_event: Callable[[FileEvent], object] | None = None,
 ) -> MirrorResult:
     """
     Download every image of *product_ids* into ``dest/<product_id>/``; return the counts.
@@ -107,6 +109,8 @@ async def mirror(
 
     *on_finish* receives the counts once the run ends, however it ends (done, an error, a
     cancellation such as SIGINT/SIGTERM), so that a summary can always be printed.
+    *on_event* receives a ``FileEvent`` per file as it is handled (``+`` downloaded, ``~``
+    fetched again, ``-`` pruned, ``=`` in place, ``!`` failed; with *dry_run*: planned).
     ``DEST`` that is not a directory or cannot be written is an ``OSError`` saying so
     before any request; temporary files of earlier runs that were killed are removed from
     the folders this run visits.
@@ -122,7 +126,7 @@ async def mirror(
     options = _Options(prune=prune, verify=verify, dry_run=dry_run, via=check_via(via))
     if total is None and isinstance(product_ids, Sized):
         total = len(product_ids)
-    bar = Progress(progress, warnings, total=total, per_image=True)
+    bar = Progress(progress, warnings, total=total, per_image=True, on_event=on_event)
     return await _Mirror(client, product_ids, dest, concurrency, options, bar).run(on_finish)
 
 
@@ -226,6 +230,7 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
         # product, so nothing of it is pruned.
         self.counts.unlisted += 1
         self.bar.warn(f"product {listed.product_id} skipped: {listed.error.description}")
+        self.bar.unlisted(listed.product_id, listed.error.description)
         if not isinstance(listed.error, MalformedResponse):
             self.malformed = 0
             return
@@ -262,9 +267,10 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
                 # refuses: this product's images cannot be written, the others can.
                 counts.images += len(images)
                 counts.failed += len(images)
-                self.bar.warn(f"product {product_id} skipped: {reason(error)}")
-                for _ in images:
-                    self.bar.fail()
+                why = reason(error)
+                self.bar.warn(f"product {product_id} skipped: {why}")
+                for image in images:
+                    self.bar.fail(product_id, image.name, image.id, why)
                 return
         for image in images:
             counts.images += 1
@@ -273,9 +279,9 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
             if row is not None and path is not None:
                 if await self.intact(row, path):
                     counts.skipped += 1
-                    self.bar.skip()
+                    self.bar.skip(product_id, path.name, image.id)
                     continue
-                fetch = Fetch(image, product_id, path)
+                fetch = Fetch(image, product_id, path, changed=exists(path))
             else:
                 target = folder / names.claim(image)
                 if exists(target):
@@ -285,7 +291,8 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
                 else:
                     fetch = Fetch(image, product_id, target)
             if options.dry_run:
-                self.planned.append(f"download {fetch.target.relative_to(self.dest).as_posix()}")
+                kind = REPLACE if fetch.changed else ADD
+                self.bar.tell(FileEvent(kind, product_id, fetch.target.name, image.id))
                 counts.downloaded += 1
                 continue
             await self.queue.put(fetch)
@@ -313,10 +320,9 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
                 self.bar.warn(f"{row.path} changed since it was written; kept, not pruned")
             else:
                 self.counts.removed += 1
-                if dry_run:
-                    self.planned.append(f"remove {row.path}")
-                else:
+                if not dry_run:
                     remove(path)
+                self.bar.removed(row.product_id, path.name, row.image_id)
         if not dry_run:
             assert self.manifest is not None  # noqa: S101 -- rows come from it
             await self.manifest.forget([row.image_id])
