@@ -54,13 +54,16 @@ class RunTotals:
     """
     What a run cost, the tail of every job's result: ``requests`` sent, ``retries`` made,
     ``waited`` seconds on rate limits and backoff (summed over concurrent requests),
-    ``seconds`` of wall time; ``dry_run`` and its ``planned`` lines.
+    ``held`` seconds of wall time during which the limits or a backoff held at least one
+    request back (at most ``seconds``, the run's wall time); ``dry_run`` and its
+    ``planned`` lines.
     """
 
     seconds: float = 0.0
     requests: int = 0
     retries: int = 0
     waited: float = 0.0
+    held: float = 0.0
     dry_run: bool = False
     planned: tuple[str, ...] = ()
 
@@ -78,6 +81,7 @@ class _Mark:
         self._requests = stats.requests
         self._retries = stats.retries
         self._waited = stats.throttle_wait + stats.retry_wait
+        self._held = stats.held_now()
 
     def totals(self) -> dict[str, Any]:
         stats = self._stats
@@ -86,6 +90,7 @@ class _Mark:
             "requests": stats.requests - self._requests,
             "retries": stats.retries - self._retries,
             "waited": stats.throttle_wait + stats.retry_wait - self._waited,
+            "held": stats.held_now() - self._held,
         }
 
 
