@@ -27,7 +27,7 @@ from tqdm import tqdm
 from .events import ADD, FAIL, KEEP, REMOVE, UNLISTED, FileEvent
 from .terminal import warn
 
-__all__ = ["Progress", "human_size"]
+__all__ = ["Progress", "human_size", "write_line"]
 
 _KNOWN: Final = (
     "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} products "
@@ -50,6 +50,11 @@ def human_size(size: float) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{size:.1f} TB"
+
+
+def write_line(line: str, stream: IO[str]) -> None:
+    """One line on *stream*, with any bar on a terminal cleared first and drawn again after."""
+    tqdm.write(line, file=stream)
 
 
 class Progress:
