@@ -224,6 +224,27 @@ def test_quiet_still_prints_each_failure(
     no_credentials(secret_watch, served, out, err)
 
 
+def test_upload_files_refused_before_any_request_are_failures_too(
+    served: ThreadPortal, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos" / "3"
+    folder.mkdir(parents=True)
+    (folder / "big.png").write_bytes(PNG_HEAD + bytes(100))
+    (folder / "ok.png").write_bytes(PNG_HEAD + b"ok")
+    argv = ("upload", "photos", "--max-file-size", "50", "--webhook", served.url)
+    code, out, err = run_cli(capsys, *argv, "-q", "--dry-run")
+    assert (code, out) == (1, "")
+    failure, error = err.splitlines()
+    assert failure.startswith("! 3/big.png: ")
+    assert "larger than the 50 allowed" in failure
+    assert error.startswith("bitrix-images: error: 1 file or image failed")
+
+    code, out, _ = run_cli(capsys, *argv, "--json")
+    assert code == 1
+    [refused] = json.loads(out)["failures"]
+    assert (refused["product"], refused["name"], refused["image_id"]) == (3, "big.png", None)
+
+
 @pytest.mark.parametrize("command", ["mirror", "upload"])
 def test_verbose_and_quiet_together_are_a_usage_error(
     capsys: pytest.CaptureFixture[str], command: str

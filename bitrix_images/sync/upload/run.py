@@ -247,6 +247,8 @@ class _Upload(Job[UploadCounts, UploadResult]):
         counts.files += scanned.files
         counts.not_images += scanned.not_images
         counts.failed += scanned.failed
+        for product_id, name, why in scanned.failures:
+            self.bar.fail(product_id, name, None, why)
         counts.products = len(scanned.folders)
         self.bar.set_total(counts.products)
         self.folders = {folder.product_id: folder for folder in scanned.folders}
