@@ -163,7 +163,9 @@ class _Report:
         """The job's options: where its bar and warnings go, and who hears its end and its
         files (nobody when no flag asks: a plain run makes no event)."""
         output = self.output
-        listening = output.json or output.verbose or output.quiet or output.log_file or self.dry_run
+        listening = (
+            output.json or output.verbose or output.quiet or self.dry_run or self.log is not None
+        )
         bar = sys.stderr.isatty() and not self.dry_run and not output.quiet
         return {
             "dry_run": self.dry_run,
