@@ -698,6 +698,16 @@ async def test_a_symlinked_target_or_folder_is_refused(
     with pytest.raises(OSError, match="symbolic link") as info:
         await client.images.download(image, folder)
     assert info.value.filename == str(folder)
+    # Named with a trailing separator (a shell's completion adds one), a link to a folder
+    # is still the link it is.
+    with pytest.raises(OSError, match="symbolic link") as info:
+        await client.images.download(image, f"{folder}/")
+    assert info.value.filename == str(folder)
+    # A real folder whose file of the image's name is a link.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / safe_name(image)).symlink_to(victim)
+    with pytest.raises(OSError, match="symbolic link"):
+        await client.images.download(image, tmp_path / "real")
     assert victim.read_bytes() == b"keep"
     assert sorted(p.name for p in elsewhere.iterdir()) == ["victim.png"]
     assert portal.counters.by_method["download"] == 0

@@ -19,6 +19,7 @@ import contextlib
 import errno
 import os
 import random
+import stat
 from typing import Final
 
 from .._wire.naming import TEMP_SUFFIX, safe_name, temp_prefix
@@ -34,10 +35,9 @@ _MODE: Final = 0o666 & ~_UMASK
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, where links are rare
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _FCHMOD: Final = getattr(os, "fchmod", None)  # not on Windows before Python 3.13
-# Temporary names: 8 of these characters from a generator seeded by os.urandom (as
+# Temporary names: 32 random bits in 8 hex digits, from a generator seeded by os.urandom (as
 # tempfile's); the name also holds the pid, so a fork's copy of the generator cannot clash.
 _NAMES: Final = random.Random()
-_LETTERS: Final = "abcdefghijklmnopqrstuvwxyz0123456789_"
 _TRIES: Final = 100
 _CREATE: Final = os.O_RDWR | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC
 # writev takes at most IOV_MAX (1024 on Linux and macOS) buffers; more are joined first.
@@ -52,14 +52,34 @@ def reserve(dest: str, image: ProductImage) -> tuple[str, str]:
     the folder or the final path is a symbolic link. Plain ``os.path`` strings: this runs
     once per download, on the event loop, and pathlib's objects cost more than the checks.
     """
-    target = os.path.join(dest, safe_name(image)) if os.path.isdir(dest) else dest
-    folder = os.path.dirname(target) or "."
-    if not os.path.isdir(folder):
-        raise ValueError(f"no such directory: {folder}")
-    for path in (folder, target):
-        if os.path.islink(path):
-            raise OSError(errno.ELOOP, "refusing to write through a symbolic link", path)
+    # Two lstat calls where isdir and islink took four: no trailing separator, so that a
+    # link to a folder is seen as the link it is.
+    dest = dest.rstrip(os.sep) or os.sep
+    mode = _mode(dest)
+    if mode is not None and stat.S_ISDIR(mode):
+        folder, target = dest, os.path.join(dest, safe_name(image))
+        _refuse_link(target, _mode(target))
+    else:
+        _refuse_link(dest, mode)  # a link to a folder or to a file alike
+        folder, target = os.path.dirname(dest) or ".", dest
+        mode = _mode(folder)
+        _refuse_link(folder, mode)
+        if mode is None or not stat.S_ISDIR(mode):
+            raise ValueError(f"no such directory: {folder}")
     return target, _create_temporary(folder)
+
+
+def _mode(path: str) -> int | None:
+    """The ``lstat`` mode of *path*, ``None`` when nothing is there."""
+    try:
+        return os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _refuse_link(path: str, mode: int | None) -> None:
+    if mode is not None and stat.S_ISLNK(mode):
+        raise OSError(errno.ELOOP, "refusing to write through a symbolic link", path)
 
 
 def _create_temporary(folder: str) -> str:
@@ -68,19 +88,19 @@ def _create_temporary(folder: str) -> str:
 
     Created with ``O_EXCL | O_NOFOLLOW`` and mode 0600 under a random name, so no other
     process can guess it, pre-create it or read the bytes before the rename; short
-    (".bxi-<host>-<pid>-<8>.part", under 40 bytes), so it fits wherever the final name
+    (".bxi-<host>-<pid>-<8 hex digits>.part", under 40 bytes), so it fits wherever the final name
     does; it names its process, so that a later run can remove it once that process is
     gone (a SIGKILL, a power cut: ``sync.dest``). Made before the fetch, so that a folder
     we cannot write to fails before any request. (``mkstemp`` itself spent half of a
     download's file handling on this: its per-call parameter checks and name generator.)
     """
     prefix = os.path.join(folder, temp_prefix())
-    choices = _NAMES.choices
+    bits = _NAMES.getrandbits
     for _ in range(_TRIES):
-        part = prefix + "".join(choices(_LETTERS, k=8)) + TEMP_SUFFIX
+        part = f"{prefix}{bits(32):08x}{TEMP_SUFFIX}"
         try:
             fd = os.open(part, _CREATE, 0o600)
-        except FileExistsError:  # pragma: no cover -- one name in 36**8 a try
+        except FileExistsError:  # pragma: no cover -- one name in 2**32 a try
             continue
         os.close(fd)
         return part
