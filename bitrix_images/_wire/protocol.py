@@ -380,6 +380,8 @@ def _as_map(value: object, name: str) -> dict[str, Any]:
     # PHP's json_encode sends an empty map as [] and a map keyed 0..n-1 as a list (batch.md).
     if value is None:
         return {}
+    if type(value) is dict:
+        return value  # decoded JSON: its keys are str already, and nobody else holds it
     if isinstance(value, Mapping):
         return {str(k): v for k, v in value.items()}
     if isinstance(value, list):
@@ -438,6 +440,8 @@ def items_of(result: object, key: str, *, method: str) -> list[Any]:
 
     A ``result`` that is itself a list is accepted too, as some methods answer that way.
     """
+    if type(result) is dict and type(items := result.get(key)) is list:
+        return items  # decoded JSON: no ABC checks (this runs once per product listed)
     if isinstance(result, Mapping):
         items = result.get(key)
         if isinstance(items, list):
