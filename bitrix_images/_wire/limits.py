@@ -329,6 +329,15 @@ class OperatingBudget:
                 state.spent[index] = state.spent.get(index, 0.0) + booked
                 state.sent[index] = min(state.sent.get(index, math.inf), reservation.at)
 
+    def seconds(self, reservation: Reservation) -> dict[str, float]:
+        """What *reservation*'s request is now thought to have cost, per method whose cost
+        is known: its units at the learned cost (a batch's fifty commands, not one)."""
+        return {
+            method: cost * units
+            for method, units in reservation.units.items()
+            if (cost := self.state(method).cost) is not None
+        }
+
     def _learn(self, state: MethodBudget, info: TimeInfo, units: float, now: float) -> None:
         operating = info.operating
         assert operating is not None  # noqa: S101 -- checked by the caller
