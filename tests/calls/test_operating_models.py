@@ -6,11 +6,12 @@ the previous basket; "clock": aligned on the clock) nor how ``operating_reset_at
 cannot tell, so its pacing must refuse no request under any of the four models in any of
 the three billings.
 
-Two kinds of test, neither timed: the client's budget (``_wire.limits``) against the
+Two kinds of test, neither on the machine's time: the client's budget (``_wire.limits``) against the
 portal's own limiter (``testing._limits``) on one simulated clock, with requests in flight
 and answers arriving as they would; and a real client against the embedded portal over
 loopback, on the portal's clock seam shared with ``instant_retries()``, replaying one
-sequence of events. Both assert the portal's refusals and the requests sent.
+sequence of events. Both assert the portal's refusals and the requests sent (and the
+simulation its simulated seconds against the bound).
 """
 
 from __future__ import annotations
