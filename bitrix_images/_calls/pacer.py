@@ -120,7 +120,8 @@ class Pacer:
         self.settle(reservation, reports, spent=spent)
         if self.shared is not None:
             every = {**dict.fromkeys(reservation.costs), **reports}  # each method reserved
-            await self.shared.settle(self._tickets.pop(id(reservation), None), every)
+            ticket = self._tickets.pop(id(reservation), None)
+            await self.shared.settle(ticket, every, self.budget.seconds(reservation))
 
     def abandon(self, reservation: Reservation) -> None:
         """The request was cancelled on the wire: maybe processed; its Redis ticket expires

@@ -118,12 +118,23 @@ class SharedLimits:
             self._penalty = False
             self._back()
 
-    async def settle(self, ticket: str | None, reports: Mapping[str, TimeInfo | None]) -> None:
-        """Tell Redis each method's ``time`` block, and drop the request's reservation."""
+    async def settle(
+        self,
+        ticket: str | None,
+        reports: Mapping[str, TimeInfo | None],
+        seconds: Mapping[str, float] | None = None,
+    ) -> None:
+        """
+        Tell Redis each method's ``time`` block, and drop the request's reservation.
+
+        *seconds*: what the request cost per method, as this client's budget learned it from
+        the figures (a batch's commands together); Redis reserves that much for each request
+        in flight. Without it, the answer's ``processing`` (one command's, for a batch).
+        """
         if ticket is None and not any(i and i.operating is not None for i in reports.values()):
             return
         try:
-            await self.link.settle(ticket, reports, _REPORT_KEEP)
+            await self.link.settle(ticket, reports, _REPORT_KEEP, seconds)
         except RedisDown as exc:
             # The reservation expires by itself after *hold* seconds.
             self._fell_back(exc)

@@ -244,12 +244,17 @@ class Link:
         )
 
     async def settle(
-        self, ticket: str | None, reports: Mapping[str, TimeInfo | None], keep: float
+        self,
+        ticket: str | None,
+        reports: Mapping[str, TimeInfo | None],
+        keep: float,
+        seconds: Mapping[str, float] | None = None,
     ) -> None:
         """
         Record what an answer said of each method's operating time; drop the reservation.
 
-        *reports* maps each method the request spent to its ``time`` block (or ``None``).
+        *reports* maps each method the request spent to its ``time`` block (or ``None``);
+        *seconds*, what the request cost each method (else its ``processing``).
         """
         keys: list[str] = []
         args: list[str | float] = [ticket or "", keep]
@@ -260,7 +265,7 @@ class Link:
             args += [
                 _number(info.operating),
                 _number(info.operating_reset_at if reported else None),
-                _number(info.processing),
+                _number((seconds or {}).get(method, info.processing)),
             ]
         if keys:
             await self.coordinator._run("settle", keys, args)

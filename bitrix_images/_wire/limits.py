@@ -103,8 +103,9 @@ class LeakyBucket:
         self._tat = max(self._tat, self._clock() + self._tolerance + self._interval)
 
 
-# operating_reset_at is a whole Unix second (limits.md), so the window may move on up to a
-# second after it: wait that second too rather than be refused.
+# operating_reset_at is a whole Unix second (limits.md) and the docs do not say which way it
+# is rounded: the basket may leave up to a second after it (rounded down) or at it (rounded
+# up). The later of the two is the one that cannot be refused: wait that second too.
 RESET_GRAIN = 1.0
 # Sums of seconds are compared with a threshold: 0.1 * 9 must fit under 0.9.
 _EPSILON = 1e-9
@@ -128,9 +129,11 @@ class MethodBudget:
     flight, ``pending`` how many. ``known``: a request of the method has been processed, so
     the portal's reporting (or silence) is known. ``spent``: this client's own answered
     seconds by slot of the window, so that they are known to leave the window one window
-    after they were booked. ``probe_at``: when one request may go to learn what the reset
-    gave back; ``refused_at``: the figure before the portal refused the method, which is
-    taken as spent until a request of it succeeds again.
+    after they were booked, and ``sent``: when the first of each slot's requests was sent
+    (the figure surely holds them while their basket cannot have left). ``probe_at``: when
+    one request may go to learn what the reset gave back; ``refused_at``: the figure before
+    the portal refused the method, which is taken as spent until a request of it succeeds
+    again.
     """
 
     operating: float = 0.0
@@ -147,18 +150,30 @@ class MethodBudget:
     known: bool = False
     refused_at: float | None = None
     spent: dict[int, float] = attrs.Factory(dict)
+    sent: dict[int, float] = attrs.Factory(dict)
+
+
+def _forget(state: MethodBudget, before: float) -> None:
+    """Stop counting on this client's own seconds sent at or before *before* to leave the
+    figure: it may no longer hold them."""
+    for index in [i for i, at in state.sent.items() if at <= before]:
+        del state.sent[index]
+        state.spent.pop(index, None)
 
 
 def _expire(state: MethodBudget, now: float, window: float) -> None:
     """Let go of what has surely left the portal's window by *now*."""
     if now >= state.seen + window:
-        # Every basket the report counted opened before it, so all have left by now.
+        # Every basket the report counted opened before it, so all have left by now; and
+        # so have this client's own seconds that it counted.
         state.operating = 0.0
+        _forget(state, state.seen)
     slot = window / SLOTS
     for index in [i for i in state.spent if (i + 1) * slot + window <= now]:
         # A basket opens no later than the bookings in it and leaves one window after it
         # opened (limits.md), so this client's own seconds are gone by then.
         state.operating = max(0.0, state.operating - state.spent.pop(index))
+        state.sent.pop(index, None)
 
 
 def decide(
@@ -207,6 +222,7 @@ class Reservation:
 
     costs: Mapping[str, float]
     units: Mapping[str, float]
+    at: float = -math.inf  # when it was reserved (sent no sooner)
 
 
 class OperatingBudget:
@@ -274,7 +290,7 @@ class OperatingBudget:
             costs[method] = cost
             state.outstanding += cost
             state.pending += 1
-        return 0.0, Reservation(costs, dict(units))
+        return 0.0, Reservation(costs, dict(units), now)
 
     def settle(
         self,
@@ -311,6 +327,16 @@ class OperatingBudget:
                 booked = cost or (state.cost or 0.0) * reservation.units[method]
                 index = int(now // (self._window / SLOTS))
                 state.spent[index] = state.spent.get(index, 0.0) + booked
+                state.sent[index] = min(state.sent.get(index, math.inf), reservation.at)
+
+    def seconds(self, reservation: Reservation) -> dict[str, float]:
+        """What *reservation*'s request is now thought to have cost, per method whose cost
+        is known: its units at the learned cost (a batch's fifty commands, not one)."""
+        return {
+            method: cost * units
+            for method, units in reservation.units.items()
+            if (cost := self.state(method).cost) is not None
+        }
 
     def _learn(self, state: MethodBudget, info: TimeInfo, units: float, now: float) -> None:
         operating = info.operating
@@ -326,7 +352,11 @@ class OperatingBudget:
         stale = now >= state.seen + self._window
         # A later figure below the last one: baskets have left the portal's window.
         dropped = ordered and state.high is not None and operating < state.high
-        if state.high is None or moved or stale or dropped:
+        # The oldest basket may have left since the last figure even though the reset did
+        # not move (two baskets' resets can round to the same second): then the figure's
+        # growth is no sample of the cost, which it would understate.
+        leaving = state.reset_at is not None and now >= state.reset_at - RESET_GRAIN
+        if state.high is None or moved or stale or dropped or leaving:
             # A first figure, or the window moved on: a new baseline, not a sample. Until a
             # sample exists, the cost is taken as the lowest such figure over its units: a
             # figure counts its own request, so the cost is no higher (pessimistic still,
@@ -345,14 +375,13 @@ class OperatingBudget:
         if ordered or state.high is None or operating > state.high:
             state.high = operating
         if ordered or moved or stale or operating >= state.operating:
-            if operating < state.operating:
-                # Own seconds that were in the baskets that left must not be taken off the
-                # figure again. Those answered within two baskets of a window ago are
-                # surely still counted (a basket opens at most one basket before a booking).
-                slot = self._window / SLOTS
-                horizon = now - self._window + self._window / 5
-                for index in [i for i in state.spent if i * slot <= horizon]:
-                    del state.spent[index]
+            # Own seconds the new figure may no longer hold must not be taken off it again
+            # when they leave. Those sent within a basket of a window ago are surely still
+            # counted: their basket opened at most one basket before them, whether the
+            # portal opens one at a first call or on the clock. Whether the older ones are
+            # is unknown (the figure may have fallen by them, or grown by more): the figure
+            # keeps them until a later one says otherwise.
+            _forget(state, now - self._window + self._window / 10)
             state.operating = operating
             state.seen = now
         if info.finish is not None:

@@ -136,6 +136,21 @@ def test_an_answer_out_of_order_does_not_lower_the_figure() -> None:
     assert budget.state("m").cost == pytest.approx(0.2)
 
 
+def test_no_cost_sample_where_a_basket_may_have_left_unseen() -> None:
+    # Two baskets' resets can round to the same second (issue 24: the docs do not say how
+    # operating_reset_at is rounded, and baskets may be shorter than a second): within a
+    # second of the reset, a figure that grew may have lost a basket on the way, and its
+    # growth would understate the cost.
+    clock = Clock()
+    budget = OperatingBudget(limit=1.0, headroom=0.9, window=10.0, clock=clock)
+    budget.settle(go(budget, {"m": 1}), {"m": report(0.1, 1010)}, spent=True)
+    budget.settle(go(budget, {"m": 1}), {"m": report(0.2, 1010)}, spent=True)
+    assert budget.state("m").cost == pytest.approx(0.1)
+    clock.now = 1009.5
+    budget.settle(go(budget, {"m": 1}), {"m": report(0.25, 1010)}, spent=True)
+    assert budget.state("m").cost == pytest.approx(0.1)
+
+
 def test_a_batch_reserves_under_the_batch_and_under_its_commands() -> None:
     clock = Clock()
     budget = OperatingBudget(limit=1.0, headroom=0.9, window=60.0, clock=clock)

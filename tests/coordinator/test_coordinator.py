@@ -181,6 +181,29 @@ async def test_reservations_count_towards_the_budget(
     assert (await second.pace(["m"])).reason == "bucket"
 
 
+async def test_redis_reserves_what_a_batch_costs(
+    coordinators: list[bx.RedisCoordinator], namespace: str
+) -> None:
+    # A reservation in Redis must hold what the request costs: for a batch, its fifty
+    # commands together, as the client's budget learns from the figures. A command's own
+    # ``processing`` (what the answer carries per command) is a fiftieth of it, and other
+    # processes would send fifty times too much (issue 24: refusals with two processes).
+    limit = RateLimit(rate=float("inf"), operating_limit=1.5, operating_window=6.0)
+    async with FakePortal(
+        products=100,
+        images_per_product=1,
+        rate=None,
+        operating_limit=1.5,
+        operating_window=6.0,
+        operating_cost={"catalog.productImage.list": 0.003},
+    ) as portal:
+        async with webhook_client(portal, rate_limit=limit, coordinator=coordinators[0]) as c:
+            assert len([image async for image in c.images.list_many(range(1, 101))]) == 100
+    redis = coordinators[0].redis
+    [key] = [k async for k in redis.scan_iter(match=f"{namespace}:*:op:catalog.productimage.list")]
+    assert float(await redis.hget(key, "cost")) == pytest.approx(50 * 0.003)
+
+
 async def test_tokens_seed_only_an_empty_store(coordinators: list[bx.RedisCoordinator]) -> None:
     first, second = (
         SharedTokens(c.link(ORIGIN, oauth_credential("app")), ORIGIN) for c in coordinators
