@@ -204,10 +204,16 @@ class FakePortal(PortalView):
         if self._state.operating is not None:
             self._state.operating.clear()
 
-    def spend(self, method: str, seconds: float) -> None:
+    def spend(self, method: str, seconds: float, *, at_next_request: bool = False) -> None:
         """Book *seconds* of *method*'s operating time, as another application using the
-        same budget would (the client cannot see it until the portal reports it)."""
-        if self._state.operating is not None:
+        same budget would (the client cannot see it until the portal reports it): now, or
+        *at_next_request* of the method, just before it is checked (so that a test does
+        not depend on reaching the portal inside the window)."""
+        if self._state.operating is None:
+            return
+        if at_next_request:
+            self._state.spend_next[method.lower()] = seconds
+        else:
             self._state.operating.book(method.lower(), seconds)
 
     def inject(

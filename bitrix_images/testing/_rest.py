@@ -166,6 +166,9 @@ class RestRoutes:
     def _check_operating(self, method: str) -> None:
         # DOCS limits.md: a method over its limit answers 429 OPERATION_TIME_LIMIT.
         operating = self._state.operating
+        spent = self._state.spend_next.pop(method, None)
+        if operating is not None and spent is not None:
+            operating.book(method, spent)
         if operating is not None and operating.blocked(method):
             self._state.counters.operating_refused += 1
             raise RestError.from_body(429, OPERATION_TIME_LIMIT)

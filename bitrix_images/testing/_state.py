@@ -47,6 +47,8 @@ class PortalState:
     tokens: TokenStore
     bucket: PortalBucket | None = None
     operating: OperatingLimiter | None = None
+    #: Seconds another application spends at the next request of a method (``spend``).
+    spend_next: dict[str, float] = attrs.Factory(dict)
     counters: Counters = attrs.Factory(Counters)
     faults: FaultQueue = attrs.Factory(FaultQueue)
     #: Where the portal and its files are served (set when the sites start).
