@@ -81,6 +81,8 @@ class MirrorOptions:
     verify: bool
     shard: tuple[int, int] | None
     via: str = "auto"
+    max_delete: int = 100
+    rebind: bool = False
 
 
 @attrs.frozen
@@ -192,6 +194,8 @@ def _mirror(args: argparse.Namespace) -> MirrorOptions:
         verify=args.verify,
         shard=args.shard,
         via=args.via,
+        max_delete=args.max_delete,
+        rebind=args.rebind,
     )
 
 

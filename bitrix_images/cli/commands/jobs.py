@@ -47,6 +47,8 @@ async def mirror_command(
         concurrency=options.concurrency,
         via=options.via,
         verify=options.verify,
+        max_delete=options.max_delete,
+        rebind=options.rebind,
         total=products_total(options),
         **summary.reporting(options.dry_run),
     )
@@ -129,8 +131,9 @@ class _Summary:
         print(result.summary(), file=self.out)
         if result.failed:
             raise Failed(f"{plural(result.failed, *what)} {failed}")
-        if isinstance(result, UploadResult) and result.held_back:
-            raise Failed(f"{plural(result.held_back, 'delete')} held back (see the warnings)")
+        if result.held_back:
+            deletes = "delete" if isinstance(result, UploadResult) else "removal"
+            raise Failed(f"{plural(result.held_back, deletes)} held back (see the warnings)")
         if result.unlisted:
             unlisted = plural(result.unlisted, "product")
             raise Failed(f"{unlisted} could not be listed (see the warnings)")

@@ -27,6 +27,7 @@ import attrs
 from ..._wire import clock
 from ..._wire.text import plural
 from ...exceptions import BitrixError
+from ..deletes import DeleteBound
 from ..frame import Counts, Job, RunTotals
 from ..listing import products
 from ..progress import Progress
@@ -179,7 +180,7 @@ async def upload(
         settle_after=float(settle_after),
         lock_wait=float(lock_wait),
     )
-    job.max_delete, job.max_file_bytes = max_delete, max_file_bytes
+    job.deletes, job.max_file_bytes = DeleteBound(max_delete), max_file_bytes
     return await job.run(on_finish)
 
 
@@ -206,8 +207,7 @@ class _Upload(Job[UploadCounts, UploadResult]):
         self.unknown: dict[int, set[Key]] = {}  # commands whose outcome is unknown, by product
         self.given_up: set[tuple[int, str]] = set()  # (product, name) failed for good
         self.folders: dict[int, Folder] = {}  # by product id, once scanned
-        self.max_delete = 100
-        self.deciding = 0  # deletes decided so far in the run (max_delete bounds them)
+        self.deletes = DeleteBound(100)  # the run's deletes, bounded by max_delete
         self.max_file_bytes = MAX_FILE_BYTES
         self.guard = Guard(client, src, self.warn, settle_after=settle_after, lock_wait=lock_wait)
 
@@ -321,22 +321,12 @@ class _Upload(Job[UploadCounts, UploadResult]):
         The deletes prune may make, decided after every listing of the round: none when a
         listing failed, none when there are more than ``max_delete`` (the run says why).
         """
-        if not deletes:
+        why = self.deletes.why_not(len(deletes), unlisted=unlisted)
+        if why is None:
             return deletes
-        why = ""
-        if unlisted:
-            why = f"{unlisted} products could not be listed"
-        elif self.deciding + len(deletes) > self.max_delete:
-            why = (
-                f"more than max_delete ({self.max_delete}); check the folder, "
-                "or allow more (--max-delete)"
-            )
-        if why:
-            self.counts.held_back += len(deletes)
-            self.warn(f"prune would delete {len(deletes)} images; nothing deleted: {why}")
-            return []
-        self.deciding += len(deletes)
-        return deletes
+        self.counts.held_back += len(deletes)
+        self.warn(f"prune would delete {len(deletes)} images; nothing deleted: {why}")
+        return []
 
     # --- outcomes, as the sender reports them ------------------------------------------------
 
