@@ -9,7 +9,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from support import FAST_RETRY, UNLIMITED, oauth_client, run_cli
+from support import FAST_RETRY, UNLIMITED, ThreadPortal, oauth_client, run_cli
 
 import bitrix_images as bx
 from bitrix_images.sync.binding import Binding
@@ -91,7 +91,7 @@ async def test_another_portal_is_refused_and_a_rebind_replaces_its_files(tmp_pat
 
         again = await run(production, tmp_path)
         assert (again.downloaded, again.skipped) == (0, 4)
-        with pytest.raises(bx.PortalMismatch, match="mirrors 127.0.0.2, not 127.0.0.1"):
+        with pytest.raises(bx.PortalMismatch, match=r"mirrors 127\.0\.0\.2, not 127\.0\.0\.1"):
             await run(staging, tmp_path)
 
 
@@ -182,8 +182,6 @@ async def test_a_renamed_portal_rebinds_itself_by_its_member_id(tmp_path: Path) 
 def test_the_command_line_refuses_another_portal_until_rebind(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from support import ThreadPortal  # noqa: PLC0415 -- only the command-line test serves
-
     staging = ThreadPortal(products=2, images_per_product=2, host="127.0.0.1", seed=0)
     production = ThreadPortal(products=2, images_per_product=2, host="127.0.0.2", seed=1)
     try:
