@@ -57,7 +57,7 @@ class MirrorResult(RunTotals, MirrorCounts):
             line += f", {self.adopted} adopted"
         if self.failed:
             line += f", {self.failed} failed"
-        if self.removed or self.dry_run:
+        if self.removed or self.dry_run or self.held_back:
             line += f", {self.removed} {'to remove' if self.dry_run else 'removed'}"
         if self.held_back:
             line += f", {plural(self.held_back, 'removal')} held back"
