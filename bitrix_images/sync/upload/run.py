@@ -26,7 +26,7 @@ import attrs
 
 from ..._wire import clock
 from ..._wire.text import plural
-from ...exceptions import BitrixError
+from ...exceptions import BitrixError, TransportError
 from ..deletes import DeleteBound
 from ..frame import Counts, Job, RunTotals
 from ..listing import products
@@ -273,9 +273,10 @@ class _Upload(Job[UploadCounts, UploadResult]):
                 break
             # A request whose answer was lost (a timeout, say) may still be running on the
             # portal: the listing that decides what to send again waits the policy's
-            # longest backoff first (30 s by default), so that it sees what that request
-            # did. Lost answers are rare; a duplicate is forever.
-            await clock.current().sleep(retry.max_delay)
+            # longest backoff first (30 s by default), and for an add until its send plus
+            # settle_after (the portal's longest request), as the next run would, so that
+            # it sees what that request did. Lost answers are rare; a duplicate is forever.
+            await clock.current().sleep(max(retry.max_delay, self.guard.unsettled()))
 
     async def round(self, todo: list[int], by_id: Mapping[int, Folder], *, first: bool) -> None:
         """List *todo*, plan each product against its folder, and send the plan."""
@@ -331,9 +332,12 @@ class _Upload(Job[UploadCounts, UploadResult]):
     # --- outcomes, as the sender reports them ------------------------------------------------
 
     def unsure(self, ops: Iterable[Op], error: BitrixError | None) -> None:
+        ops = list(ops)
         for op in ops:
             self.uncertain.add(op.product_id)
             self.unknown.setdefault(op.product_id, set()).add(op.key)
+        if error is None or isinstance(error, TransportError):
+            self.guard.answer_lost(ops)
         why = "no answer for the command" if error is None else error.description
         log.debug("outcome unknown (%s); listing the products again", why)
 
