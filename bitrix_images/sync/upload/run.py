@@ -136,7 +136,10 @@ async def upload(
     *progress* is where the bar goes (``None``: no bar), counting products. *warnings*
     receives one line per skipped file or failed image (``None``: the ``bitrix_images``
     logger). *on_finish* receives the counts once the run ends, however it ends (done, an
-    error, a cancellation such as SIGINT/SIGTERM), so that a summary can always be printed.
+    error, a cancellation such as SIGINT/SIGTERM), so that a summary can always be printed;
+    a run stopped before its first request (the folder's lock held past *lock_wait*, two
+    ``detail@`` files of one product) never started: it raises, and *on_finish* is not
+    called, as for ``mirror``.
 
     No run creates a duplicate, even when an answer is lost or the run is killed: a product
     whose outcome is unknown is listed again before anything is resent for it, and every add
