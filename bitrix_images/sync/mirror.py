@@ -358,8 +358,12 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
                 target = folder / names.claim(image)
                 if exists(target):
                     # Not this tool's record, or a run stopped before recording it: fetch
-                    # beside it, keep whichever is the image's (see Downloads).
-                    fetch = Fetch(image, product_id, folder / names.claim(image), target)
+                    # beside it, under a name nothing has, and keep whichever is the
+                    # image's (see Downloads).
+                    beside = folder / names.claim(image)
+                    while exists(beside):
+                        beside = folder / names.claim(image)
+                    fetch = Fetch(image, product_id, beside, target)
                 else:
                     fetch = Fetch(image, product_id, target)
             if options.dry_run:

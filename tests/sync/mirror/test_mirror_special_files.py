@@ -133,3 +133,22 @@ async def test_prune_never_enters_a_product_folder_that_is_a_link(tmp_path: Path
         assert (outside / gone.name).read_bytes() == gone.content  # nothing outside removed
         assert result.removed == 0
         assert f"1/{gone.name} is in a folder that is a link (not entered)" in (warnings.getvalue())
+
+
+async def test_files_the_manifest_does_not_list_are_never_overwritten(tmp_path: Path) -> None:
+    async with FakePortal(products=1, images_per_product=1, rate=None) as portal:
+        image = portal.catalog.images(1)[0]
+        (tmp_path / "1").mkdir()
+        mine = {image.name: b"mine", f"{image.id}-{image.name}": b"mine too"}
+        for name, data in mine.items():
+            (tmp_path / "1" / name).write_bytes(data)
+        async with bx.BitrixClient.from_webhook(
+            portal.webhook_url, retry=FAST_RETRY, rate_limit=UNLIMITED
+        ) as client:
+            result = await bx.mirror(client, [1], tmp_path, warnings=io.StringIO())
+        assert result.downloaded == 1
+        for name, data in mine.items():
+            assert (tmp_path / "1" / name).read_bytes() == data
+        assert (tmp_path / "1" / f"{image.id}-{image.id}-{image.name}").read_bytes() == (
+            image.content
+        )
