@@ -40,7 +40,6 @@ __all__ = [
     "check_dest",
     "exists",
     "file_size",
-    "is_file",
     "kind_of",
     "make_dir",
     "prepare_dest",
@@ -176,6 +175,13 @@ class Names:
         self._taken.add(candidate.casefold())
         return candidate
 
+    def free(self, image: ProductImage, folder: Path) -> Path:
+        """A path in *folder* for *image* that no other image and no file there has."""
+        path = folder / self.claim(image)
+        while exists(path):
+            path = folder / self.claim(image)
+        return path
+
 
 def reason(error: Exception) -> str:
     """What went wrong, in words: the OS's text for an ``OSError``, without its errno."""
@@ -204,10 +210,6 @@ def make_dir(path: Path, *, parents: bool = False) -> None:
     path.mkdir(parents=parents, exist_ok=True)
 
 
-def is_file(path: Path) -> bool:
-    return path.is_file()
-
-
 def exists(path: Path) -> bool:
     return os.path.lexists(path)
 
@@ -226,7 +228,7 @@ def remove_ours(folder: Path, name: str, size: int, sha256: str, *, dry_run: boo
     Remove *folder*/*name* if it is still the file this tool wrote (that size and SHA-256):
     ``None`` when it is (and, unless *dry_run*, is removed now), else why not, in words
     that follow the file's name: "gone", "changed since it was written", "is a FIFO",
-    "is a symbolic link", "is in a folder that is a link (not entered)".
+    "is a symbolic link", "is in a folder that is a link or not a folder (not entered)".
 
     Made through the folder's descriptor, opened without following a link: a product
     folder that is a link (to outside DEST, say) is never entered, nor one swapped for a
@@ -238,7 +240,7 @@ def remove_ours(folder: Path, name: str, size: int, sha256: str, *, dry_run: boo
         return "gone"
     except OSError as error:
         if error.errno in (errno.ELOOP, errno.ENOTDIR):
-            return "is in a folder that is a link (not entered)"
+            return "is in a folder that is a link or not a folder (not entered)"
         raise
     try:
         try:
@@ -250,8 +252,8 @@ def remove_ours(folder: Path, name: str, size: int, sha256: str, *, dry_run: boo
             return f"is {kind}"
         try:
             found = digest(name, dir_fd=fd)
-        except OSError:
-            found = None  # swapped for something else since the stat
+        except OSError:  # pragma: no cover -- a race: swapped for something else since the stat
+            found = None
         if found != (size, sha256):
             return "changed since it was written"
         if not dry_run:

@@ -355,17 +355,7 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
                 recheck = not trusted and file_size(path) is not None
                 fetch = Fetch(image, product_id, path, recheck=recheck)
             else:
-                target = folder / names.claim(image)
-                if exists(target):
-                    # Not this tool's record, or a run stopped before recording it: fetch
-                    # beside it, under a name nothing has, and keep whichever is the
-                    # image's (see Downloads).
-                    beside = folder / names.claim(image)
-                    while exists(beside):
-                        beside = folder / names.claim(image)
-                    fetch = Fetch(image, product_id, beside, target)
-                else:
-                    fetch = Fetch(image, product_id, target)
+                fetch = unrecorded(image, product_id, folder, names)
             if options.dry_run:
                 self.planned.append(f"download {fetch.target.relative_to(self.dest).as_posix()}")
                 counts.downloaded += 1
@@ -417,7 +407,7 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
             why = await self.removal(row, dry_run=False)
             if why is None:
                 counts.removed += 1
-            elif why != "gone":
+            elif why != "gone":  # pragma: no cover -- a race: changed since the check above
                 self.bar.warn(f"{row.path} {why}; kept, not pruned")
             forget.append(row.image_id)
         if not dry_run and self.manifest is not None:
@@ -443,3 +433,13 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
         done, self.done = self.done, []
         if done and self.manifest is not None:
             await self.manifest.record(done)
+
+
+def unrecorded(image: ProductImage, product_id: int, folder: Path, names: Names) -> Fetch:
+    """The fetch of an image the manifest does not list (a new one, most often)."""
+    target = folder / names.claim(image)
+    if not exists(target):
+        return Fetch(image, product_id, target)
+    # Not this tool's record, or a run stopped before recording it: fetch beside it, under
+    # a name nothing has, and keep whichever is the image's (see Downloads).
+    return Fetch(image, product_id, names.free(image, folder), target)
