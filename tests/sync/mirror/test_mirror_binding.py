@@ -128,9 +128,20 @@ async def test_a_manifest_of_an_earlier_version_is_bound_on_its_first_run(tmp_pa
     async with staging, production:
         await run(staging, tmp_path)
         with contextlib.closing(sqlite3.connect(tmp_path / MANIFEST_NAME)) as db, db:
-            # What version 1 wrote: no binding, no generation.
+            # What version 1 wrote: no binding, no generation (built anew rather than with
+            # DROP COLUMN, which SQLite has only since 3.35).
             db.execute("DROP TABLE portal")
-            db.execute("ALTER TABLE files DROP COLUMN generation")
+            db.execute("ALTER TABLE files RENAME TO v2")
+            db.execute(
+                "CREATE TABLE files (image_id INTEGER PRIMARY KEY, product_id INTEGER NOT NULL, "
+                "path TEXT NOT NULL UNIQUE, size INTEGER NOT NULL, sha256 TEXT NOT NULL, "
+                "recorded REAL NOT NULL, via TEXT)"
+            )
+            db.execute(
+                "INSERT INTO files SELECT image_id, product_id, path, size, sha256, recorded, via "
+                "FROM v2"
+            )
+            db.execute("DROP TABLE v2")
             db.execute("PRAGMA user_version = 1")
         assert await binding_of(tmp_path) is None
         again = await run(staging, tmp_path)
