@@ -33,7 +33,7 @@ from .exceptions import (
 from .images import Images
 from .models import FieldInfo, ImageType, OAuthTokens, ProductImage, ProductListing
 from .pagination import AsyncPaginator, Page
-from .sync import MirrorResult, UploadResult, catalog_ids, mirror, upload
+from .sync import FileEvent, MirrorResult, UploadResult, catalog_ids, mirror, upload
 
 __all__ = [
     "AccessDenied",
@@ -46,6 +46,7 @@ __all__ = [
     "ClientStats",
     "CoordinatorUnavailable",
     "FieldInfo",
+    "FileEvent",
     "ImageType",
     "Images",
     "InvalidRequest",

@@ -175,7 +175,8 @@ class _Run:
                 await self._request(chunk)
             self.pending = self.again
             if self.pending and self.delay > 0:
-                await clock.current().sleep(self.delay)
+                with self.caller.stats.holding():
+                    await clock.current().sleep(self.delay)
         sends = self.sends
         return {
             # Most commands went once, the default: an outcome is copied only when not.

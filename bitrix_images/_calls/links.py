@@ -177,7 +177,8 @@ class PublicLinks:
                 wait = failure.wait if failure.wait is not None else backoff_delay(policy, attempt)
                 self.caller.stats.retries += 1
                 self.caller.stats.retry_wait += wait
-                await clock.current().sleep(wait)
+                with self.caller.stats.holding():
+                    await clock.current().sleep(wait)
                 continue
             return spool
 

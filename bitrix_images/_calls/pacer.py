@@ -32,7 +32,7 @@ class Pacer:
 
     Args:
         rate_limit: the client-side limits.
-        stats: the client's counters (``throttle_wait``).
+        stats: the client's counters (``throttle_wait``, ``held``).
         link: the coordinator's shared state for this portal and credential, or ``None``.
         hold: seconds a reservation in Redis outlives its request at the most.
     """
@@ -73,7 +73,8 @@ class Pacer:
             # Wait for the window to move on, or for a request in flight to be answered,
             # which may free or teach what is needed.
             timeout = None if math.isinf(operating) else operating
-            self.stats.throttle_wait += await clock.current().wait(self._settled, timeout)
+            with self.stats.holding():
+                self.stats.throttle_wait += await clock.current().wait(self._settled, timeout)
         try:
             if self.shared is not None:
                 await self._pace_shared(spends, reservation)
@@ -88,7 +89,8 @@ class Pacer:
         if delay > 0:
             log.debug("%s: waiting %.3fs for the rate limit", _names(spends), delay)
             self.stats.throttle_wait += delay
-            await clock.current().sleep(delay)
+            with self.stats.holding():
+                await clock.current().sleep(delay)
 
     async def _pace_shared(self, spends: Mapping[str, float], reservation: Reservation) -> None:
         """
@@ -102,7 +104,8 @@ class Pacer:
                 break
             log.debug("%s: waiting %.3fs for the operating time", _names(spends), pacing.wait)
             self.stats.throttle_wait += pacing.wait
-            await clock.current().sleep(pacing.wait)
+            with self.stats.holding():
+                await clock.current().sleep(pacing.wait)
         if pacing.ticket is not None:
             self._tickets[id(reservation)] = pacing.ticket
         await self._wait_bucket(spends, pacing.wait)
@@ -165,7 +168,8 @@ class Pacer:
         """Sleep a retry's backoff; the others hold back during it too (a coordinator)."""
         if self.shared is not None:
             await self.shared.flush()
-        await clock.current().sleep(seconds)
+        with self.stats.holding():
+            await clock.current().sleep(seconds)
 
 
 def _names(spends: Mapping[str, float]) -> str:

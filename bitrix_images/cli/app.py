@@ -176,13 +176,15 @@ async def _demo(options: MirrorOptions, given: PortalOptions) -> int:
 
     async with demo_portal() as fake:
         catalog = fake.catalog
-        print(
-            f"demo: an embedded demo portal on loopback ({fake.origin.host}:{fake.port}) with "
-            f"{plural(len(catalog.product_ids()), 'product')} and "
-            f"{plural(catalog.image_count(), 'image')}; "
-            "nothing leaves this machine",
-            flush=True,
-        )
+        if not options.output.quiet:
+            print(
+                f"demo: an embedded demo portal on loopback ({fake.origin.host}:{fake.port}) with "
+                f"{plural(len(catalog.product_ids()), 'product')} and "
+                f"{plural(catalog.image_count(), 'image')}; "
+                "nothing leaves this machine",
+                file=sys.stderr if options.output.json else sys.stdout,  # stdout: the JSON only
+                flush=True,
+            )
         options = attrs.evolve(options, iblock=catalog.iblock_id)
         given = attrs.evolve(given, rate=given.rate or DEMO_RATE, burst=given.burst or DEMO_BURST)
         portal = Portal(webhook=str(fake.webhook_url))

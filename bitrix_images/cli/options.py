@@ -30,6 +30,7 @@ __all__ = [
     "ImageOptions",
     "ListOptions",
     "MirrorOptions",
+    "OutputOptions",
     "UploadOptions",
     "from_namespace",
 ]
@@ -69,6 +70,16 @@ class FieldsOptions:
 
 
 @attrs.frozen
+class OutputOptions:
+    """How ``mirror`` and ``upload`` report: ``--json``, ``-v``, ``-q``, ``--log-file``."""
+
+    json: bool = False
+    verbose: bool = False
+    quiet: bool = False
+    log_file: Path | None = None
+
+
+@attrs.frozen
 class MirrorOptions:
     dest: Path
     products: tuple[int, ...] | None
@@ -81,6 +92,7 @@ class MirrorOptions:
     verify: bool
     shard: tuple[int, int] | None
     via: str = "auto"
+    output: OutputOptions = OutputOptions()
     max_delete: int = 100
     rebind: bool = False
 
@@ -106,6 +118,7 @@ class UploadOptions:
     max_delete: int = 100
     max_file_bytes: int = 100 * 2**20
     settle_after: float = 60.0
+    output: OutputOptions = OutputOptions()
 
 
 @attrs.frozen
@@ -177,6 +190,7 @@ def from_namespace(args: argparse.Namespace) -> tuple[str, CommandOptions, Porta
             max_delete=args.max_delete,
             max_file_bytes=args.max_file_size,
             settle_after=args.settle_after,
+            output=_job_output(args),
         )
     return command, options, portal
 
@@ -194,8 +208,15 @@ def _mirror(args: argparse.Namespace) -> MirrorOptions:
         verify=args.verify,
         shard=args.shard,
         via=args.via,
+        output=_job_output(args),
         max_delete=args.max_delete,
         rebind=args.rebind,
+    )
+
+
+def _job_output(args: argparse.Namespace) -> OutputOptions:
+    return OutputOptions(
+        json=args.json, verbose=args.verbose, quiet=args.quiet, log_file=args.log_file
     )
 
 

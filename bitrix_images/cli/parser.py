@@ -276,6 +276,7 @@ def _add_mirror(commands: Commands) -> None:
         type=shard,
         help="only the products whose id %% N == K, so that N hosts split one catalog",
     )
+    _add_job_output(sub)
 
 
 def _add_upload(commands: Commands) -> None:
@@ -353,6 +354,42 @@ def _add_upload(commands: Commands) -> None:
         width=78,
     )
     sub.epilog = f"{files}\n\n{sub.epilog}"
+    _add_job_output(sub)
+
+
+def _add_job_output(sub: argparse.ArgumentParser) -> None:
+    """``mirror`` and ``upload``: output for scripts (--json), per file (-v), none (-q), a log."""
+    output = sub.add_argument_group("output")
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object at the end (every count, bytes, seconds, the time held "
+        "by the limits, the failures), also when the run stops; standard output holds only "
+        "it, and the bar, warnings and -v lines go to standard error",
+    )
+    talk = output.add_mutually_exclusive_group()
+    talk.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="one line per file, as --dry-run prints them: '+ 3/a.png' added or downloaded, "
+        "'~' replaced or fetched again, '- 3/b.png (id 40)' removed, '=' already there, "
+        "'!' failed",
+    )
+    talk.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="errors only: no bar, no summary, no warnings; each failure is still printed "
+        "('!' lines on standard error) and the exit status is the same",
+    )
+    output.add_argument(
+        "--log-file",
+        metavar="FILE",
+        type=Path,
+        help="append every file event and warning to FILE, one JSON object a line, with the "
+        "time; the run's summary object last",
+    )
 
 
 def _add_catalogs(commands: Commands) -> None:

@@ -6,8 +6,9 @@ Built on the public SDK (``BitrixClient``, ``Images``); nothing below this packa
 imports it, and the command line (``bitrix_images.cli``) sits on top of it.
 """
 
+from .events import FileEvent
 from .ids import catalog_ids
 from .mirror import MirrorResult, mirror
 from .upload import UploadResult, upload
 
-__all__ = ["MirrorResult", "UploadResult", "catalog_ids", "mirror", "upload"]
+__all__ = ["FileEvent", "MirrorResult", "UploadResult", "catalog_ids", "mirror", "upload"]

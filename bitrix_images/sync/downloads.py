@@ -22,6 +22,7 @@ from .._fetch import FetchedFile
 from ..exceptions import BitrixError
 from ..models import ProductImage
 from .dest import TEMP_SUFFIX, reason, remove, same_file, stops_the_job, temp_prefix
+from .events import ADD, REPLACE
 from .frame import FATAL
 from .health import PortalHealth
 from .manifest import Entry, digest
@@ -38,6 +39,7 @@ __all__ = ["Downloads", "Fetch"]
 class Fetch:
     """
     One image to download; *adopt* is an unrecorded file that may already hold it;
+    *changed*: the recorded file is there but no longer what was written (fetched again);
     *recheck*: *target* is a recorded file to compare with, and replace if it differs.
     """
 
@@ -45,6 +47,7 @@ class Fetch:
     product_id: int
     target: Path
     adopt: Path | None = None
+    changed: bool = False
     recheck: bool = False
 
 
@@ -94,6 +97,8 @@ class Downloads:
                 down = self.health.failed(error)
                 if down is not None:
                     self.counts.failed += 1
+                    image_id = fetch.image.id
+                    self.bar.fail(fetch.product_id, fetch.target.name, image_id, str(error))
                     raise down from None
                 self.failed(fetch, str(error))
                 return None
@@ -123,7 +128,7 @@ class Downloads:
                 counts.skipped += 1
             else:
                 counts.adopted += 1
-            self.bar.skip()
+            self.bar.skip(fetch.product_id, path.name, image.id)
         else:
             if fetch.recheck:
                 try:
@@ -141,7 +146,8 @@ class Downloads:
                 counts.via_public += 1
             else:
                 counts.via_rest += 1
-            self.bar.add_download(size)
+            kind = REPLACE if fetch.changed else ADD
+            self.bar.add_download(size, fetch.product_id, path.name, image.id, kind=kind)
         relative = path.relative_to(self.dest).as_posix()
         entry = Entry(fetch.product_id, image.id, relative, size, sha256, via=fetched.via)
         await self.note(entry)
@@ -156,7 +162,7 @@ class Downloads:
     def failed(self, fetch: Fetch, reason: str) -> None:
         """Count and name one image that could not be fetched; the run goes on."""
         self.counts.failed += 1
-        self.bar.fail()
+        self.bar.fail(fetch.product_id, fetch.target.name, fetch.image.id, reason)
         self.bar.warn(
             f"product {fetch.product_id}, image {fetch.image.id} ({fetch.target.name}): {reason}"
         )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 import attrs
 
 from ..exceptions import AuthError, RateLimited
+from .events import FileEvent
 from .progress import Progress
 
 if TYPE_CHECKING:
@@ -53,13 +54,16 @@ class RunTotals:
     """
     What a run cost, the tail of every job's result: ``requests`` sent, ``retries`` made,
     ``waited`` seconds on rate limits and backoff (summed over concurrent requests),
-    ``seconds`` of wall time; ``dry_run`` and its ``planned`` lines.
+    ``held`` seconds of wall time during which the limits or a backoff held at least one
+    request back (at most ``seconds``, the run's wall time); ``dry_run`` and its
+    ``planned`` lines.
     """
 
     seconds: float = 0.0
     requests: int = 0
     retries: int = 0
     waited: float = 0.0
+    held: float = 0.0
     dry_run: bool = False
     planned: tuple[str, ...] = ()
 
@@ -77,6 +81,7 @@ class _Mark:
         self._requests = stats.requests
         self._retries = stats.retries
         self._waited = stats.throttle_wait + stats.retry_wait
+        self._held = stats.held_now()
 
     def totals(self) -> dict[str, Any]:
         stats = self._stats
@@ -85,13 +90,14 @@ class _Mark:
             "requests": stats.requests - self._requests,
             "retries": stats.retries - self._retries,
             "waited": stats.throttle_wait + stats.retry_wait - self._waited,
+            "held": stats.held_now() - self._held,
         }
 
 
 class Job(Generic[C, R]):
     """
     One run of a job: its counts (``counts``), its reporter (``bar``), its dry-run plan
-    (``planned``), and the run around ``body()``.
+    (``planned``: the lines of the file events ``bar`` tells), and the run around ``body()``.
 
     *result_type* is a frozen class inheriting the counts class and ``RunTotals``;
     subclasses write ``body()``, may check what they need in ``prepare()`` and add
@@ -113,6 +119,13 @@ class Job(Generic[C, R]):
         self.bar = bar
         self.dry_run = dry_run
         self.planned: list[str] = []
+        if dry_run:
+            # The plan is the dry run's file events, in the one line format.
+            bar.listen(self.plan)
+
+    def plan(self, event: FileEvent) -> None:
+        """One line of a dry run's plan."""
+        self.planned.append(event.line)
 
     async def prepare(self) -> None:
         """What comes before any request (checks of the folder): its errors end no run."""

@@ -48,6 +48,7 @@ from .dest import (
     stops_the_job,
 )
 from .downloads import Downloads, Fetch
+from .events import ADD, REPLACE, FileEvent
 from .frame import Job, run_bounded
 from .ids import Ids, counted
 from .listing import Listed, products
@@ -84,6 +85,7 @@ async def mirror(
     warnings: IO[str] | None = None,
     total: int | None = None,
     on_finish: Callable[[MirrorResult], object] | None = None,
+    on_event: Callable[[FileEvent], object] | None = None,
 ) -> MirrorResult:
     """
     Download every image of *product_ids* into ``dest/<product_id>/``; return the counts.
@@ -126,6 +128,8 @@ async def mirror(
 
     *on_finish* receives the counts once the run ends, however it ends (done, an error, a
     cancellation such as SIGINT/SIGTERM), so that a summary can always be printed.
+    *on_event* receives a ``FileEvent`` per file as it is handled (``+`` downloaded, ``~``
+    fetched again, ``-`` pruned, ``=`` in place, ``!`` failed; with *dry_run*: planned).
     ``DEST`` that is not a directory or cannot be written, or a manifest that is not a
     regular file (a link), is an ``OSError`` saying so before any request (no summary:
     the run never started); an existing file that is not a regular file (a FIFO) where an
@@ -153,7 +157,7 @@ async def mirror(
     )
     if total is None and isinstance(product_ids, Sized):
         total = len(product_ids)
-    bar = Progress(progress, warnings, total=total, per_image=True)
+    bar = Progress(progress, warnings, total=total, per_image=True, on_event=on_event)
     return await _Mirror(client, product_ids, dest, concurrency, options, bar).run(on_finish)
 
 
@@ -296,6 +300,7 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
         # product, so nothing of it is pruned.
         self.counts.unlisted += 1
         self.bar.warn(f"product {listed.product_id} skipped: {listed.error.description}")
+        self.bar.unlisted(listed.product_id, listed.error.description)
         if not isinstance(listed.error, MalformedResponse):
             self.malformed = 0
             return
@@ -329,9 +334,10 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
                 # refuses: this product's images cannot be written, the others can.
                 counts.images += len(images)
                 counts.failed += len(images)
-                self.bar.warn(f"product {product_id} skipped: {reason(error)}")
-                for _ in images:
-                    self.bar.fail()
+                why = reason(error)
+                self.bar.warn(f"product {product_id} skipped: {why}")
+                for image in images:
+                    self.bar.fail(product_id, image.name, image.id, why)
                 return
         for image in images:
             counts.images += 1
@@ -343,21 +349,23 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
                     # A FIFO, a device, a link or a folder where the file was: never
                     # opened, never replaced; the user sees it and the run goes on.
                     counts.failed += 1
-                    self.bar.fail()
-                    self.bar.warn(f"{row.path} is {odd}, not a regular file; left alone")
+                    why = f"{odd}, not a regular file; left alone"
+                    self.bar.fail(product_id, path.name, image.id, why)
+                    self.bar.warn(f"{row.path} is {why}")
                     continue
                 trusted = self.manifest is not None and row.generation == self.manifest.generation
                 if trusted and await self.intact(row, path):
                     counts.skipped += 1
-                    self.bar.skip()
+                    self.bar.skip(product_id, path.name, image.id)
                     continue
                 # Written for the portal before a rebind: fetched again and compared.
                 recheck = not trusted and file_size(path) is not None
-                fetch = Fetch(image, product_id, path, recheck=recheck)
+                fetch = Fetch(image, product_id, path, changed=exists(path), recheck=recheck)
             else:
                 fetch = unrecorded(image, product_id, folder, names)
             if options.dry_run:
-                self.planned.append(f"download {fetch.target.relative_to(self.dest).as_posix()}")
+                kind = REPLACE if fetch.changed else ADD
+                self.bar.tell(FileEvent(kind, product_id, fetch.target.name, image.id))
                 counts.downloaded += 1
                 continue
             await self.queue.put(fetch)
@@ -400,13 +408,10 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
             self.bar.warn(f"prune would remove {len(ours)} files; nothing removed: {why_not}")
             ours = []
         for row in ours:
-            if dry_run:
-                self.planned.append(f"remove {row.path}")
-                counts.removed += 1
-                continue
-            why = await self.removal(row, dry_run=False)
+            why = None if dry_run else await self.removal(row, dry_run=False)
             if why is None:
                 counts.removed += 1
+                self.bar.removed(row.product_id, row.path.rsplit("/", 1)[-1], row.image_id)
             elif why != "gone":  # pragma: no cover -- a race: changed since the check above
                 self.bar.warn(f"{row.path} {why}; kept, not pruned")
             forget.append(row.image_id)

@@ -69,8 +69,8 @@ class MirrorResult(RunTotals, MirrorCounts):
             if self.fallbacks:
                 reasons = ", ".join(f"{reason}: {count}" for reason, count in self.fallbacks)
                 line += f" ({reasons})"
+        # Wall-clock time: requests that waited together count once, not once each.
         return (
-            f"{line}; "
-            f"{self.retries} retries, {self.waited:.1f} s waiting on rate limits "
-            "(summed over concurrent requests)"
+            f"{line}; {plural(self.retries, 'retry', 'retries')}, "
+            f"{self.held:.1f} s held back by the limits"
         )

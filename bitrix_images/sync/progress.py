@@ -10,18 +10,24 @@ ETA over images. Images downloaded and skipped are counted apart, and the
 rate shown is of downloads only, so a resumed run that skips thousands of files does not
 claim a speed it does not have. Warnings go above the bar, through ``printable``: image
 names and portal messages may hold terminal escape sequences.
+
+The reporter also tells each file's ``FileEvent`` (``sync.events``) to whoever listens
+(``on_event``, a dry run's plan); with no listener no event is made, so a mirror of a
+million images already in place makes no object per file.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import IO, Final, NoReturn
 
 from tqdm import tqdm
 
+from .events import ADD, FAIL, KEEP, REMOVE, UNLISTED, FileEvent
 from .terminal import warn
 
-__all__ = ["Progress", "human_size"]
+__all__ = ["Progress", "human_size", "write_line"]
 
 _KNOWN: Final = (
     "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} products "
@@ -46,6 +52,11 @@ def human_size(size: float) -> str:
     return f"{size:.1f} TB"
 
 
+def write_line(line: str, stream: IO[str]) -> None:
+    """One line on *stream*, with any bar on a terminal cleared first and drawn again after."""
+    tqdm.write(line, file=stream)
+
+
 class Progress:
     """
     The reporter of one job: its bar on *stream* (``None``: no bar), and its warnings to
@@ -56,6 +67,8 @@ class Progress:
     counts images instead of products: each file handled moves it, the images of each
     product listed add to its length, and once the listing has ended (``listing_done``) it
     shows a percentage and an ETA over images; the products go to the text beside it.
+    Each file handled is a ``FileEvent`` for *on_event* and the listeners added by
+    ``listen()``.
     """
 
     def __init__(
@@ -67,7 +80,11 @@ class Progress:
         desc: str = "mirror",
         verb: str = "downloaded",
         per_image: bool = False,
+        on_event: Callable[[FileEvent], object] | None = None,
     ) -> None:
+        self._listeners: list[Callable[[FileEvent], object]] = []
+        if on_event is not None:
+            self._listeners.append(on_event)
         self._warnings = warnings
         self._verb = verb
         self._per_image = per_image
@@ -131,26 +148,62 @@ class Progress:
         if self._bar is not None and self._per_image:
             self._bar.update(1)
 
-    def skip(self) -> None:
+    def listen(self, callback: Callable[[FileEvent], object]) -> None:
+        """Tell *callback* every file event from now on (after ``on_event``)."""
+        self._listeners.append(callback)
+
+    def tell(self, event: FileEvent) -> None:
+        """Hand *event* to every listener; the bar does not move (a dry run's plan)."""
+        for listener in self._listeners:
+            listener(event)
+
+    def skip(self, product_id: int, name: str | None, image_id: int | None = None) -> None:
         """One image already in place."""
         self.skipped += 1
         self._show()
         self._moved()
+        if self._listeners:
+            self.tell(FileEvent(KEEP, product_id, name, image_id))
 
-    def fail(self) -> None:
-        """One image that could not be moved."""
+    def fail(self, product_id: int, name: str | None, image_id: int | None, reason: str) -> None:
+        """One image that could not be moved, and why."""
         self.failed += 1
         self._show()
         self._moved()
+        if self._listeners:
+            self.tell(FileEvent(FAIL, product_id, name, image_id, reason=reason))
 
-    def add_download(self, size: int) -> None:
-        """One file moved (downloaded, or added), *size* bytes."""
+    def add_download(
+        self,
+        size: int,
+        product_id: int,
+        name: str | None,
+        image_id: int | None = None,
+        *,
+        kind: str = ADD,
+        replaces: str | None = None,
+        replaces_id: int | None = None,
+    ) -> None:
+        """One file moved (downloaded, or added), *size* bytes; *kind* ``replace``: in
+        place of an older file or image."""
         if self._first_download is None:
             self._first_download = time.monotonic()
         self.downloaded += 1
         self.bytes += size
         self._show()
         self._moved()
+        if self._listeners:
+            self.tell(FileEvent(kind, product_id, name, image_id, size, replaces, replaces_id))
+
+    def removed(self, product_id: int, name: str | None, image_id: int) -> None:
+        """One file or image removed by prune."""
+        if self._listeners:
+            self.tell(FileEvent(REMOVE, product_id, name, image_id))
+
+    def unlisted(self, product_id: int, reason: str) -> None:
+        """One product that could not be listed (gone, forbidden, malformed)."""
+        if self._listeners:
+            self.tell(FileEvent(UNLISTED, product_id, reason=reason))
 
     def _show(self) -> None:
         if self._bar is None:

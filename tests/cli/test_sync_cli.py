@@ -26,10 +26,13 @@ def test_mirror_prune_dry_run_then_prune(
     assert run_cli(capsys, *argv)[0] == 0
     gone = served.portal.catalog.images(1)[0]
     served.call(served.portal.catalog.delete_image, 1, gone.id)
+    kept = [f"{i.product_id}/{i.name}" for p in (1, 2) for i in served.portal.catalog.images(p)]
     code, out, _ = run_cli(capsys, *argv, "--prune", "--dry-run")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == f"remove 1/{gone.name}"
+    # Prune's removals come after every listing: after the files kept.
+    assert lines[0:3] == [f"= {path}" for path in kept]
+    assert lines[3] == f"- 1/{gone.name} (id {gone.id})"
     assert "0 to download, 3 skipped, 1 to remove)" in lines[-1]
     assert (tmp_path / "out" / "1" / gone.name).exists()
     code, out, _ = run_cli(capsys, *argv, "--prune", "--verify")

@@ -73,6 +73,12 @@ async def use() -> None:
         pushed: bx.UploadResult = await bx.upload(client, "photos", prune=True, dry_run=True)
         counts: tuple[int, int, str] = (mirrored.removed, pushed.added, pulled.summary())
         plan: tuple[str, ...] = pushed.planned
+        events: list[bx.FileEvent] = []
+        watched = await bx.mirror(client, [1], "out", on_event=events.append)
+        await bx.upload(client, "photos", on_event=lambda event: print(event.line))
+        held: float = watched.held + pushed.held + client.stats.held
+        line: str = events[0].line
+        del held, line
         catalog = bx.catalog_ids(client, 14)
         known: int | None = catalog.total
         product_ids: list[int] = [product_id async for product_id in catalog]

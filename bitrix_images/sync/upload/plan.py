@@ -6,8 +6,9 @@ image is deleted when no entry of the folder has its name (a nameless image cann
 matched, so it stays; a name in the folder protects its image whatever became of the file:
 0 bytes, a dangling link, not an image), and never while the folder holds no readable
 image (an unmounted share, a copy under way). After a command whose outcome is unknown,
-the next listing of its product tells whether it was applied: ``applied`` counts it from
-that listing.
+the next listing of its product tells whether it was applied: ``applied`` tells it from
+that listing. What each command does is a ``FileEvent`` (``sync.events``): its line is the
+dry run's.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from typing import Final, TypeAlias
 import attrs
 
 from ...models import ImageType, ProductImage
-from ..terminal import printable
+from .. import events
+from ..events import FileEvent
 from .scan import Folder, ImageFile
 
 __all__ = ["ADD", "DELETE", "Key", "Op", "ProductPlan", "applied", "plan_product"]
@@ -59,19 +61,32 @@ class Op:
         assert self.image is not None  # noqa: S101 -- one of the two is set
         return ("delete", self.image.id)
 
-    def planned(self) -> str:
+    @property
+    def name(self) -> str | None:
+        """The file's name in its folder (an add), or the image's on the portal (a delete)."""
+        if self.file is not None:
+            return self.file.path.name
+        assert self.image is not None  # noqa: S101 -- one of the two is set
+        return self.image.name
+
+    def event(self) -> FileEvent:
         """
-        The line of a dry run: ``+ 3/front.png``, ``~ 3/detail@front.png replaces
-        'photo-1.png' (id 31)``, ``- 3/old.png (id 40)``; printable (names may hold
-        terminal escapes).
+        What the command does to its file: ``+ 3/front.png``, ``~ 3/detail@front.png
+        replaces 'photo-1.png' (id 31)``, ``- 3/old.png (id 40)`` as lines.
         """
         if self.file is None:
             assert self.image is not None  # noqa: S101 -- a delete names its image
-            return printable(f"- {self.product_id}/{self.image.name} (id {self.image.id})")
+            return FileEvent(events.REMOVE, self.product_id, self.image.name, self.image.id)
         if self.replaces is not None:
             old = self.replaces
-            return printable(f"~ {self.file.shown} replaces {old.name!r} (id {old.id})")
-        return printable(f"+ {self.file.shown}")
+            return FileEvent(
+                events.REPLACE, self.product_id, self.name, replaces=old.name, replaces_id=old.id
+            )
+        return FileEvent(events.ADD, self.product_id, self.name)
+
+    def planned(self) -> str:
+        """The line of a dry run (printable: names may hold terminal escapes)."""
+        return self.event().line
 
 
 @attrs.frozen
@@ -81,7 +96,7 @@ class ProductPlan:
     adds: tuple[Op, ...] = ()
     deletes: tuple[Op, ...] = ()
     present: int = 0
-    kept: tuple[str, ...] = ()  # the lines of the files already there: "= 3/kept.png"
+    kept: tuple[ImageFile, ...] = ()  # the files the product has already ("= 3/kept.png")
 
 
 def plan_product(
@@ -100,12 +115,12 @@ def plan_product(
     have = {image.name for image in images}
     card = {image.type: image for image in images if image.type in _CARD}
     adds: list[Op] = []
-    kept: list[str] = []
+    kept: list[ImageFile] = []
     for file in folder.files:
         if (file.product_id, file.name) in given_up:
             continue
         if file.name in have:
-            kept.append(printable(f"= {file.shown}"))
+            kept.append(file)
             continue
         # Adding a card picture replaces the product's previous one (portal behaviour).
         replaces = card.get(file.type) if file.type in _CARD else None
@@ -123,17 +138,19 @@ def plan_product(
     return ProductPlan(tuple(adds), tuple(deletes), len(kept), tuple(kept))
 
 
-def applied(keys: Iterable[Key], images: Sequence[ProductImage]) -> tuple[int, int]:
+def applied(
+    product_id: int, keys: Iterable[Key], images: Sequence[ProductImage]
+) -> list[FileEvent]:
     """
-    Of the commands *keys* whose outcome was unknown, how many the product's new listing
-    (*images*) shows applied: ``(added, removed)``.
+    Of the commands *keys* whose outcome was unknown, the ones the product's new listing
+    (*images*) shows applied, as events: an add by the name sent, a delete by image id.
     """
     names = {image.name for image in images}
     ids = {image.id for image in images}
-    added = removed = 0
+    done: list[FileEvent] = []
     for kind, value in keys:
         if kind == "add" and value in names:
-            added += 1
+            done.append(FileEvent(events.ADD, product_id, str(value)))
         elif kind == "delete" and value not in ids:
-            removed += 1
-    return added, removed
+            done.append(FileEvent(events.REMOVE, product_id, image_id=int(value)))
+    return done

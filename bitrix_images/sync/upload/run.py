@@ -28,6 +28,7 @@ from ..._wire import clock
 from ..._wire.text import plural
 from ...exceptions import BitrixError, TransportError
 from ..deletes import DeleteBound
+from ..events import REMOVE, FileEvent
 from ..frame import Counts, Job, RunTotals
 from ..listing import products
 from ..progress import Progress
@@ -119,6 +120,7 @@ async def upload(
     progress: IO[str] | None = None,
     warnings: IO[str] | None = None,
     on_finish: Callable[[UploadResult], object] | None = None,
+    on_event: Callable[[FileEvent], object] | None = None,
     max_delete: int = 100,
     max_file_bytes: int = MAX_FILE_BYTES,
     settle_after: float = DEFAULT_SETTLE_AFTER,
@@ -139,7 +141,9 @@ async def upload(
     error, a cancellation such as SIGINT/SIGTERM), so that a summary can always be printed;
     a run stopped before its first request (the folder's lock held past *lock_wait*, two
     ``detail@`` files of one product) never started: it raises, and *on_finish* is not
-    called, as for ``mirror``.
+    called, as for ``mirror``. *on_event* receives a ``FileEvent`` per file as it is
+    handled (``+`` added, ``~`` a card picture replaced, ``-`` deleted, ``=`` there
+    already, ``!`` failed; with *dry_run*: planned).
 
     No run creates a duplicate, even when an answer is lost or the run is killed: a product
     whose outcome is unknown is listed again before anything is resent for it, and every add
@@ -166,7 +170,7 @@ async def upload(
     src = Path(src)
     if not src.is_dir():
         raise ValueError(f"not a directory: {src}")
-    bar = Progress(progress, warnings, desc="upload", verb="added")
+    bar = Progress(progress, warnings, desc="upload", verb="added", on_event=on_event)
     sending: dict[str, Any] = {
         "pack": pack,
         "max_request_bytes": max_request_bytes,
@@ -245,6 +249,8 @@ class _Upload(Job[UploadCounts, UploadResult]):
         counts.files += scanned.files
         counts.not_images += scanned.not_images
         counts.failed += scanned.failed
+        for product_id, name, why in scanned.failures:
+            self.bar.fail(product_id, name, None, why)
         counts.products = len(scanned.folders)
         self.bar.set_total(counts.products)
         self.folders = {folder.product_id: folder for folder in scanned.folders}
@@ -269,10 +275,9 @@ class _Upload(Job[UploadCounts, UploadResult]):
             if attempt >= retry.max_attempts:
                 for product_id in todo:
                     counts.failed += 1
-                    self.warn(
-                        f"product {product_id}: the portal's answers kept getting lost; "
-                        "nothing was resent (run again to finish it)"
-                    )
+                    why = "the portal's answers kept getting lost; nothing was resent"
+                    self.bar.fail(product_id, None, None, why)
+                    self.warn(f"product {product_id}: {why} (run again to finish it)")
                 break
             # A request whose answer was lost (a timeout, say) may still be running on the
             # portal: the listing that decides what to send again waits the policy's
@@ -285,7 +290,6 @@ class _Upload(Job[UploadCounts, UploadResult]):
         """List *todo*, plan each product against its folder, and send the plan."""
         deletes: list[Op] = []
         adds: list[Op] = []
-        kept: list[str] = []
         unlisted = 0
         async for listed in products(self.client, todo, select=_SELECT):
             if first:
@@ -294,25 +298,30 @@ class _Upload(Job[UploadCounts, UploadResult]):
                 unlisted += 1
                 self.counts.unlisted += 1
                 self.warn(f"product {listed.product_id} skipped: {listed.error.description}")
+                self.bar.unlisted(listed.product_id, listed.error.description)
                 continue
             if not self.dry_run:
                 self.guard.listed(listed.product_id)
-            added, removed = applied(self.unknown.pop(listed.product_id, ()), listed.images)
-            self.counts.added += added
-            self.counts.removed += removed
+            unknown = self.unknown.pop(listed.product_id, ())
+            for event in applied(listed.product_id, unknown, listed.images):
+                if event.kind == REMOVE:
+                    self.counts.removed += 1
+                else:
+                    self.counts.added += 1
+                self.bar.tell(event)
             plan = plan_product(
                 by_id[listed.product_id], listed.images, prune=self.prune, given_up=self.given_up
             )
             if first:
                 self.counts.present += plan.present
-                kept += plan.kept
-                for _ in range(plan.present):
-                    self.bar.skip()
+                for file in plan.kept:
+                    self.bar.skip(file.product_id, file.path.name)
             adds += plan.adds
             deletes += plan.deletes
         deletes = self.bounded(deletes, unlisted)
         if self.dry_run:
-            self.planned += [*kept, *(op.planned() for op in (*deletes, *adds))]
+            for op in (*deletes, *adds):
+                self.bar.tell(op.event())
             self.counts.removed += len(deletes)
             self.counts.added += len(adds)
             return
@@ -346,11 +355,20 @@ class _Upload(Job[UploadCounts, UploadResult]):
 
     def done(self, op: Op, stored: str | None = None) -> None:
         self.guard.known(op)
+        event = op.event()
         if op.file is None:
             self.counts.removed += 1
+            self.bar.tell(event)
             return
         self.counts.added += 1
-        self.bar.add_download(op.file.size())
+        self.bar.add_download(
+            op.file.size(),
+            op.product_id,
+            event.name,
+            kind=event.kind,
+            replaces=event.replaces,
+            replaces_id=event.replaces_id,
+        )
         if stored is not None and stored != op.file.name:
             # Files are matched by name: one the portal renames would be added again by
             # the next run. Say so, once per file, rather than duplicate it silently later.
@@ -362,7 +380,7 @@ class _Upload(Job[UploadCounts, UploadResult]):
     def fail(self, op: Op, why: str) -> None:
         self.guard.known(op)
         self.counts.failed += 1
-        self.bar.fail()
+        self.bar.fail(op.product_id, op.name, None if op.image is None else op.image.id, why)
         if op.file is not None:
             self.given_up.add((op.product_id, op.file.name))
         self.warn(f"{op.shown}: {why}")

@@ -80,6 +80,12 @@ class Scanned:
     files: int = 0  # image files to upload
     not_images: int = 0  # files skipped for not being images
     failed: int = 0  # image files that cannot be uploaded as they are named
+    failures: list[tuple[int, str, str]] = attrs.Factory(list)  # (product, file, why) of those
+
+    def fail(self, product_id: int, name: str, why: str) -> None:
+        """One image file that cannot be uploaded (warned about), and why."""
+        self.failed += 1
+        self.failures.append((product_id, name, why))
 
 
 def scan(
@@ -139,8 +145,9 @@ def _folder(
         if file.type is not ImageType.MORE_PHOTO:
             card[file.type] = file
         if any(other.name == file.name for other in files):
-            warn(f"{file.shown}: another file of this folder is named {file.name!r} too")
-            found.failed += 1
+            why = f"another file of this folder is named {file.name!r} too"
+            warn(f"{file.shown}: {why}")
+            found.fail(product_id, path.name, why)
             continue
         files.append(file)
     found.files += len(files)
@@ -169,12 +176,13 @@ def _image_file(
     try:
         head = read_head(path, max_file_bytes)
     except OSError as error:
-        warn(f"{shown}: {error.strerror or error}, skipped")
-        found.failed += 1
+        why = str(error.strerror or error)
+        warn(f"{shown}: {why}, skipped")
+        found.fail(product_id, path.name, why)
         return None
     except ValueError as error:
         warn(f"{shown}: {error}, skipped")
-        found.failed += 1
+        found.fail(product_id, path.name, str(error))
         return None
     if head is None:
         warn(f"{shown}: not a regular file (a link, a FIFO, a device), skipped")
@@ -185,14 +193,16 @@ def _image_file(
         return None
     name, kind = _split(path.name)
     if not name.strip():
-        warn(f"{shown}: nothing after the {path.name!r} prefix, skipped")
-        found.failed += 1
+        why = f"nothing after the {path.name!r} prefix"
+        warn(f"{shown}: {why}, skipped")
+        found.fail(product_id, path.name, why)
         return None
     if "\\" in name:
         # CRestUtil::saveFile keeps what follows the last slash or backslash; the image
         # would get another name, and the next run would add it again.
-        warn(f"{shown}: the portal cuts names at a backslash; rename the file, skipped")
-        found.failed += 1
+        why = "the portal cuts names at a backslash; rename the file"
+        warn(f"{shown}: {why}, skipped")
+        found.fail(product_id, path.name, why)
         return None
     return ImageFile(product_id, path, name, kind)
 

@@ -3,8 +3,10 @@ it completes, with every good image on disk and each bad one named in a warning.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hostile_support import HostileProxy
@@ -101,3 +103,36 @@ def test_a_hostile_catalog_is_mirrored_whole(
     assert not any((ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F for c in err + out)
     assert "\u202e" not in err + out
     assert portal.webhook_code not in err + out
+
+
+def test_a_hostile_catalog_in_json_lines_and_the_log_shows_no_secret(
+    hostile: tuple[ThreadPortal, HostileProxy, dict[str, int]],
+    capsys: pytest.CaptureFixture[str],
+    secret_watch: Any,
+) -> None:
+    served, proxy, ids = hostile
+    portal = served.portal
+    argv = [
+        *("mirror", "out", "--via", "rest", "--json", "-v", "--log-file", "run.log"),
+        *(f"--product={p}" for p in portal.catalog.product_ids()),
+        *("--webhook", proxy.webhook_url),
+    ]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 1
+    summary = json.loads(out)
+    assert {failure["image_id"] for failure in summary["failures"]} == {
+        ids["foreign"],
+        ids["redirect"],
+    }
+    log = Path("run.log").read_text()
+    records = [json.loads(line) for line in log.splitlines()]
+    assert records[-1]["failures"] == summary["failures"]
+    assert sum(line.startswith("+ ") for line in err.splitlines()) == summary["downloaded"]
+    # -v lines (on standard error with --json) are printable whatever the portal named.
+    assert not any((ord(c) < 0x20 and c != "\n") or 0x7F <= ord(c) <= 0x9F for c in err)
+    for text in (out, err, log):
+        assert portal.webhook_code not in text
+        assert "token=" not in text
+        assert "/download/" not in text  # no signed link, not even its path
+        assert '"download_url"' not in text
+    secret_watch.check(out, err, log)

@@ -23,15 +23,15 @@ def test_the_bar_grows_with_the_listing_then_shows_an_eta() -> None:
     bar.set_total(3)
     bar.product_done()
     bar.images_listed(4)
-    bar.add_download(100)
+    bar.add_download(100, 1, "a.png", 5)
     bar.images_listed(0)  # a product with no images changes nothing
     listing = screen.getvalue()
     bar.product_done()
     bar.images_listed(2)
-    bar.skip()
-    bar.fail()
+    bar.skip(1, "b.png", 6)
+    bar.fail(1, "c.png", 7, "refused")
     bar.listing_done()
-    bar.add_download(100)
+    bar.add_download(100, 1, "a.png", 5)
     bar.close()
     shown = screen.getvalue()
     assert "images listed so far" in listing
@@ -45,7 +45,7 @@ def test_the_bar_grows_with_the_listing_then_shows_an_eta() -> None:
 def test_no_bar_when_no_terminal() -> None:
     bar = Progress(None, io.StringIO(), per_image=True)
     bar.images_listed(3)
-    bar.add_download(1)
+    bar.add_download(1, 1, "a.png", 5)
     bar.listing_done()
     bar.close()
     assert bar.downloaded == 1

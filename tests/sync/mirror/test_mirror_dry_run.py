@@ -61,5 +61,5 @@ def test_a_dry_run_into_a_new_folder_still_creates_nothing(
         capsys, "mirror", "new/deeper", "--product", "1", "--dry-run", "--webhook", served.url
     )
     assert code == 0
-    assert out.startswith("download 1/")
+    assert out.startswith("+ 1/")
     assert not (tmp_path / "new").exists()

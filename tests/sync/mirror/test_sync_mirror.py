@@ -80,7 +80,8 @@ async def test_prune_removes_only_what_the_manifest_lists(tmp_path: Path) -> Non
                 client, [1, 2, 3, 4], tmp_path, prune=True, dry_run=True, warnings=warnings
             )
         # Product 3 could not be listed: every removal waits for a run that lists them all.
-        assert (plan.removed, plan.held_back, plan.planned) == (0, 4, ())
+        assert (plan.removed, plan.held_back) == (0, 4)
+        assert not [line for line in plan.planned if line.startswith("-")]
         assert "prune would remove 4 files; nothing removed: 1 product could not be listed" in (
             warnings.getvalue()
         )
@@ -94,8 +95,9 @@ async def test_prune_removes_only_what_the_manifest_lists(tmp_path: Path) -> Non
                 client, [1, 2, 4], tmp_path, prune=True, dry_run=True, warnings=warnings
             )
         assert plan.removed == 4
-        assert f"remove 1/{gone_1.name}" in plan.planned
-        assert sum(line.startswith("remove 2/") for line in plan.planned) == 3
+        assert f"- 1/{gone_1.name} (id {gone_1.id})" in plan.planned
+        assert sum(line.startswith("- 2/") for line in plan.planned) == 3
+        assert sum(line.startswith("= 4/") for line in plan.planned) == 3
         assert "4 to remove" in plan.summary()
         assert (tmp_path / "1" / gone_1.name).exists()  # a dry run removes nothing
 
@@ -194,7 +196,7 @@ async def test_a_dry_run_creates_nothing(tmp_path: Path) -> None:
     async with FakePortal(products=2, images_per_product=2, rate=None) as portal:
         result = await run(portal, tmp_path / "new", [1, 2], dry_run=True)
         assert result.downloaded == 4
-        assert result.planned[0].startswith("download 1/")
+        assert result.planned[0].startswith("+ 1/")
         assert "4 to download" in result.summary()
         assert not (tmp_path / "new").exists()
 

@@ -51,7 +51,7 @@ def test_the_lines_of_a_dry_run() -> None:
     )
     assert Op(7, image=image(9, "x\x1b[2J.png")).planned() == "- 7/x\\x1b[2J.png (id 9)"
     plan = plan_product(folder(7, "a.png", "b.png"), [image(1, "a.png"), old], prune=True)
-    assert plan.kept == ("= 7/a.png",)
+    assert [file.shown for file in plan.kept] == ["7/a.png"]
     assert [op.planned() for op in plan.deletes] == ["- 7/photo-1.png (id 31)"]
 
 
@@ -65,5 +65,6 @@ def test_prune_keeps_every_name_of_the_folder_and_spares_a_folder_without_images
 def test_a_new_listing_tells_which_unknown_commands_were_applied() -> None:
     keys = [("add", "a.png"), ("add", "b.png"), ("delete", 5), ("delete", 6)]
     # a.png is there now, b.png is not; image 5 is gone, image 6 is still there.
-    assert applied(keys, [image(1, "a.png"), image(6, "y.png")]) == (1, 1)
-    assert applied([], [image(1, "a.png")]) == (0, 0)
+    done = applied(7, keys, [image(1, "a.png"), image(6, "y.png")])
+    assert [event.line for event in done] == ["+ 7/a.png", "- 7 (id 5)"]
+    assert applied(7, [], [image(1, "a.png")]) == []
