@@ -9,15 +9,13 @@ bounded queue that a few worker tasks drain with ``client.images.download``.
 rename).
 
 ``DEST/.bitrix-images.sqlite`` (``manifest``) lists every file this tool wrote, by image
-id, and is bound to its portal (``binding``): a run against another portal is refused
-before any download unless asked to rebind, and then every file is fetched again and
-compared by hash. "Already here" is decided by image id: a listed file of the right size
-is skipped (``verify`` re-hashes it instead), a file of the same name that the manifest
-does not list is adopted only when its bytes are the image's. Existing files are read only
-when they are regular files (a FIFO there is reported, never opened). ``prune`` collects
-the files of images gone from the portal over the whole run and removes them after every
-listing succeeded, at most ``max_delete`` of them: only files the manifest lists, still
-holding what was written, never through a product folder that is a link.
+id, and is bound to its portal (``binding``). "Already here" is decided by image id: a
+listed file of the right size is skipped (``verify`` re-hashes it instead), a file of the
+same name that the manifest does not list is adopted only when its bytes are the image's.
+Existing files are read only when they are regular files (a FIFO is reported, never
+opened). ``prune`` collects the files of images gone from the portal over the whole run
+and removes them after every listing succeeded, at most ``max_delete``: only files the
+manifest lists, still holding what was written, never through a folder that is a link.
 """
 
 from __future__ import annotations
@@ -99,13 +97,10 @@ async def mirror(
     ``held_back``). *dry_run* fetches and removes nothing and returns the plan in
     ``planned``; it checks ``dest`` as a real run does.
 
-    The manifest is bound to the portal it was written for (its host, and the OAuth
-    ``member_id`` when the client knows it): a run against another portal raises
-    ``PortalMismatch`` naming both hosts before any download. *rebind* binds ``dest`` to
-    this portal instead, and every file listed is fetched again and compared by hash (the
-    portal gives no hash without the bytes): kept when it is the same, replaced when not.
-    The same ``member_id`` under a new host (a renamed portal) rebinds itself, with a
-    warning; a manifest of an earlier version is bound on its first run.
+    The manifest is bound to its portal (``binding``): a run against another one raises
+    ``PortalMismatch`` naming both hosts before any download; *rebind* binds ``dest`` to
+    this portal instead and fetches every recorded file again, kept when its bytes are the
+    same, replaced when not. A renamed portal (its ``member_id`` known) rebinds itself.
 
     *progress* is where the bar goes (``None``: no bar); it shows a percentage and an ETA
     when the number of products is known: *total*, ``len(product_ids)`` for a list, or the
