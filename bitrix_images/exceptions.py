@@ -21,7 +21,9 @@ The tree::
     ├── MalformedResponse       the answer does not have the documented shape
     └── BatchError              a command inside a batch failed and could not be retried
 
-Argument errors are plain ``ValueError`` / ``TypeError``, raised before any request.
+Argument errors are plain ``ValueError`` / ``TypeError``, raised before any request;
+``PortalMismatch`` (a ``ValueError``) is one of them: a mirror's folder that belongs to
+another portal.
 
 No message or ``repr()`` of these exceptions contains the webhook code, a token or a
 signed download URL: they are built from the method name, the ``error`` value, the
@@ -42,6 +44,7 @@ __all__ = [
     "MalformedResponse",
     "NotFound",
     "OutcomeUnknown",
+    "PortalMismatch",
     "PortalMoved",
     "RateLimited",
     "ServerError",
@@ -208,3 +211,21 @@ class BatchError(BitrixError):
         )
         self.errors = dict(errors)
         self.product_id = product_id
+
+
+class PortalMismatch(ValueError):
+    """
+    ``mirror``'s folder belongs to another portal: its manifest was written for another host.
+
+    Raised before any download; the message names both hosts. ``mirror(..., rebind=True)``
+    (``mirror --rebind``) binds the folder to the new portal and checks every file again.
+
+    Attributes:
+        bound: the host the folder's manifest is bound to.
+        host: the host of the client's portal.
+    """
+
+    def __init__(self, message: str, *, bound: str, host: str) -> None:
+        super().__init__(message)
+        self.bound = bound
+        self.host = host

@@ -514,7 +514,10 @@ async def test_an_old_manifest_gains_the_via_column(tmp_path: Path) -> None:
     manifest = await Manifest.open(tmp_path)  # already migrated: opened as is
     await manifest.close()
     with contextlib.closing(sqlite3.connect(tmp_path / MANIFEST_NAME)) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (1,)
+        # Version 2 (the portal binding, each row's generation) came with it.
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(files)")}
+        assert {"via", "generation"} <= columns
 
 
 # --- the pure rules -------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import attrs
 from ..exceptions import BitrixError
 from ..sync.ids import file_ids
 from ..sync.terminal import PROG
+from ..sync.upload.journal import LockedError
 from .commands import Failed, run_command
 from .interrupt import Interrupted, run_interruptible
 from .options import (
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         # The reader went away (| head): stop quietly, as other tools do.
         silence_stdout()
         return 1
-    except (BitrixError, ValueError, TypeError, OSError, Failed) as failure:
+    except (BitrixError, ValueError, TypeError, OSError, LockedError, Failed) as failure:
         return error(str(failure) or type(failure).__name__, secrets)
 
 

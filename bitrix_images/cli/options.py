@@ -93,6 +93,8 @@ class MirrorOptions:
     shard: tuple[int, int] | None
     via: str = "auto"
     output: OutputOptions = OutputOptions()
+    max_delete: int = 100
+    rebind: bool = False
 
 
 @attrs.frozen
@@ -207,6 +209,8 @@ def _mirror(args: argparse.Namespace) -> MirrorOptions:
         shard=args.shard,
         via=args.via,
         output=_job_output(args),
+        max_delete=args.max_delete,
+        rebind=args.rebind,
     )
 
 

@@ -258,6 +258,19 @@ def _add_mirror(commands: Commands) -> None:
         help="re-hash the files the manifest lists and fetch again any that changed",
     )
     sub.add_argument(
+        "--max-delete",
+        metavar="N",
+        type=positive_int,
+        default=100,
+        help="with --prune: remove nothing when a run would remove more than N files (default 100)",
+    )
+    sub.add_argument(
+        "--rebind",
+        action="store_true",
+        help="mirror this portal into a DEST written for another one: fetch every file "
+        "again, keep those with the same bytes, replace the others",
+    )
+    sub.add_argument(
         "--shard",
         metavar="K/N",
         type=shard,

@@ -4,7 +4,11 @@ it names, and which file-system errors stop it.
 
 - ``prepare_dest`` makes ``DEST`` and proves it writable before any request, so that a
   regular file there reads "not a directory" and a read-only one "cannot write to DEST",
-  not an ``[Errno 17]`` or the name of an internal temporary file.
+  not an ``[Errno 17]`` or the name of an internal temporary file; ``check_dest`` makes the
+  same checks for a dry run, creating nothing.
+- ``remove_ours``: prune's look at a recorded file and its removal, made through the
+  product folder's descriptor, opened without following a link, so that a product folder
+  replaced by a link to elsewhere is never entered.
 - ``remove_stale``: a run killed with SIGKILL (or a power cut) leaves its temporary file
   (``temp_prefix()``, named in ``bitrix_images._dest``) behind; this removes those of this
   host whose process is gone, and leaves alone those of a live process or of another host
@@ -28,23 +32,27 @@ from typing import Final
 
 from .._wire.naming import HOST, TEMP_NAME, TEMP_SUFFIX, safe_name, temp_prefix
 from ..models import ProductImage
-from .manifest import digest
+from .manifest import digest, not_regular
 
 __all__ = [
     "TEMP_SUFFIX",
     "Names",
+    "check_dest",
     "exists",
     "file_size",
-    "is_file",
+    "kind_of",
     "make_dir",
     "prepare_dest",
     "reason",
     "remove",
+    "remove_ours",
     "remove_stale",
     "same_file",
     "stops_the_job",
     "temp_prefix",
 ]
+
+_FOLDER_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 # Errors that every further write into DEST would meet as well (write(2), rename(2)).
@@ -82,6 +90,22 @@ def prepare_dest(dest: Path) -> None:
         raise _said(OSError, error.errno, f"cannot write to {dest}: {reason}") from None
     os.close(fd)
     os.unlink(probe)
+
+
+def check_dest(dest: Path) -> None:
+    """
+    ``prepare_dest``'s checks, for a dry run: nothing is created. *dest*, or the nearest
+    folder above it that exists, must be a directory this process may write to; the
+    errors are ``prepare_dest``'s.
+    """
+    here = dest
+    while not os.path.lexists(here) and here.parent != here:
+        here = here.parent
+    if not here.is_dir():
+        raise _said(NotADirectoryError, errno.ENOTDIR, f"{dest} is not a directory")
+    if not os.access(here, os.W_OK | os.X_OK):
+        reason = os.strerror(errno.EACCES)
+        raise _said(OSError, errno.EACCES, f"cannot write to {dest}: {reason}")
 
 
 def _said(kind: type[OSError], code: int | None, message: str) -> OSError:
@@ -151,6 +175,13 @@ class Names:
         self._taken.add(candidate.casefold())
         return candidate
 
+    def free(self, image: ProductImage, folder: Path) -> Path:
+        """A path in *folder* for *image* that no other image and no file there has."""
+        path = folder / self.claim(image)
+        while exists(path):
+            path = folder / self.claim(image)
+        return path
+
 
 def reason(error: Exception) -> str:
     """What went wrong, in words: the OS's text for an ``OSError``, without its errno."""
@@ -161,7 +192,10 @@ def reason(error: Exception) -> str:
 
 
 async def same_file(path: Path, size: int, sha256: str) -> bool:
-    """Whether *path* holds the bytes of that size and SHA-256 (not if unreadable)."""
+    """
+    Whether *path* holds the bytes of that size and SHA-256 (not if unreadable, nor if it
+    is not a regular file: a FIFO there is never opened for reading).
+    """
     try:
         return await asyncio.to_thread(digest, path) == (size, sha256)
     except OSError:
@@ -176,12 +210,57 @@ def make_dir(path: Path, *, parents: bool = False) -> None:
     path.mkdir(parents=parents, exist_ok=True)
 
 
-def is_file(path: Path) -> bool:
-    return path.is_file()
-
-
 def exists(path: Path) -> bool:
     return os.path.lexists(path)
+
+
+def kind_of(path: Path) -> str | None:
+    """What is at *path* when it is not a regular file ("a FIFO", "a symbolic link");
+    ``None`` for a regular file or nothing."""
+    try:
+        return not_regular(path.lstat().st_mode)
+    except OSError:
+        return None
+
+
+def remove_ours(folder: Path, name: str, size: int, sha256: str, *, dry_run: bool) -> str | None:
+    """
+    Remove *folder*/*name* if it is still the file this tool wrote (that size and SHA-256):
+    ``None`` when it is (and, unless *dry_run*, is removed now), else why not, in words
+    that follow the file's name: "gone", "changed since it was written", "is a FIFO",
+    "is a symbolic link", "is in a folder that is a link or not a folder (not entered)".
+
+    Made through the folder's descriptor, opened without following a link: a product
+    folder that is a link (to outside DEST, say) is never entered, nor one swapped for a
+    link meanwhile. Blocking: call it from a thread.
+    """
+    try:
+        fd = os.open(folder, _FOLDER_FLAGS)
+    except FileNotFoundError:
+        return "gone"
+    except OSError as error:
+        if error.errno in (errno.ELOOP, errno.ENOTDIR):
+            return "is in a folder that is a link or not a folder (not entered)"
+        raise
+    try:
+        try:
+            info = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return "gone"
+        kind = not_regular(info.st_mode)
+        if kind is not None:
+            return f"is {kind}"
+        try:
+            found = digest(name, dir_fd=fd)
+        except OSError:  # pragma: no cover -- a race: swapped for something else since the stat
+            found = None
+        if found != (size, sha256):
+            return "changed since it was written"
+        if not dry_run:
+            os.unlink(name, dir_fd=fd)
+        return None
+    finally:
+        os.close(fd)
 
 
 def file_size(path: Path) -> int | None:

@@ -8,12 +8,14 @@ bounded queue that a few worker tasks drain with ``client.images.download``.
 ``DEST/<product_id>/<file name>`` is the layout; downloads are atomic (temporary file, then
 rename).
 
-``DEST/.bitrix-images.sqlite`` (``_manifest``) lists every file this tool wrote, by image
-id. "Already here" is decided by image id: a listed file of the right size is skipped
-(``verify`` re-hashes it instead), a file of the same name that the manifest does not list
-is adopted only when its bytes are the image's. ``prune`` removes, after a product was
-listed completely, the files of its images that are gone from the portal: only files the
-manifest lists, never after a failed listing.
+``DEST/.bitrix-images.sqlite`` (``manifest``) lists every file this tool wrote, by image
+id, and is bound to its portal (``binding``). "Already here" is decided by image id: a
+listed file of the right size is skipped (``verify`` re-hashes it instead), a file of the
+same name that the manifest does not list is adopted only when its bytes are the image's.
+Existing files are read only when they are regular files (a FIFO is reported, never
+opened). ``prune`` collects the files of images gone from the portal over the whole run
+and removes them after every listing succeeded, at most ``max_delete``: only files the
+manifest lists, still holding what was written, never through a folder that is a link.
 """
 
 from __future__ import annotations
@@ -28,17 +30,19 @@ import attrs
 from .._calls.links import check_via
 from ..exceptions import MalformedResponse
 from ..models import ProductImage
+from .binding import Binding, judge, portal_of
+from .deletes import DeleteBound
 from .dest import (
     Names,
+    check_dest,
     exists,
     file_size,
-    is_file,
+    kind_of,
     make_dir,
     prepare_dest,
     reason,
-    remove,
+    remove_ours,
     remove_stale,
-    same_file,
     stops_the_job,
 )
 from .downloads import Downloads, Fetch
@@ -73,6 +77,8 @@ async def mirror(
     via: str = "auto",
     verify: bool = False,
     dry_run: bool = False,
+    max_delete: int = 100,
+    rebind: bool = False,
     progress: IO[str] | None = None,
     warnings: IO[str] | None = None,
     total: int | None = None,
@@ -84,9 +90,17 @@ async def mirror(
 
     Files this tool wrote are listed in ``dest/.bitrix-images.sqlite``; an image whose file
     is listed and in place is skipped (*verify*: only when its SHA-256 still matches).
-    *prune* removes the files of a product's images that are gone from the portal, once
-    the product was listed completely, and only files the manifest lists. *dry_run* fetches
-    and removes nothing and returns the plan in ``planned``.
+    *prune* removes the files of images that are gone from the portal: only files the
+    manifest lists and that still hold what this tool wrote, only after every product was
+    listed (a product that could not be listed holds every removal back), at most
+    *max_delete* in a run (beyond it none is made; the run says why and counts them in
+    ``held_back``). *dry_run* fetches and removes nothing and returns the plan in
+    ``planned``; it checks ``dest`` as a real run does.
+
+    The manifest is bound to its portal (``binding``): a run against another one raises
+    ``PortalMismatch`` naming both hosts before any download; *rebind* binds ``dest`` to
+    this portal instead and fetches every recorded file again, kept when its bytes are the
+    same, replaced when not. A renamed portal (its ``member_id`` known) rebinds itself.
 
     *progress* is where the bar goes (``None``: no bar); it shows a percentage and an ETA
     when the number of products is known: *total*, ``len(product_ids)`` for a list, or the
@@ -111,19 +125,31 @@ async def mirror(
     cancellation such as SIGINT/SIGTERM), so that a summary can always be printed.
     *on_event* receives a ``FileEvent`` per file as it is handled (``+`` downloaded, ``~``
     fetched again, ``-`` pruned, ``=`` in place, ``!`` failed; with *dry_run*: planned).
-    ``DEST`` that is not a directory or cannot be written is an ``OSError`` saying so
-    before any request; temporary files of earlier runs that were killed are removed from
-    the folders this run visits.
+    ``DEST`` that is not a directory or cannot be written, or a manifest that is not a
+    regular file (a link), is an ``OSError`` saying so before any request (no summary:
+    the run never started); an existing file that is not a regular file (a FIFO) where an
+    image goes is a warning, counted ``failed``, and never opened; temporary files of
+    earlier runs that were killed are removed from the folders this run visits.
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError("concurrency must be an int >= 1")
-    for name, flag in (("prune", prune), ("verify", verify), ("dry_run", dry_run)):
+    flags = (("prune", prune), ("verify", verify), ("dry_run", dry_run), ("rebind", rebind))
+    for name, flag in flags:
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    if isinstance(max_delete, bool) or not isinstance(max_delete, int) or max_delete < 0:
+        raise ValueError("max_delete must be an int >= 0")
     if not isinstance(dest, (str, Path)):
         raise TypeError(f"dest must be a Path or str, got {type(dest).__name__}")
     dest = Path(dest)
-    options = _Options(prune=prune, verify=verify, dry_run=dry_run, via=check_via(via))
+    options = _Options(
+        prune=prune,
+        verify=verify,
+        dry_run=dry_run,
+        via=check_via(via),
+        max_delete=max_delete,
+        rebind=rebind,
+    )
     if total is None and isinstance(product_ids, Sized):
         total = len(product_ids)
     bar = Progress(progress, warnings, total=total, per_image=True, on_event=on_event)
@@ -136,6 +162,8 @@ class _Options:
     verify: bool
     dry_run: bool
     via: str
+    max_delete: int = 100
+    rebind: bool = False
 
 
 class _Mirror(Job[MirrorCounts, MirrorResult]):
@@ -156,7 +184,10 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
         self.concurrency = concurrency
         self.options = options
         self.manifest: Manifest | None = None
+        self.binding: Binding | None = None  # the portal the manifest is bound to
         self.done: list[Entry] = []  # completed files not recorded yet
+        self.gone: list[Entry] = []  # rows of images gone from the portal (prune)
+        self.deletes = DeleteBound(options.max_delete)
         self.failure: Exception | None = None  # what stopped the listing, if anything
         self.malformed = 0  # products in a row whose listing was malformed
         # Bounded: the listing runs at most a few images ahead of the downloads.
@@ -178,28 +209,62 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
         return {"fallbacks": tuple(fallbacks), "public_given_up": links.given_up}
 
     async def prepare(self) -> None:
-        if not self.options.dry_run:
-            # "not a directory" / "cannot write to DEST" before any request.
+        # "not a directory" / "cannot write to DEST" / a manifest that is a link, before
+        # any request; a dry run makes the same checks and creates nothing.
+        if self.options.dry_run:
+            check_dest(self.dest)
+            if not exists(self.dest / MANIFEST_NAME):
+                return  # it plans from an empty manifest
+        else:
             prepare_dest(self.dest)
-            self.manifest = await Manifest.open(self.dest)
-        elif is_file(self.dest / MANIFEST_NAME):
-            # A dry run creates nothing; without a manifest it plans from an empty one.
-            self.manifest = await Manifest.open(self.dest)
+        manifest = await Manifest.open(self.dest)
+        try:
+            await self.bind(manifest)
+        except BaseException:
+            await manifest.close()
+            raise
+        self.manifest = manifest
+
+    async def bind(self, manifest: Manifest) -> None:
+        """Check the manifest's portal against the client's (``binding``), before any request."""
+        bound = await manifest.binding()
+        binding, notice = judge(
+            bound, portal_of(self.client), rebind=self.options.rebind, where=str(self.dest)
+        )
+        if notice is not None:
+            self.bar.warn(notice)
+        if binding != bound and not self.options.dry_run:
+            await manifest.bind(binding)
+        manifest.generation = binding.generation
+        self.binding = binding
 
     async def body(self) -> None:
         workers = (self.downloads.worker() for _ in range(self.concurrency))
         tasks = [self.produce(), *workers]
         try:
             await run_bounded(tasks, len(tasks))
+            if self.options.prune:
+                await self.prune()
         finally:
             if self.manifest is not None:
                 try:
                     # Even when stopped (Ctrl-C, an error): what is on disk gets recorded.
                     await self.record()
+                    await self.learn_member()
                 finally:
                     await self.manifest.close()
         if self.failure is not None:
             raise self.failure
+
+    async def learn_member(self) -> None:
+        """The ``member_id`` an OAuth refresh told during the run goes into the binding."""
+        member = portal_of(self.client).member_id
+        bound = self.binding
+        if self.options.dry_run or bound is None or bound.member_id is not None or not member:
+            return
+        assert self.manifest is not None  # noqa: S101 -- a binding comes from it
+        self.binding = attrs.evolve(bound, member_id=member)
+        await self.manifest.bind(self.binding)
 
     def seen(self, total: int | None) -> None:
         """One more product id read; *total* once the catalog has told it."""
@@ -244,12 +309,9 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
         counts, options = self.counts, self.options
         rows = await self.manifest.product(product_id) if self.manifest is not None else {}
         if options.prune:
+            # Removed after every listing (prune()); their names stay taken until then.
             present = {image.id for image in images}
-            for image_id, gone in list(rows.items()):
-                if image_id not in present:
-                    await self.prune(gone)
-                    if not options.dry_run:
-                        del rows[image_id]
+            self.gone += [row for image_id, row in rows.items() if image_id not in present]
         names = Names()
         for kept in rows.values():
             names.keep(kept.path.rsplit("/", 1)[-1])
@@ -277,19 +339,25 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
             row = rows.get(image.id)
             path = row.under(self.dest) if row is not None else None
             if row is not None and path is not None:
-                if await self.intact(row, path):
+                odd = kind_of(path)
+                if odd is not None:
+                    # A FIFO, a device, a link or a folder where the file was: never
+                    # opened, never replaced; the user sees it and the run goes on.
+                    counts.failed += 1
+                    why = f"{odd}, not a regular file; left alone"
+                    self.bar.fail(product_id, path.name, image.id, why)
+                    self.bar.warn(f"{row.path} is {why}")
+                    continue
+                trusted = self.manifest is not None and row.generation == self.manifest.generation
+                if trusted and await self.intact(row, path):
                     counts.skipped += 1
                     self.bar.skip(product_id, path.name, image.id)
                     continue
-                fetch = Fetch(image, product_id, path, changed=exists(path))
+                # Written for the portal before a rebind: fetched again and compared.
+                recheck = not trusted and file_size(path) is not None
+                fetch = Fetch(image, product_id, path, changed=exists(path), recheck=recheck)
             else:
-                target = folder / names.claim(image)
-                if exists(target):
-                    # Not this tool's record, or a run stopped before recording it: fetch
-                    # beside it, keep whichever is the image's (see Downloads).
-                    fetch = Fetch(image, product_id, folder / names.claim(image), target)
-                else:
-                    fetch = Fetch(image, product_id, target)
+                fetch = unrecorded(image, product_id, folder, names)
             if options.dry_run:
                 kind = REPLACE if fetch.changed else ADD
                 self.bar.tell(FileEvent(kind, product_id, fetch.target.name, image.id))
@@ -310,22 +378,49 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
             return False
         return True
 
-    async def prune(self, row: Entry) -> None:
-        """Remove the file of an image the portal no longer has, if it is still ours."""
+    async def prune(self) -> None:
+        """
+        After every listing: remove the files of the images gone from the portal that are
+        still this tool's, unless a listing failed or they are more than ``max_delete``.
+        """
+        counts, dry_run = self.counts, self.options.dry_run
+        ours: list[Entry] = []
+        forget: list[int] = []
+        for row in self.gone:
+            why = await self.removal(row, dry_run=True)
+            if why is None:
+                ours.append(row)
+                continue
+            if why != "gone":
+                # Edited, replaced or moved since this tool wrote it: theirs now.
+                self.bar.warn(f"{row.path} {why}; kept, not pruned")
+            forget.append(row.image_id)
+        why_not = self.deletes.why_not(len(ours), unlisted=counts.unlisted)
+        if ours and self.failure is not None:
+            why_not = "the listing did not finish"
+        if why_not is not None:
+            counts.held_back += len(ours)
+            self.bar.warn(f"prune would remove {len(ours)} files; nothing removed: {why_not}")
+            ours = []
+        for row in ours:
+            why = None if dry_run else await self.removal(row, dry_run=False)
+            if why is None:
+                counts.removed += 1
+                self.bar.removed(row.product_id, row.path.rsplit("/", 1)[-1], row.image_id)
+            elif why != "gone":  # pragma: no cover -- a race: changed since the check above
+                self.bar.warn(f"{row.path} {why}; kept, not pruned")
+            forget.append(row.image_id)
+        if not dry_run and self.manifest is not None:
+            await self.manifest.forget(forget)
+
+    async def removal(self, row: Entry, *, dry_run: bool) -> str | None:
+        """Remove *row*'s file if it is still ours (``None``), or say why not."""
         path = row.under(self.dest)
-        dry_run = self.options.dry_run
-        if path is not None and file_size(path) is not None:
-            if not await same_file(path, row.size, row.sha256):
-                # Edited or replaced by someone since this tool wrote it: theirs now.
-                self.bar.warn(f"{row.path} changed since it was written; kept, not pruned")
-            else:
-                self.counts.removed += 1
-                if not dry_run:
-                    remove(path)
-                self.bar.removed(row.product_id, path.name, row.image_id)
-        if not dry_run:
-            assert self.manifest is not None  # noqa: S101 -- rows come from it
-            await self.manifest.forget([row.image_id])
+        if path is None:
+            return "gone"  # a row that names no file of its folder: nothing to remove
+        return await asyncio.to_thread(
+            remove_ours, path.parent, path.name, row.size, row.sha256, dry_run=dry_run
+        )
 
     async def note(self, entry: Entry) -> None:
         """A file is in place: record it with the next batch of records."""
@@ -338,3 +433,13 @@ class _Mirror(Job[MirrorCounts, MirrorResult]):
         done, self.done = self.done, []
         if done and self.manifest is not None:
             await self.manifest.record(done)
+
+
+def unrecorded(image: ProductImage, product_id: int, folder: Path, names: Names) -> Fetch:
+    """The fetch of an image the manifest does not list (a new one, most often)."""
+    target = folder / names.claim(image)
+    if not exists(target):
+        return Fetch(image, product_id, target)
+    # Not this tool's record, or a run stopped before recording it: fetch beside it, under
+    # a name nothing has, and keep whichever is the image's (see Downloads).
+    return Fetch(image, product_id, names.free(image, folder), target)

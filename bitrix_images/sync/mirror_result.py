@@ -21,6 +21,7 @@ class MirrorCounts(Counts):
     bytes: int = 0
     via_public: int = 0
     via_rest: int = 0
+    held_back: int = 0  # files prune would remove but did not (max_delete, a listing failed)
 
 
 @attrs.frozen
@@ -28,11 +29,14 @@ class MirrorResult(RunTotals, MirrorCounts):
     """
     What one mirror run did: the counts the command line prints.
 
-    ``downloaded`` files were fetched; ``skipped`` were in place already (by the manifest);
-    ``adopted`` were in place but unrecorded (a run stopped between a file's rename and its
-    record) and are recorded now; ``removed`` files were pruned (with ``dry_run``: would
-    be); ``failed`` images could not be fetched; ``unlisted`` products could not be listed
-    (gone, or forbidden). Of the files downloaded, ``via_public`` came through their
+    ``downloaded`` files were fetched; ``skipped`` were in place already (by the manifest,
+    or, after a rebind, by their bytes); ``adopted`` were in place but unrecorded (a run
+    stopped between a file's rename and its record) and are recorded now; ``removed`` files
+    were pruned (with ``dry_run``: would be), ``held_back`` were not although their images
+    are gone (more than ``max_delete``, or a product could not be listed: see the
+    warnings); ``failed`` images could not be fetched, or their path holds what is not a
+    regular file (a FIFO); ``unlisted`` products could not be listed (gone, or
+    forbidden). Of the files downloaded, ``via_public`` came through their
     public links and ``via_rest`` through REST; ``fallbacks`` counts, by reason, the images
     whose public link did not give them (``via="auto"``), and ``public_given_up`` says why
     the run stopped trying public links, if it did. ``planned`` holds the lines of a dry
@@ -53,8 +57,10 @@ class MirrorResult(RunTotals, MirrorCounts):
             line += f", {self.adopted} adopted"
         if self.failed:
             line += f", {self.failed} failed"
-        if self.removed or self.dry_run:
+        if self.removed or self.dry_run or self.held_back:
             line += f", {self.removed} {'to remove' if self.dry_run else 'removed'}"
+        if self.held_back:
+            line += f", {plural(self.held_back, 'removal')} held back"
         if self.unlisted:
             line += f"; {plural(self.unlisted, 'product')} could not be listed"
         line += f"), {self.bytes} bytes in {self.seconds:.1f} s"

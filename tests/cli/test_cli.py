@@ -13,12 +13,14 @@ import os
 import runpy
 import subprocess
 import sys
+import types
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yarl
 from support import (
     PNG_HEAD,
     Terminal,
@@ -785,6 +787,8 @@ class StubClient:
     def __init__(self, products: list[object], images: list[bx.ProductImage]) -> None:
         self.stats = bx.ClientStats()
         self.public_links = bx.LinkStats()
+        self.origin = yarl.URL("https://stub.example")  # the mirror binds DEST to its host
+        self._caller = types.SimpleNamespace(auth=None)
         self._products = products
         self.images = self
         self._images = images

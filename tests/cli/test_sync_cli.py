@@ -30,8 +30,9 @@ def test_mirror_prune_dry_run_then_prune(
     code, out, _ = run_cli(capsys, *argv, "--prune", "--dry-run")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0] == f"- 1/{gone.name} (id {gone.id})"
-    assert lines[1:4] == [f"= {path}" for path in kept]
+    # Prune's removals come after every listing: after the files kept.
+    assert lines[0:3] == [f"= {path}" for path in kept]
+    assert lines[3] == f"- 1/{gone.name} (id {gone.id})"
     assert "0 to download, 3 skipped, 1 to remove)" in lines[-1]
     assert (tmp_path / "out" / "1" / gone.name).exists()
     code, out, _ = run_cli(capsys, *argv, "--prune", "--verify")

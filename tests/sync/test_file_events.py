@@ -75,15 +75,14 @@ async def test_mirror_tells_each_file(tmp_path: Path) -> None:
         lines = sorted(event.line for event in events)
         kept = catalog.images(1)[0]
         other = catalog.images(2)[1]
+        # Product 3 could not be listed: prune holds every removal back.
         assert lines == sorted(
-            [
-                f"- 1/{gone.name} (id {gone.id})",
-                f"= 1/{kept.name}",
-                f"~ 2/{changed.name}",
-                f"= 2/{other.name}",
-                "! 3: Access Denied",
-            ]
+            [f"= 1/{kept.name}", f"~ 2/{changed.name}", f"= 2/{other.name}", "! 3: Access Denied"]
         ), lines
+        events.clear()
+        async with client_for(portal) as client:
+            await bx.mirror(client, [1, 2], tmp_path, prune=True, on_event=events.append)
+        assert f"- 1/{gone.name} (id {gone.id})" in [event.line for event in events]
 
 
 async def test_a_mirror_dry_run_plans_in_the_same_lines(tmp_path: Path) -> None:

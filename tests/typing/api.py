@@ -84,6 +84,13 @@ async def use() -> None:
         product_ids: list[int] = [product_id async for product_id in catalog]
         del counts, plan, known, product_ids
         await bx.mirror(client, bx.catalog_ids(client, 14), "out")
+        try:
+            again = await bx.mirror(client, [1], "out", prune=True, max_delete=10, rebind=True)
+            held_back: int = again.held_back
+            del held_back
+        except bx.PortalMismatch as mismatch:
+            hosts: tuple[str, str] = (mismatch.bound, mismatch.host)
+            del hosts
     oauth = bx.BitrixClient.from_oauth(
         "https://example.bitrix24.com/rest/",
         access_token="a",

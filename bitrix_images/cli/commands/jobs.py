@@ -64,6 +64,8 @@ async def mirror_command(
             concurrency=options.concurrency,
             via=options.via,
             verify=options.verify,
+            max_delete=options.max_delete,
+            rebind=options.rebind,
             total=products_total(options),
             **report.reporting(),
         )
@@ -206,8 +208,9 @@ class _Report:
         message = None
         if result.failed:
             message = f"{plural(result.failed, *what)} {failed}"
-        elif isinstance(result, UploadResult) and result.held_back:
-            message = f"{plural(result.held_back, 'delete')} held back (see the warnings)"
+        elif result.held_back:
+            deletes = "delete" if isinstance(result, UploadResult) else "removal"
+            message = f"{plural(result.held_back, deletes)} held back (see the warnings)"
         elif result.unlisted:
             message = f"{plural(result.unlisted, 'product')} could not be listed (see the warnings)"
         self.close(result, "failed" if message else "done", message)

@@ -56,6 +56,8 @@ class Guard:
         self.heartbeat: asyncio.Future[None] | None = None
         self.journal: Journal | None = None
         self.sent: dict[tuple[int, str], Op] = {}  # adds sent, outcome not confirmed yet
+        self.sent_at: dict[tuple[int, str], float] = {}  # when each of them was sent
+        self.lost: set[tuple[int, str]] = set()  # of them, those whose answer was lost
         self.settled: list[Op] = []  # adds whose outcome is known, to drop from the journal
 
     async def take_folder(self) -> None:
@@ -173,6 +175,19 @@ class Guard:
         for product_id in {entry.product for entry in pending} - set(product_ids):
             self.journal.settle(self.portal, product_id)
 
+    def answer_lost(self, ops: Iterable[Op]) -> None:
+        """The answers of the adds among *ops* were lost: they may still be running."""
+        self.lost.update((op.product_id, op.file.name) for op in ops if op.file is not None)
+
+    def unsettled(self) -> float:
+        """
+        Seconds until every add whose answer was lost may show in a listing: its send
+        time plus ``settle_after``, the rule the next run keeps for the journal (0 when
+        there is none). An add the portal answered, even with an error, has ended.
+        """
+        sent = [self.sent_at[key] for key in self.lost if key in self.sent_at]
+        return max(0.0, max(sent) + self.settle_after - time.time()) if sent else 0.0
+
     def listed(self, product_id: int) -> None:
         """*product_id* was listed after its adds settled: what it shows is their outcome."""
         if self.journal is None:
@@ -180,6 +195,8 @@ class Guard:
         self.journal.settle(self.portal, product_id)
         for key in [key for key in self.sent if key[0] == product_id]:
             del self.sent[key]
+            self.sent_at.pop(key, None)
+            self.lost.discard(key)
 
     def forget_settled(self) -> None:
         """Drop the adds whose outcome is known from the journal."""
@@ -204,6 +221,7 @@ class Guard:
             assert op.file is not None  # noqa: S101 -- filtered above
             entries.append(Entry(self.portal, op.product_id, op.file.name, now))
             self.sent[(op.product_id, op.file.name)] = op
+            self.sent_at[(op.product_id, op.file.name)] = now
         # Written and fsynced before the request goes: a kill after this line leaves the
         # entries for the next run to settle.
         self.journal.record(entries)
@@ -212,5 +230,7 @@ class Guard:
         """*op*'s outcome is known: it leaves the adds in flight and the journal."""
         if op.file is None:
             return
+        self.sent_at.pop((op.product_id, op.file.name), None)
+        self.lost.discard((op.product_id, op.file.name))
         if self.sent.pop((op.product_id, op.file.name), None) is not None:
             self.settled.append(op)

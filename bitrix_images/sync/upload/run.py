@@ -26,7 +26,8 @@ import attrs
 
 from ..._wire import clock
 from ..._wire.text import plural
-from ...exceptions import BitrixError
+from ...exceptions import BitrixError, TransportError
+from ..deletes import DeleteBound
 from ..events import REMOVE, FileEvent
 from ..frame import Counts, Job, RunTotals
 from ..listing import products
@@ -137,10 +138,12 @@ async def upload(
     *progress* is where the bar goes (``None``: no bar), counting products. *warnings*
     receives one line per skipped file or failed image (``None``: the ``bitrix_images``
     logger). *on_finish* receives the counts once the run ends, however it ends (done, an
-    error, a cancellation such as SIGINT/SIGTERM), so that a summary can always be printed.
-    *on_event* receives a ``FileEvent`` per file as it is handled (``+`` added, ``~`` a
-    card picture replaced, ``-`` deleted, ``=`` there already, ``!`` failed; with
-    *dry_run*: planned).
+    error, a cancellation such as SIGINT/SIGTERM), so that a summary can always be printed;
+    a run stopped before its first request (the folder's lock held past *lock_wait*, two
+    ``detail@`` files of one product) never started: it raises, and *on_finish* is not
+    called, as for ``mirror``. *on_event* receives a ``FileEvent`` per file as it is
+    handled (``+`` added, ``~`` a card picture replaced, ``-`` deleted, ``=`` there
+    already, ``!`` failed; with *dry_run*: planned).
 
     No run creates a duplicate, even when an answer is lost or the run is killed: a product
     whose outcome is unknown is listed again before anything is resent for it, and every add
@@ -184,7 +187,7 @@ async def upload(
         settle_after=float(settle_after),
         lock_wait=float(lock_wait),
     )
-    job.max_delete, job.max_file_bytes = max_delete, max_file_bytes
+    job.deletes, job.max_file_bytes = DeleteBound(max_delete), max_file_bytes
     return await job.run(on_finish)
 
 
@@ -211,8 +214,7 @@ class _Upload(Job[UploadCounts, UploadResult]):
         self.unknown: dict[int, set[Key]] = {}  # commands whose outcome is unknown, by product
         self.given_up: set[tuple[int, str]] = set()  # (product, name) failed for good
         self.folders: dict[int, Folder] = {}  # by product id, once scanned
-        self.max_delete = 100
-        self.deciding = 0  # deletes decided so far in the run (max_delete bounds them)
+        self.deletes = DeleteBound(100)  # the run's deletes, bounded by max_delete
         self.max_file_bytes = MAX_FILE_BYTES
         self.guard = Guard(client, src, self.warn, settle_after=settle_after, lock_wait=lock_wait)
 
@@ -279,9 +281,10 @@ class _Upload(Job[UploadCounts, UploadResult]):
                 break
             # A request whose answer was lost (a timeout, say) may still be running on the
             # portal: the listing that decides what to send again waits the policy's
-            # longest backoff first (30 s by default), so that it sees what that request
-            # did. Lost answers are rare; a duplicate is forever.
-            await clock.current().sleep(retry.max_delay)
+            # longest backoff first (30 s by default), and for an add until its send plus
+            # settle_after (the portal's longest request), as the next run would, so that
+            # it sees what that request did. Lost answers are rare; a duplicate is forever.
+            await clock.current().sleep(max(retry.max_delay, self.guard.unsettled()))
 
     async def round(self, todo: list[int], by_id: Mapping[int, Folder], *, first: bool) -> None:
         """List *todo*, plan each product against its folder, and send the plan."""
@@ -331,29 +334,22 @@ class _Upload(Job[UploadCounts, UploadResult]):
         The deletes prune may make, decided after every listing of the round: none when a
         listing failed, none when there are more than ``max_delete`` (the run says why).
         """
-        if not deletes:
+        why = self.deletes.why_not(len(deletes), unlisted=unlisted)
+        if why is None:
             return deletes
-        why = ""
-        if unlisted:
-            why = f"{unlisted} products could not be listed"
-        elif self.deciding + len(deletes) > self.max_delete:
-            why = (
-                f"more than max_delete ({self.max_delete}); check the folder, "
-                "or allow more (--max-delete)"
-            )
-        if why:
-            self.counts.held_back += len(deletes)
-            self.warn(f"prune would delete {len(deletes)} images; nothing deleted: {why}")
-            return []
-        self.deciding += len(deletes)
-        return deletes
+        self.counts.held_back += len(deletes)
+        self.warn(f"prune would delete {len(deletes)} images; nothing deleted: {why}")
+        return []
 
     # --- outcomes, as the sender reports them ------------------------------------------------
 
     def unsure(self, ops: Iterable[Op], error: BitrixError | None) -> None:
+        ops = list(ops)
         for op in ops:
             self.uncertain.add(op.product_id)
             self.unknown.setdefault(op.product_id, set()).add(op.key)
+        if error is None or isinstance(error, TransportError):
+            self.guard.answer_lost(ops)
         why = "no answer for the command" if error is None else error.description
         log.debug("outcome unknown (%s); listing the products again", why)
 

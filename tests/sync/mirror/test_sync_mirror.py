@@ -79,6 +79,21 @@ async def test_prune_removes_only_what_the_manifest_lists(tmp_path: Path) -> Non
             plan = await bx.mirror(
                 client, [1, 2, 3, 4], tmp_path, prune=True, dry_run=True, warnings=warnings
             )
+        # Product 3 could not be listed: every removal waits for a run that lists them all.
+        assert (plan.removed, plan.held_back) == (0, 4)
+        assert not [line for line in plan.planned if line.startswith("-")]
+        assert "prune would remove 4 files; nothing removed: 1 product could not be listed" in (
+            warnings.getvalue()
+        )
+        held = await run(portal, tmp_path, [1, 2, 3, 4], prune=True)
+        assert (held.removed, held.held_back, held.unlisted) == (0, 4, 1)
+        assert "4 removals held back" in held.summary()
+        assert (tmp_path / "1" / gone_1.name).exists()
+
+        async with client_for(portal) as client:
+            plan = await bx.mirror(
+                client, [1, 2, 4], tmp_path, prune=True, dry_run=True, warnings=warnings
+            )
         assert plan.removed == 4
         assert f"- 1/{gone_1.name} (id {gone_1.id})" in plan.planned
         assert sum(line.startswith("- 2/") for line in plan.planned) == 3
@@ -87,8 +102,8 @@ async def test_prune_removes_only_what_the_manifest_lists(tmp_path: Path) -> Non
         assert (tmp_path / "1" / gone_1.name).exists()  # a dry run removes nothing
 
         async with client_for(portal) as client:
-            result = await bx.mirror(client, [1, 2, 3, 4], tmp_path, prune=True, warnings=warnings)
-        assert (result.removed, result.unlisted) == (4, 1)
+            result = await bx.mirror(client, [1, 2, 4], tmp_path, prune=True, warnings=warnings)
+        assert (result.removed, result.unlisted, result.held_back) == (4, 0, 0)
         assert "4 removed" in result.summary()
         assert "product 3 skipped" in warnings.getvalue()
         files = files_under(tmp_path)

@@ -161,7 +161,8 @@ async def test_a_lost_batch_answer_is_reconciled_by_listing(tmp_path: Path) -> N
         portal.inject("delay", method="batch", delay=0.0)
         portal.inject("drop", method="batch")
         async with client_for(portal) as client:
-            result = await bx.upload(client, src, concurrency=1)
+            # The portal answers at once: no add is still running when it is listed again.
+            result = await bx.upload(client, src, concurrency=1, settle_after=0)
         for pid, names in layout.items():
             on_portal = names_on(portal, pid)
             assert all(on_portal[name] == 1 for name in names), pid
@@ -182,7 +183,7 @@ async def test_a_lost_single_add_is_reconciled_by_listing(tmp_path: Path) -> Non
     async with FakePortal(products=2, images_per_product=0, rate=None) as portal:
         portal.inject("truncated", method="catalog.productImage.add")
         async with client_for(portal) as client:
-            result = await bx.upload(client, src, pack=False, concurrency=1)
+            result = await bx.upload(client, src, pack=False, concurrency=1, settle_after=0)
         assert names_on(portal, 1) == Counter({"a.png": 1, "b.png": 1})
         assert names_on(portal, 2) == Counter({"c.png": 1})
         assert (result.added, result.failed) == (3, 0)
@@ -328,7 +329,7 @@ async def test_answers_lost_every_time_give_up_without_resending_blindly(tmp_pat
     async with FakePortal(products=1, images_per_product=0, rate=None) as portal:
         portal.inject("reset", method="catalog.productImage.add", times=99)
         async with client_for(portal) as client:
-            result = await bx.upload(client, src, pack=False, warnings=warnings)
+            result = await bx.upload(client, src, pack=False, warnings=warnings, settle_after=0)
         # One add per round, each after a fresh listing: never two without one between.
         calls = [call.method for call in portal.counters.calls]
         assert all(
