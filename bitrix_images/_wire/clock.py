@@ -74,8 +74,11 @@ class InstantRetries(Clock):
     Made by ``bitrix_images.testing.instant_retries()``; usable as ``with`` or ``async with``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, frozen: bool = False) -> None:
         self.waits: list[float] = []
+        # Frozen: the clients' time moves on only by what they wait, never with the real
+        # time, so that a test's timeline does not depend on how fast the machine runs it.
+        self._frozen = (time.time(), time.monotonic()) if frozen else None
 
     @property
     def total(self) -> float:
@@ -83,10 +86,10 @@ class InstantRetries(Clock):
         return sum(self.waits)
 
     def time(self) -> float:
-        return time.time() + _skew
+        return (time.time() if self._frozen is None else self._frozen[0]) + _skew
 
     def monotonic(self) -> float:
-        return time.monotonic() + _skew
+        return (time.monotonic() if self._frozen is None else self._frozen[1]) + _skew
 
     async def sleep(self, seconds: float) -> None:
         self._pass(seconds)
@@ -131,7 +134,7 @@ class InstantRetries(Clock):
         self.__exit__(exc_type, exc, tb)
 
 
-def instant_retries() -> InstantRetries:
+def instant_retries(*, frozen: bool = False) -> InstantRetries:
     """
     Make every client's waits instant for your own tests, recording what they asked for.
 
@@ -140,6 +143,8 @@ def instant_retries() -> InstantRetries:
         assert clock.waits                      # the backoffs it would have slept
 
     The retry rules do not change (attempts and ``max_wait`` are counted as usual); only
-    the sleeping is skipped.
+    the sleeping is skipped. *frozen*: the clients' time moves only by what they wait, not
+    with the real time (give ``FakePortal(clock=bitrix_images._wire.clock.now)`` the same
+    time, and a timeline of limits replays alike on any machine).
     """
-    return InstantRetries()
+    return InstantRetries(frozen=frozen)

@@ -219,8 +219,10 @@ def test_no_refusal_against_the_portals_limiter(
 # --- a real client over loopback -----------------------------------------------------------
 
 PATIENT = bx.RetryPolicy(max_attempts=40, initial_delay=0.01, max_delay=0.1, max_wait=600.0)
-# The clock only moves on when told (or by what the clients wait), but a step's requests take
-# real time: baskets of 2 s leave a loaded machine room to finish one step inside one.
+# The clock is frozen (instant_retries(frozen=True)): it moves on only when told or by what
+# the clients wait, never with the real time a step takes, so a loaded machine replays the
+# same timeline (with the real time in it, four suites at once on two cores made steps
+# overrun their 2 s baskets and the portal refuse).
 LONG_WINDOW = 20.0
 GRAIN = LONG_WINDOW / 10
 
@@ -244,7 +246,7 @@ async def test_own_seconds_that_left_with_a_basket_are_not_taken_off_twice(
     # their own time does, while another application's spending makes the next figure grow.
     # That figure no longer holds them: the client must not take them off it again when
     # their own time is up, or it sends a window's worth too many.
-    with instant_retries():
+    with instant_retries(frozen=True):
         async with (
             FakePortal(
                 products=850,
@@ -270,7 +272,7 @@ async def test_own_seconds_that_left_with_a_basket_are_not_taken_off_twice(
             await until(edge + 0.02)
             found = await listed(client, 1, 50)  # the first batch goes alone: 0.15 s
             found += await listed(client, 51, 400)  # seven more, in its basket: 1.2 s
-            assert clock.now() < edge + GRAIN  # (a step's real time: see LONG_WINDOW)
+            assert clock.now() < edge + GRAIN  # (the clock is frozen: see LONG_WINDOW)
             await until(edge + LONG_WINDOW + 0.1)  # the basket has left (either model)...
             for method in {"inner": [LIST], "batch": ["batch"], "both": [LIST, "batch"]}[billing]:
                 portal.spend(method, 1.0)  # ...and another application spends 1 s
