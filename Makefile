@@ -5,6 +5,10 @@
 # branch-coverage gate, and on each other version in its own venv (.venv-3.X) without coverage,
 # concurrently. Versions not found are named as skipped. The tools are pinned in constraints.txt.
 PYTHON ?= python3
+# Bytecode is cached (__pycache__, ignored by git): with PYTHONDONTWRITEBYTECODE set, as some
+# CI images do, every process the tests start (CLI runs, workers, portals) compiled the whole
+# package from source again, about 0.2 s of CPU each.
+unexport PYTHONDONTWRITEBYTECODE
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
