@@ -33,11 +33,10 @@ def _cpu() -> float:
 
 
 def _drain_bucket(portal: Any) -> bool:
-    """Empty the portal's request bucket; False when the portal has none we can reach."""
-    bucket = getattr(portal, "_bucket", None)
-    if bucket is None or not hasattr(bucket, "level"):
-        return False
-    bucket.level = 0.0
+    """Empty the portal's request bucket (and its operating time): ``reset_limits``, the
+    portal's own, not its private attributes (which moved once, and the bucket silently
+    stayed full from one client's run into the next: W2's 503s in one full run)."""
+    portal.reset_limits()
     return True
 
 
